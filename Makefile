@@ -1,0 +1,62 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
+
+.PHONY: run test deps lint fmt bench bench-kafka bench-stream faults dashboard clean distclean
+
+run: deps  ## install what is missing, then broker + producer + stream + dashboard
+	$(BIN)/sensorstream run
+
+test: deps  ## install what is missing, then the whole test suite (starts and stops its own broker)
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest
+
+deps: $(STAMP) $(JARS)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "sensorstream needs Python 3.11+; set PYTHON=/path/to/python3.11"; exit 1; }
+	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || \
+	  { echo "Java 17+ is needed for Kafka and Spark: install a JDK (apt-get install openjdk-17-jre-headless) or set JAVA_HOME"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# constraints.txt is the lock: a fresh machine gets exactly the versions we test with.
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+.cache/jars/%/.complete: $(STAMP)
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed once to fetch the Kafka and Spark jars: apt-get install maven"; exit 1; }
+	$(BIN)/python -c 'from pathlib import Path; from sensorstream.kafka.jars import ensure_jars; ensure_jars(Path(".cache"), "$*")'
+
+lint:
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+fmt:
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+bench-kafka: deps
+	$(BIN)/sensorstream bench kafka
+
+bench-stream: deps
+	$(BIN)/sensorstream bench stream
+
+bench: deps
+	$(BIN)/sensorstream bench all
+
+faults: deps
+	$(BIN)/sensorstream faults
+
+dashboard: deps
+	$(BIN)/sensorstream dashboard
+
+clean:
+	rm -rf data reports .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) .cache

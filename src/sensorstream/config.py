@@ -1,0 +1,250 @@
+"""All settings, in one place (env prefix ``SENSORSTREAM_``; CLI flags override).
+
+Every other module takes a :class:`Settings` and derives what it needs from it, so a default
+changes here and nowhere else. Bad values fail at start-up with the setting's env name in the
+message (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SENSORSTREAM_"
+
+_UNITS = {
+    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}  # fmt: skip
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in a duration such as ``"1 minute"``, ``"30 seconds"``, ``"500 ms"`` or ``"2h"``.
+
+    A bare number means seconds. Spark's own interval strings use the same words, so one string
+    serves both our code and Spark's ``window()``.
+    """
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        stripped = text.strip()
+        try:
+            seconds = float(stripped)
+        except ValueError:
+            match = _DURATION.match(stripped)
+            if not match or match.group(2).lower() not in _UNITS:
+                raise ValueError(
+                    f"{text!r} is not a duration; write it like '1 minute', '30 seconds' or '500 ms'"
+                ) from None
+            seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if seconds < 0:
+        raise ValueError(f"{text!r} is negative; a duration must be >= 0")
+    return seconds
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+"""A duration in seconds, given as a number or a string like ``"1 minute"``."""
+
+
+def spark_interval(seconds: float) -> str:
+    """Spark interval text for a duration (Spark wants words, not floats)."""
+    millis = round(seconds * 1000)
+    if millis % 1000:
+        return f"{millis} milliseconds"
+    return f"{millis // 1000} seconds"
+
+
+# Physically possible ranges per sensor type; a reading outside them is a dead letter
+# (`out_of_range`), not an anomaly: the sensor or the wire is broken, not the plant.
+DEFAULT_VALID_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (-90.0, 150.0),  # C
+    "humidity": (0.0, 100.0),  # %
+    "pressure": (800.0, 1200.0),  # hPa
+    "vibration": (0.0, 100.0),  # mm/s
+    "power": (-1_000.0, 1_000_000.0),  # W (inverters can report small negatives at night)
+    "irradiance": (-50.0, 2_000.0),  # W/m2
+}
+
+# Plausible operating ranges; a reading outside them is an anomaly (rule `threshold`).
+DEFAULT_ANOMALY_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "temperature": (-30.0, 60.0),
+    "humidity": (5.0, 95.0),
+    "pressure": (950.0, 1060.0),
+    "vibration": (0.0, 12.0),
+}
+
+
+class Settings(BaseSettings):
+    """Pipeline settings. Env: ``SENSORSTREAM_<NAME>``; nested dicts are JSON."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=None, extra="ignore", validate_default=True, frozen=True
+    )
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Path("data")
+    db: Path = Path("data/sensorstream.duckdb")
+    checkpoint_dir: Path = Path("data/checkpoints")
+    cache_dir: Path = Field(Path(".cache"), description="Maven-resolved jars (git-ignored)")
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "sensor-data"
+    partitions: int = Field(3, ge=1, le=1000)
+    replication_factor: int = Field(1, ge=1, le=10)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_ca_location: str | None = None
+
+    # --- the streaming job ---------------------------------------------------------------------
+    window: Duration = 60.0
+    slide: Duration | None = None
+    allowed_lateness: Duration = 30.0
+    trigger: Duration = 1.0
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    spark_master: str = "local[*]"
+    shuffle_partitions: int = Field(2, ge=1, le=10_000)
+    max_offsets_per_trigger: int = Field(200_000, ge=1)
+    spark_driver_memory: str = "2g"
+    valid_ranges: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_VALID_RANGES))
+    anomaly_thresholds: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_ANOMALY_THRESHOLDS)
+    )
+    anomaly_zscore: float = Field(4.0, gt=0)
+    anomaly_history_windows: int = Field(10, ge=2)
+
+    # --- the store -----------------------------------------------------------------------------
+    retention: Duration = 24 * 3600.0
+    retention_interval: Duration = 60.0
+    snapshot_path: Path = Path("data/snapshot.duckdb")
+    snapshot_interval: Duration = 0.0  # 0 = off
+
+    # --- serving and monitoring ----------------------------------------------------------------
+    host: str = "127.0.0.1"
+    dashboard_port: int = Field(8501, ge=1, le=65535)
+    api_port: int = Field(8765, ge=1, le=65535)
+    metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = off
+    dashboard_refresh: Duration = 2.0
+    stale_after: Duration = 30.0
+    alert_lag_batches: int = Field(5, ge=1)
+
+    # --- logging -------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("window", "trigger")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        # The dashboard, API and metrics are unauthenticated: keep them on this machine.
+        if not (value.startswith("127.") or value in {"localhost", "::1"}):
+            raise ValueError("must be a loopback address (127.x.x.x, localhost or ::1)")
+        return value
+
+    @field_validator("valid_ranges", "anomaly_thresholds")
+    @classmethod
+    def _ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for kind, (low, high) in value.items():
+            if low > high:
+                raise ValueError(f"range for {kind!r} has low {low} > high {high}")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.slide is not None and not (0 < self.slide <= self.window):
+            raise ValueError("SENSORSTREAM_SLIDE must be > 0 and <= SENSORSTREAM_WINDOW")
+        if self.retention and self.retention < self.window + self.allowed_lateness:
+            # Windows are recomputed from `readings`; it must hold every open window's rows.
+            raise ValueError("SENSORSTREAM_RETENTION must be >= WINDOW + ALLOWED_LATENESS")
+        return self
+
+    # --- derived values ------------------------------------------------------------------------
+    @cached_property
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by our producer, consumer and admin client."""
+        conf = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v})
+        return conf
+
+    @cached_property
+    def spark_kafka_options(self) -> dict[str, str]:
+        """The same connection for Spark's Kafka source (Java client names, `kafka.` prefix)."""
+        opts = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "kafka.security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            opts["kafka.sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username and self.kafka_sasl_password:
+            module = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule"
+                if (self.kafka_sasl_mechanism or "").startswith("SCRAM")
+                else "org.apache.kafka.common.security.plain.PlainLoginModule"
+            )
+            opts["kafka.sasl.jaas.config"] = (
+                f'{module} required username="{self.kafka_sasl_username}" '
+                f'password="{self.kafka_sasl_password}";'
+            )
+        if self.kafka_ssl_ca_location:
+            opts["kafka.ssl.truststore.location"] = self.kafka_ssl_ca_location
+        return opts
+
+    @property
+    def window_interval(self) -> str:
+        return spark_interval(self.window)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names it by its env name."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus CLI overrides (``None`` means "not given").
+
+    Turns pydantic's error into one line per bad setting, named as the user would set it.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            value = err.get("input")
+            lines.append(f"{name}={value!r}: {err['msg']}")
+        raise SettingsError("invalid setting: " + "; ".join(lines)) from None

@@ -1,0 +1,368 @@
+"""A local Apache Kafka broker in KRaft mode, run from the Maven jars (no Docker, no Zookeeper).
+
+One node by default (broker and controller combined); ``brokers=3`` starts a 3-node quorum on
+loopback for the fault and scale-out tests. Node ``i`` listens on ``port + 2*i`` (clients) and
+``port + 2*i + 1`` (controller). Each node keeps its data, pid file and logs under
+``<data_dir>/node-<i>``; ``stop`` sends SIGTERM, waits for a clean shutdown, and only then kills.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sensorstream.kafka.jars import ensure_jars, java_binary
+
+log = logging.getLogger(__name__)
+
+LOG4J2 = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.filePattern = {log}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = INFO
+"""
+
+JVM_OPTS = [
+    "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+]  # fmt: skip
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: int
+    port: int
+    controller_port: int
+    dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "server.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not a running broker.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_of(bootstrap_servers: str) -> int:
+    first = bootstrap_servers.split(",")[0].strip()
+    try:
+        return int(first.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise BrokerError(f"SENSORSTREAM_BOOTSTRAP_SERVERS={bootstrap_servers!r} has no host:port") from None
+
+
+class LocalKafka:
+    """Start, stop and inspect the local broker(s)."""
+
+    def __init__(self, data_dir: Path, port: int = 9092, brokers: int = 1, cache_dir: Path = Path(".cache")):
+        if brokers < 1:
+            raise BrokerError("--brokers must be at least 1")
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.cache_dir = Path(cache_dir)
+        self.nodes = [
+            Node(i + 1, port + 2 * i, port + 2 * i + 1, self.data_dir / f"node-{i + 1}")
+            for i in range(brokers)
+        ]
+        # A data dir formatted for another cluster size must not be reused silently.
+        self._layout_file = self.data_dir / "layout"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self, timeout: float = 90.0) -> str:
+        running = [n for n in self.nodes if n.pid()]
+        if running and len(running) == len(self.nodes):
+            self.wait_ready(timeout)
+            return self.bootstrap_servers
+        java = java_binary()
+        for node in self.nodes:
+            if node.pid():
+                continue
+            for port in (node.port, node.controller_port):
+                if port_in_use(port):
+                    raise BrokerError(
+                        f"port {port} on 127.0.0.1 is already in use, so Kafka cannot start there. "
+                        "Stop whatever holds it (`sensorstream kafka stop`, or find it with `ss -ltnp`) "
+                        "or choose another port with --port / SENSORSTREAM_BOOTSTRAP_SERVERS."
+                    )
+        classpath = os.pathsep.join(str(p) for p in ensure_jars(self.cache_dir, "kafka"))
+        self._format(java, classpath)
+        for node in self.nodes:
+            if not node.pid():
+                self._launch(java, classpath, node)
+        self.wait_ready(timeout)
+        log.info(
+            "kafka ready at %s (%d node(s), data in %s)",
+            self.bootstrap_servers,
+            len(self.nodes),
+            self.data_dir,
+        )
+        return self.bootstrap_servers
+
+    def _properties(self, node: Node) -> str:
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        rf = min(3, len(self.nodes))
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={node.node_id}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={(node.dir / 'data').resolve()}",
+                "num.partitions=3",
+                f"default.replication.factor={rf}",
+                f"min.insync.replicas={2 if rf >= 3 else 1}",
+                f"offsets.topic.replication.factor={rf}",
+                f"transaction.state.log.replication.factor={rf}",
+                f"transaction.state.log.min.isr={2 if rf >= 3 else 1}",
+                f"share.coordinator.state.topic.replication.factor={rf}",
+                f"share.coordinator.state.topic.min.isr={2 if rf >= 3 else 1}",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "log.retention.hours=168",
+                "log.segment.bytes=134217728",
+                "num.network.threads=2",
+                "num.io.threads=4",
+                "",
+            ]
+        )
+
+    def _format(self, java: str, classpath: str) -> None:
+        layout = f"{len(self.nodes)}@{self.port}"
+        if self._layout_file.exists() and self._layout_file.read_text().strip() != layout:
+            raise BrokerError(
+                f"{self.data_dir} holds a Kafka cluster laid out as {self._layout_file.read_text().strip()} "
+                f"(nodes@port), not {layout}. Use another data dir or delete it."
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cluster_file = self.data_dir / "cluster.id"
+        if not cluster_file.exists():
+            # Kafka wants a base64 UUID (22 chars); uuid4's urlsafe form is exactly that.
+            import base64
+
+            cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_id = cluster_file.read_text().strip()
+        for node in self.nodes:
+            node.dir.mkdir(parents=True, exist_ok=True)
+            props = node.dir / "server.properties"
+            props.write_text(self._properties(node))
+            (node.dir / "log4j2.properties").write_text(LOG4J2.format(log=node.log_file.resolve()))
+            if (node.dir / "data" / "meta.properties").exists():
+                continue
+            result = subprocess.run(
+                [java, *self._log_opts(node), "-cp", classpath, "kafka.tools.StorageTool", "format",
+                 "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise BrokerError(
+                    f"formatting Kafka storage in {node.dir} failed:\n{result.stdout}{result.stderr}"
+                )
+        self._layout_file.write_text(layout)
+
+    def _log_opts(self, node: Node) -> list[str]:
+        return [
+            f"-Dlog4j2.configurationFile={(node.dir / 'log4j2.properties').resolve()}",
+            f"-Dkafka.logs.dir={node.dir.resolve()}",
+        ]
+
+    def _launch(self, java: str, classpath: str, node: Node) -> None:
+        out = open(node.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child process
+        # A new session: the broker outlives `sensorstream kafka start` and is not hit by its Ctrl-C.
+        proc = subprocess.Popen(
+            [java, *JVM_OPTS, *self._log_opts(node), "-cp", classpath, "kafka.Kafka", str(node.dir / "server.properties")],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        out.close()
+        node.pid_file.write_text(str(proc.pid))
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Block until every node answers metadata requests (or one of them dies)."""
+        deadline = time.monotonic() + timeout
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0, "logger": _quiet})
+        while True:
+            dead = [n for n in self.nodes if not n.pid()]
+            if dead:
+                tail = _tail(dead[0].log_file) or _tail(dead[0].dir / "stdout.log")
+                raise BrokerError(
+                    f"Kafka node {dead[0].node_id} exited during start-up; last log lines:\n{tail}"
+                )
+            try:
+                md = admin.list_topics(timeout=2)
+                if len(md.brokers) >= len(self.nodes) and md.controller_id != -1:
+                    return
+            except KafkaException:
+                pass
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"Kafka did not become ready within {timeout:.0f}s; see {self.nodes[0].log_file}"
+                )
+            time.sleep(0.3)
+
+    def stop(self, timeout: float = 30.0, node_ids: list[int] | None = None) -> list[int]:
+        """SIGTERM each node, wait for a clean exit, SIGKILL only as a last resort."""
+        stopped = []
+        targets = [n for n in self.nodes if node_ids is None or n.node_id in node_ids]
+        for node in targets:
+            pid = node.pid()
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+                stopped.append(pid)
+        deadline = time.monotonic() + timeout
+        for node, pid in zip([n for n in targets if n.pid()], stopped, strict=False):
+            while _alive(pid) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.2)
+            if _alive(pid):
+                log.warning("kafka node %d did not stop in %.0fs; killing it", node.node_id, timeout)
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        for node in targets:
+            node.pid_file.unlink(missing_ok=True)
+        return stopped
+
+    def kill(self, node_id: int) -> None:
+        """kill -9 one node (fault injection)."""
+        node = self.nodes[node_id - 1]
+        pid = node.pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+
+    def start_node(self, node_id: int, timeout: float = 90.0) -> None:
+        java = java_binary()
+        classpath = os.pathsep.join(str(p) for p in ensure_jars(self.cache_dir, "kafka"))
+        node = self.nodes[node_id - 1]
+        if not node.pid():
+            self._launch(java, classpath, node)
+        self.wait_ready(timeout)
+
+    def status(self) -> dict:
+        nodes = [{"node_id": n.node_id, "port": n.port, "pid": n.pid()} for n in self.nodes]
+        answering = False
+        topics: dict[str, int] = {}
+        if any(n["pid"] for n in nodes):
+            try:
+                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _quiet})
+                md = admin.list_topics(timeout=3)
+                answering = True
+                topics = {t: len(m.partitions) for t, m in md.topics.items() if not t.startswith("__")}
+            except KafkaException:
+                pass
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "nodes": nodes,
+            "answering": answering,
+            "topics": topics,
+        }
+
+
+def create_topic(client_config: dict, topic: str, partitions: int, replication_factor: int = 1) -> bool:
+    """Create ``topic`` if it does not exist; returns True when it was created."""
+    admin = AdminClient({**client_config, "logger": _quiet})
+    if topic in admin.list_topics(timeout=10).topics:
+        return False
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],
+        operation_timeout=30,
+    )
+    try:
+        futures[topic].result()
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" in str(exc):
+            return False
+        raise
+    # Metadata propagates asynchronously; wait until every partition has a leader.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        md = admin.list_topics(topic, timeout=5).topics.get(topic)
+        if md and len(md.partitions) == partitions and all(p.leader >= 0 for p in md.partitions.values()):
+            break
+        time.sleep(0.2)
+    return True
+
+
+def _reap(pid: int) -> None:
+    # Our own children (started by this process) must be waited on, or they linger as zombies.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+# librdkafka logs every refused connection while the broker boots; keep that out of our output.
+_quiet = logging.getLogger("sensorstream.kafka.librdkafka")
+_quiet.setLevel(logging.CRITICAL)

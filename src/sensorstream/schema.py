@@ -1,0 +1,142 @@
+"""The sensor event, defined once.
+
+The producer, the Spark parser, the DuckDB ``readings`` table and the tests all derive their view
+of an event from :data:`EVENT_FIELDS`. The contract itself is in ``shared/DESIGN.md``:
+
+    {"event_id": "9f1c…", "sensor_id": "sensor-0042", "event_time": "2026-11-26T20:15:03.120Z",
+     "value": 21.73, "sensor_type": "temperature", "unit": "C", "site": "plant-a"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    json_type: str  # "string" | "number" | "timestamp"
+    required: bool
+    duckdb_type: str
+    spark_type: str  # Spark SQL DDL type used by from_json
+
+
+EVENT_FIELDS: tuple[Field, ...] = (
+    Field("event_id", "string", True, "VARCHAR", "STRING"),
+    Field("sensor_id", "string", True, "VARCHAR", "STRING"),
+    # Parsed as a string first so that an unparseable time gets its own dead-letter reason.
+    Field("event_time", "timestamp", True, "TIMESTAMPTZ", "STRING"),
+    Field("value", "number", True, "DOUBLE", "DOUBLE"),
+    Field("sensor_type", "string", False, "VARCHAR", "STRING"),
+    Field("unit", "string", False, "VARCHAR", "STRING"),
+    Field("site", "string", False, "VARCHAR", "STRING"),
+)
+REQUIRED = tuple(f.name for f in EVENT_FIELDS if f.required)
+OPTIONAL = tuple(f.name for f in EVENT_FIELDS if not f.required)
+STRING_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.json_type == "string")
+
+# Spark's from_json puts the raw text of a record it could not fully convert here.
+CORRUPT_COLUMN = "_corrupt_record"
+
+
+def spark_ddl() -> str:
+    """The DDL string for ``from_json`` (all event fields plus the corrupt-record column)."""
+    cols = [f"`{f.name}` {f.spark_type}" for f in EVENT_FIELDS]
+    cols.append(f"`{CORRUPT_COLUMN}` STRING")
+    return ", ".join(cols)
+
+
+class Reason:
+    """Dead-letter reasons: stable identifiers, then a colon and details where useful."""
+
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING = "missing_field"  # missing_field:<name>
+    WRONG_TYPE = "wrong_type"  # wrong_type:<name>
+    EMPTY = "empty_string"  # empty_string:<name>
+    NOT_FINITE = "value_not_finite"
+    BAD_TIME = "bad_event_time"
+    OUT_OF_RANGE = "out_of_range"
+
+
+def make_event(
+    event_id: str,
+    sensor_id: str,
+    event_time: datetime,
+    value: float,
+    sensor_type: str | None = None,
+    unit: str | None = None,
+    site: str | None = None,
+) -> dict[str, Any]:
+    """A valid event as a dict, with the time in the canonical ISO-8601 UTC form."""
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "sensor_id": sensor_id,
+        "event_time": format_time(event_time),
+        "value": value,
+    }
+    for key, val in (("sensor_type", sensor_type), ("unit", unit), ("site", site)):
+        if val is not None:
+            event[key] = val
+    return event
+
+
+def format_time(ts: datetime) -> str:
+    """ISO-8601 in UTC with millisecond precision and a ``Z``."""
+    if ts.tzinfo is None:
+        raise ValueError("event_time must be timezone-aware")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """The Kafka message value: compact UTF-8 JSON."""
+    return json.dumps(event, separators=(",", ":"), allow_nan=True).encode()
+
+
+def validate(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """Reference validator in pure Python: ``(event, None)`` or ``(None, reason)``.
+
+    The Spark job validates with Spark SQL for speed; this twin states the same rules plainly and
+    the tests check that both agree on every kind of bad input.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, Reason.NOT_UTF8
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None, Reason.NOT_JSON
+    if not isinstance(doc, dict):
+        return None, Reason.NOT_OBJECT
+    for f in EVENT_FIELDS:
+        if f.name not in doc or doc[f.name] is None:
+            if f.required:
+                return None, f"{Reason.MISSING}:{f.name}"
+            continue
+        val = doc[f.name]
+        if f.json_type in ("string", "timestamp") and not isinstance(val, str):
+            return None, f"{Reason.WRONG_TYPE}:{f.name}"
+        if f.json_type == "number" and (isinstance(val, bool) or not isinstance(val, int | float)):
+            return None, f"{Reason.WRONG_TYPE}:{f.name}"
+        if f.required and f.json_type == "string" and not val.strip():
+            return None, f"{Reason.EMPTY}:{f.name}"
+    if not math.isfinite(float(doc["value"])):
+        return None, Reason.NOT_FINITE
+    if parse_time(doc["event_time"]) is None:
+        return None, Reason.BAD_TIME
+    return doc, None
+
+
+def parse_time(text: str) -> datetime | None:
+    """ISO-8601 with an explicit zone (``Z`` or ``±hh:mm``), else ``None``."""
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None else None

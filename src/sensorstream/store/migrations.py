@@ -1,0 +1,237 @@
+"""The DuckDB schema, as numbered migrations recorded in ``schema_version``.
+
+Table names and key columns are the contract in ``shared/DESIGN.md``. Each migration runs once, in
+its own transaction, at start-up; a file written by a newer sensorstream is refused rather than
+guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
+from sensorstream.schema import EVENT_FIELDS
+
+
+class SchemaError(RuntimeError):
+    """The DuckDB file's schema cannot be used by this version."""
+
+
+def _readings_columns() -> str:
+    # The event's own columns come from the one event schema; the rest is what the pipeline adds.
+    cols = []
+    for f in EVENT_FIELDS:
+        null = " NOT NULL" if f.required else ""
+        cols.append(f"{f.name} {f.duckdb_type}{null}")
+    return ",\n    ".join(cols)
+
+
+V1 = f"""
+CREATE TABLE readings (
+    {_readings_columns()},
+    window_start TIMESTAMPTZ NOT NULL,
+    is_late BOOLEAN NOT NULL DEFAULT false,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset BIGINT NOT NULL,
+    kafka_timestamp TIMESTAMPTZ,
+    batch_id BIGINT NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (event_id),
+    CHECK (isfinite(value)),
+    CHECK (length(event_id) > 0 AND length(sensor_id) > 0)
+);
+CREATE TABLE window_stats (
+    sensor_id VARCHAR NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end TIMESTAMPTZ NOT NULL,
+    sensor_type VARCHAR,
+    site VARCHAR,
+    reading_count BIGINT NOT NULL CHECK (reading_count > 0),
+    avg_value DOUBLE NOT NULL,
+    min_value DOUBLE NOT NULL,
+    max_value DOUBLE NOT NULL,
+    stddev_value DOUBLE,
+    is_final BOOLEAN NOT NULL DEFAULT false,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (sensor_id, window_start),
+    CHECK (window_end > window_start),
+    CHECK (min_value <= avg_value + 1e-9 * abs(avg_value) + 1e-9
+           AND avg_value <= max_value + 1e-9 * abs(max_value) + 1e-9)
+);
+CREATE TABLE late_events (
+    event_id VARCHAR NOT NULL PRIMARY KEY,
+    sensor_id VARCHAR NOT NULL,
+    event_time TIMESTAMPTZ NOT NULL,
+    value DOUBLE NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    watermark TIMESTAMPTZ NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset BIGINT NOT NULL,
+    batch_id BIGINT NOT NULL,
+    detected_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE dead_letters (
+    kafka_topic VARCHAR NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset BIGINT NOT NULL,
+    kafka_key BLOB,
+    raw_value BLOB,
+    error VARCHAR NOT NULL,
+    batch_id BIGINT NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (kafka_topic, kafka_partition, kafka_offset)
+);
+CREATE TABLE anomalies (
+    event_id VARCHAR NOT NULL PRIMARY KEY,
+    sensor_id VARCHAR NOT NULL,
+    sensor_type VARCHAR,
+    event_time TIMESTAMPTZ NOT NULL,
+    value DOUBLE NOT NULL,
+    rule VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    batch_id BIGINT NOT NULL,
+    detected_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE pipeline_metrics (
+    batch_id BIGINT NOT NULL PRIMARY KEY,
+    query_name VARCHAR NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL,
+    input_rows BIGINT NOT NULL,
+    valid_rows BIGINT NOT NULL,
+    new_readings BIGINT NOT NULL,
+    duplicate_rows BIGINT NOT NULL,
+    late_rows BIGINT NOT NULL,
+    dead_letters BIGINT NOT NULL,
+    anomalies BIGINT NOT NULL,
+    windows_updated BIGINT NOT NULL,
+    windows_finalized BIGINT NOT NULL,
+    batch_duration_ms DOUBLE NOT NULL,
+    spark_ms DOUBLE,
+    sink_ms DOUBLE,
+    rows_per_second DOUBLE,
+    latency_p50_ms DOUBLE,
+    latency_p95_ms DOUBLE,
+    latency_max_ms DOUBLE,
+    kafka_latency_p50_ms DOUBLE,
+    kafka_latency_p95_ms DOUBLE,
+    kafka_latency_max_ms DOUBLE,
+    watermark TIMESTAMPTZ,
+    max_event_time TIMESTAMPTZ,
+    consumer_lag BIGINT,
+    input_rows_per_second DOUBLE,
+    processed_rows_per_second DOUBLE,
+    trigger_ms DOUBLE
+);
+CREATE TABLE sink_commits (
+    query_name VARCHAR NOT NULL,
+    batch_id BIGINT NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL,
+    watermark TIMESTAMPTZ,
+    max_event_time TIMESTAMPTZ,
+    end_offsets VARCHAR,
+    PRIMARY KEY (query_name, batch_id)
+);
+CREATE INDEX readings_window ON readings (sensor_id, window_start);
+CREATE INDEX readings_time ON readings (event_time);
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[duckdb.DuckDBPyConnection], None] | str
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema (DESIGN.md tables)", V1),)
+LATEST = MIGRATIONS[-1].version
+TABLES = (
+    "readings",
+    "window_stats",
+    "late_events",
+    "dead_letters",
+    "anomalies",
+    "pipeline_metrics",
+    "sink_commits",
+)
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    has_ledger = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not has_ledger:
+        unknown = con.execute(
+            "SELECT list(table_name ORDER BY table_name) FROM information_schema.tables "
+            "WHERE table_name IN (SELECT unnest(?))",
+            [list(TABLES)],
+        ).fetchone()[0]
+        if unknown:
+            # Tables of ours without a ledger were made by hand or by another tool: refuse to
+            # write into them rather than guess whether their columns match.
+            raise SchemaError(
+                f"the DuckDB file already has tables {unknown} but no schema_version ledger; "
+                "it was not created by sensorstream. Point SENSORSTREAM_DB at a new file or "
+                "move this one away."
+            )
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Bring the file to :data:`LATEST`; returns the version it had before."""
+    before = current_version(con)
+    if before > LATEST:
+        raise SchemaError(
+            f"the DuckDB file is at schema version {before}, newer than this sensorstream "
+            f"understands ({LATEST}); upgrade sensorstream or use another SENSORSTREAM_DB"
+        )
+    if before == 0:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+            "description VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+    for m in MIGRATIONS:
+        if m.version <= before:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if isinstance(m.apply, str):
+                con.execute(m.apply)
+            else:
+                m.apply(con)
+            con.execute(
+                "INSERT INTO schema_version (version, description) VALUES (?, ?)", [m.version, m.description]
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    verify(con)
+    return before
+
+
+def verify(con: duckdb.DuckDBPyConnection) -> None:
+    """Check that every contract table has its key columns (catches hand-edited files)."""
+    expected = {
+        "readings": {"event_id", "sensor_id", "event_time", "value"},
+        "window_stats": {"sensor_id", "window_start", "window_end", "reading_count", "is_final"},
+        "late_events": {"event_id", "watermark"},
+        "dead_letters": {"kafka_topic", "kafka_partition", "kafka_offset", "raw_value", "error"},
+        "anomalies": {"event_id", "rule", "score"},
+        "pipeline_metrics": {"batch_id"},
+        "sink_commits": {"query_name", "batch_id"},
+    }
+    rows = con.execute(
+        "SELECT table_name, list(column_name) FROM information_schema.columns GROUP BY table_name"
+    ).fetchall()
+    have = {t: set(cols) for t, cols in rows}
+    for table, cols in expected.items():
+        missing = cols - have.get(table, set())
+        if missing:
+            raise SchemaError(
+                f"table {table} in the DuckDB file lacks columns {sorted(missing)}; the file does not "
+                "match schema_version. Restore it from a snapshot or use another SENSORSTREAM_DB."
+            )

@@ -1,0 +1,58 @@
+"""Shared fixtures: one real Kafka broker and one SparkSession for the whole test run.
+
+Services are started here and stopped at the end, so `make test` needs nothing running first.
+Ports come from SENSORSTREAM_TEST_KAFKA_PORT (default 39092) so parallel runs can stay apart.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sensorstream.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real single-node KRaft broker, shared by every test of the run."""
+    from sensorstream.kafka.broker import LocalKafka
+
+    port = int(os.environ.get("SENSORSTREAM_TEST_KAFKA_PORT", "39092"))
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=port, cache_dir=ROOT / ".cache")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic() -> str:
+    """A fresh topic name per test, so tests never see each other's messages."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path):
+    """Settings for one test: its own DuckDB file and checkpoint dir under tmp_path."""
+
+    def _make(**overrides) -> Settings:
+        base = {
+            "data_dir": tmp_path / "data",
+            "db": tmp_path / "data" / "test.duckdb",
+            "checkpoint_dir": tmp_path / "data" / "checkpoints",
+            "cache_dir": ROOT / ".cache",
+            "shuffle_partitions": 2,
+            "metrics_port": 0,
+        }
+        base.update(overrides)
+        return load_settings(**base)
+
+    return _make
