@@ -8,6 +8,7 @@ loopback for the fault and scale-out tests. Node ``i`` listens on ``port + 2*i``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -350,10 +351,8 @@ def create_topic(client_config: dict, topic: str, partitions: int, replication_f
 
 def _reap(pid: int) -> None:
     # Our own children (started by this process) must be waited on, or they linger as zombies.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _tail(path: Path, lines: int = 25) -> str:
