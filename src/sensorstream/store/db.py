@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import threading
+
 import duckdb
 
 from sensorstream.store.migrations import migrate
+
+
+# Every write transaction in this process (a sink batch, a retention delete) holds this lock:
+# DuckDB's optimistic concurrency would abort a batch that touches rows a concurrent delete touched.
+writer_lock = threading.RLock()
 
 
 class StoreLockedError(RuntimeError):
