@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
 from sensorstream.store.migrations import migrate
-
 
 # Every write transaction in this process (a sink batch, a retention delete) holds this lock:
 # DuckDB's optimistic concurrency would abort a batch that touches rows a concurrent delete touched.
@@ -41,3 +43,53 @@ def connect(
     if not read_only and run_migrations:
         migrate(con)
     return con
+
+
+# --- write transactions --------------------------------------------------------------------------
+class BatchWriteError(RuntimeError):
+    """A write transaction failed and was rolled back whole; nothing of it is in the store."""
+
+
+@dataclass
+class WriteTx:
+    """One open write transaction: run statements on ``cur``; timings are filled in as it goes."""
+
+    cur: duckdb.DuckDBPyConnection
+    lock_wait_s: float = 0.0  # how long other writers (retention, snapshot) made us wait
+    held_s: float = 0.0  # how long we held the lock, BEGIN to COMMIT
+    started: float = field(default_factory=time.perf_counter)
+
+
+@contextmanager
+def write_transaction(con: duckdb.DuckDBPyConnection, what: str = "batch") -> Iterator[WriteTx]:
+    """``BEGIN`` … ``COMMIT`` on a fresh cursor under :data:`writer_lock`; any error rolls it all back.
+
+    A DuckDB error comes out as :class:`BatchWriteError` naming ``what``, with DuckDB's own message
+    (duplicate key, NULL in a NOT NULL column, wrong number of values...) kept in it.
+    """
+    t0 = time.perf_counter()
+    with writer_lock:
+        cur = con.cursor()
+        tx = WriteTx(cur, lock_wait_s=time.perf_counter() - t0)
+        try:
+            # Cursors do not inherit the parent's session settings.
+            cur.execute("SET TimeZone = 'UTC'")
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield tx
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                _rollback(cur)
+                raise BatchWriteError(f"{what} rolled back, nothing written: {exc}") from exc
+            except BaseException:
+                _rollback(cur)
+                raise
+        finally:
+            tx.held_s = time.perf_counter() - t0 - tx.lock_wait_s
+            cur.close()
+
+
+def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
+    # A failed COMMIT (e.g. a constraint checked at commit) has already ended the transaction.
+    with suppress(duckdb.Error):
+        cur.execute("ROLLBACK")

@@ -7,7 +7,7 @@ guessed at.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -180,20 +180,24 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring the file to :data:`LATEST`; returns the version it had before."""
+def migrate(con: duckdb.DuckDBPyConnection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the file to the last of ``migrations`` (:data:`LATEST`); returns the version it had before.
+
+    ``migrations`` is a parameter so tests can play a future release (a V2) against a V1 file.
+    """
+    latest = migrations[-1].version
     before = current_version(con)
-    if before > LATEST:
+    if before > latest:
         raise SchemaError(
             f"the DuckDB file is at schema version {before}, newer than this sensorstream "
-            f"understands ({LATEST}); upgrade sensorstream or use another SENSORSTREAM_DB"
+            f"understands ({latest}); upgrade sensorstream or use another SENSORSTREAM_DB"
         )
     if before == 0:
         con.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
             "description VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
         )
-    for m in MIGRATIONS:
+    for m in migrations:
         if m.version <= before:
             continue
         con.execute("BEGIN TRANSACTION")
