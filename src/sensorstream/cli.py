@@ -105,6 +105,35 @@ def kafka_status(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
         raise typer.Exit(1)
 
 
+# --- stream --------------------------------------------------------------------------------------
+@app.command("stream")
+def stream(
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    topic: Annotated[str | None, typer.Option(help="topic to read")] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Spark checkpoints")] = None,
+    spark_master: Annotated[str | None, typer.Option(help="e.g. local[2] or spark://host:7077")] = None,
+    max_offsets_per_trigger: Annotated[
+        int | None, typer.Option(help="upper bound of one micro-batch")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
+    from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.store.db import StoreLockedError
+    from sensorstream.store.migrations import SchemaError
+    from sensorstream.stream.runner import run_stream
+
+    settings = settings_or_exit(
+        bootstrap_servers=bootstrap_servers, topic=topic, db=db, checkpoint_dir=checkpoint_dir,
+        spark_master=spark_master, max_offsets_per_trigger=max_offsets_per_trigger,
+    )  # fmt: skip
+    try:
+        run_stream(settings, timeout=timeout)
+    except (StoreLockedError, SchemaError, JavaMissingError) as exc:
+        fail(str(exc))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

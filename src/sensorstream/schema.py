@@ -98,7 +98,9 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), allow_nan=True).encode()
 
 
-def validate(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+def validate(
+    raw: bytes, valid_ranges: dict[str, tuple[float, float]] | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
     """Reference validator in pure Python: ``(event, None)`` or ``(None, reason)``.
 
     The Spark job validates with Spark SQL for speed; this twin states the same rules plainly and
@@ -130,6 +132,9 @@ def validate(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, Reason.NOT_FINITE
     if parse_time(doc["event_time"]) is None:
         return None, Reason.BAD_TIME
+    low, high = (valid_ranges or {}).get(doc.get("sensor_type") or "", (-math.inf, math.inf))
+    if not low <= doc["value"] <= high:
+        return None, Reason.OUT_OF_RANGE
     return doc, None
 
 

@@ -1,0 +1,63 @@
+"""Build micro-batches shaped like the Spark parser's output, for sink tests without Spark."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
+
+SCHEMA = pa.schema(
+    [
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ("kafka_key", pa.binary()),
+        ("raw_value", pa.binary()),
+        ("event_id", pa.string()),
+        ("sensor_id", pa.string()),
+        ("value", pa.float64()),
+        ("sensor_type", pa.string()),
+        ("unit", pa.string()),
+        ("site", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("error", pa.string()),
+        ("window_start", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+class BatchBuilder:
+    """Appends events with increasing Kafka offsets; ``take()`` returns them as one batch."""
+
+    def __init__(self, window_seconds: float = 60) -> None:
+        self.offset = 0
+        self.rows: list[dict] = []
+        self.window = window_seconds
+
+    def event(
+        self, event_id: str, sensor: str, seconds: float, value: float, sensor_type: str = "temperature"
+    ):
+        ts = T0 + timedelta(seconds=seconds)
+        start = ts - timedelta(seconds=(ts - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() % self.window)
+        self._add(event_id=event_id, sensor_id=sensor, value=value, sensor_type=sensor_type, unit="C",
+                  site="plant-a", event_time=ts, window_start=start)  # fmt: skip
+        return self
+
+    def bad(self, raw: bytes, error: str):
+        self._add(raw_value=raw, error=error)
+        return self
+
+    def _add(self, **cols) -> None:
+        row = {name: None for name in SCHEMA.names}
+        row.update(kafka_topic="sensor-data", kafka_partition=0, kafka_offset=self.offset, kafka_timestamp=T0)
+        row.update(cols)
+        self.rows.append(row)
+        self.offset += 1
+
+    def take(self) -> pa.Table:
+        table = pa.Table.from_pylist(self.rows, schema=SCHEMA)
+        self.rows = []
+        return table

@@ -1,0 +1,135 @@
+"""The sink's merge, batch by batch, on a real DuckDB file (no Spark needed to state the rules)."""
+
+from __future__ import annotations
+
+import pytest
+
+from batches import BatchBuilder
+from sensorstream.sink.merge import BatchMerger
+from sensorstream.store.db import connect
+
+
+@pytest.fixture
+def store(make_settings):
+    settings = make_settings(window="1 minute", allowed_lateness="30 seconds")
+    con = connect(settings.db)
+    yield BatchMerger(con, settings, query_name="q/1"), con
+    con.close()
+
+
+def window_rows(con):
+    return con.execute(
+        "SELECT sensor_id, strftime(window_start, '%H:%M'), reading_count, avg_value, min_value, max_value, is_final "
+        "FROM window_stats ORDER BY 1, 2"
+    ).fetchall()
+
+
+def test_one_batch_becomes_windows_readings_and_dead_letters(store):
+    merger, con = store
+    b = BatchBuilder()
+    b.event("a", "s1", 0, 10).event("b", "s1", 30, 20).event("c", "s1", 61, 5).bad(b"{oops", "not_json")
+    result = merger.merge(0, b.take())
+    assert (result.new_readings, result.dead_letters, result.late_rows) == (3, 1, 0)
+    assert window_rows(con) == [
+        ("s1", "20:00", 2, 15.0, 10.0, 20.0, False),
+        ("s1", "20:01", 1, 5.0, 5.0, 5.0, False),
+    ]
+    assert con.execute("SELECT raw_value, error FROM dead_letters").fetchall() == [(b"{oops", "not_json")]
+
+
+def test_an_event_id_counts_once_within_a_batch_and_across_batches(store):
+    merger, con = store
+    b = BatchBuilder()
+    merger.merge(0, b.event("a", "s1", 1, 10).event("a", "s1", 1, 10).event("b", "s1", 2, 30).take())
+    result = merger.merge(1, b.event("a", "s1", 1, 10).event("c", "s1", 3, 20).take())
+    assert result.duplicate_rows == 1 and result.new_readings == 1
+    assert window_rows(con) == [("s1", "20:00", 3, 20.0, 10.0, 30.0, False)]
+    assert con.execute("SELECT count(*) FROM readings").fetchone()[0] == 3
+
+
+def test_out_of_order_within_lateness_counts_and_behind_the_watermark_is_late(store):
+    merger, con = store
+    b = BatchBuilder()
+    merger.merge(0, b.event("a", "s1", 150, 1).take())  # newest event time 20:02:30 -> watermark 20:02:00
+    result = merger.merge(1, b.event("in-time", "s1", 121, 2).event("too-late", "s1", 59, 3).take())
+    assert result.watermark.strftime("%H:%M:%S") == "20:02:00"
+    assert (result.new_readings, result.late_rows) == (2, 1)
+    # 20:00 window ended (20:01) before the watermark: final, so the event is late, not counted.
+    assert con.execute("SELECT event_id, strftime(watermark, '%H:%M:%S') FROM late_events").fetchall() == [
+        ("too-late", "20:02:00")
+    ]
+    assert window_rows(con) == [("s1", "20:02", 2, 1.5, 1.0, 2.0, False)]
+    # The late event is still stored (flagged), so nothing is lost.
+    assert con.execute("SELECT is_late FROM readings WHERE event_id = 'too-late'").fetchone() == (True,)
+
+
+def test_windows_turn_final_once_the_watermark_passes_their_end(store):
+    merger, con = store
+    b = BatchBuilder()
+    merger.merge(0, b.event("a", "s1", 10, 1).take())
+    assert window_rows(con)[0][-1] is False
+    merger.merge(1, b.event("b", "s1", 95, 1).take())  # max 20:01:35 -> next watermark 20:01:05 >= 20:01
+    assert [r[-1] for r in window_rows(con)] == [True, False]
+
+
+def test_a_replayed_batch_id_is_skipped_and_changes_nothing(store):
+    merger, con = store
+    b = BatchBuilder()
+    batch = b.event("a", "s1", 1, 10).event("b", "s2", 2, 20).take()
+    merger.merge(0, batch)
+    before = window_rows(con)
+    assert merger.merge(0, batch).skipped
+    assert window_rows(con) == before
+    assert con.execute("SELECT count(*) FROM sink_commits").fetchone()[0] == 1
+
+
+def test_a_reset_checkpoint_reuses_batch_ids_without_double_counting(store, make_settings):
+    merger, con = store
+    b = BatchBuilder()
+    batch = b.event("a", "s1", 1, 10).event("b", "s1", 2, 20).take()
+    merger.merge(0, batch)
+    fresh = BatchMerger(con, merger.settings, query_name="q/2")  # new checkpoint: batch ids restart
+    result = fresh.merge(0, batch)
+    assert not result.skipped and result.duplicate_rows == 2
+    assert window_rows(con) == [("s1", "20:00", 2, 15.0, 10.0, 20.0, False)]
+
+
+def test_a_failing_batch_rolls_back_whole(store):
+    merger, con = store
+    b = BatchBuilder()
+    b.bad(b"junk", "not_json").event("ok", "s1", 1, 10)
+    b.rows.append({**b.rows[-1], "event_id": "no-sensor", "sensor_id": None, "kafka_offset": 99})
+    with pytest.raises(Exception, match=r"(?i)not null|constraint"):
+        merger.merge(0, b.take())
+    for table in ("readings", "dead_letters", "window_stats", "sink_commits", "pipeline_metrics"):
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+
+
+def test_anomalies_by_threshold_and_by_zscore(store):
+    merger, con = store
+    b = BatchBuilder()
+    # Five quiet minutes of history for s1 (values 20 +- 1), then a 35 (z-score) and a 70 (threshold).
+    for minute in range(5):
+        for i, v in enumerate((19.0, 20.0, 21.0, 20.0)):
+            b.event(f"h{minute}-{i}", "s1", minute * 60 + i, v)
+    merger.merge(0, b.take())
+    result = merger.merge(1, b.event("spike", "s1", 301, 35.0).event("hot", "s1", 302, 70.0).take())
+    assert result.anomalies == 2
+    rows = dict(con.execute("SELECT event_id, rule FROM anomalies").fetchall())
+    assert rows == {"spike": "zscore", "hot": "threshold"}
+    assert con.execute("SELECT score FROM anomalies WHERE event_id = 'spike'").fetchone()[0] > 4
+
+
+def test_pipeline_metrics_account_for_every_input_row(store):
+    merger, con = store
+    b = BatchBuilder()
+    merger.merge(0, b.event("a", "s1", 100, 1).take())
+    b.event("a", "s1", 100, 1).event("late", "s1", 1, 1).event("new", "s1", 101, 1).bad(b"x", "not_json")
+    merger.merge(1, b.take())
+    row = con.execute(
+        "SELECT input_rows, valid_rows, new_readings, duplicate_rows, late_rows, dead_letters "
+        "FROM pipeline_metrics WHERE batch_id = 1"
+    ).fetchone()
+    assert row == (4, 3, 2, 1, 1, 1)
+    inputs, valid, new, dup, late, dead = row
+    assert valid + dead == inputs and new + dup == valid
