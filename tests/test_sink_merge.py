@@ -131,5 +131,5 @@ def test_pipeline_metrics_account_for_every_input_row(store):
         "FROM pipeline_metrics WHERE batch_id = 1"
     ).fetchone()
     assert row == (4, 3, 2, 1, 1, 1)
-    inputs, valid, new, dup, late, dead = row
+    inputs, valid, new, dup, _late, dead = row
     assert valid + dead == inputs and new + dup == valid
