@@ -1,0 +1,161 @@
+"""``StoreClient``: how the dashboard, ``sensorstream status`` and scripts read the store.
+
+It asks the writer's read API first (``store.api``; short timeouts). When nothing answers on
+``SENSORSTREAM_API_PORT`` it opens the DuckDB file read-only for the one call and closes it again,
+because a reader that keeps the file open would stop the writer from starting. Both paths run
+the same code (``queries.run_query`` / ``sqlguard.run_sql``) and go through the same JSON shape
+(:func:`to_frame`), so a DataFrame looks the same whichever path produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import duckdb
+import httpx
+import pandas as pd
+
+from sensorstream.config import Settings
+from sensorstream.store import queries
+from sensorstream.store.db import StoreLockedError, connect
+from sensorstream.store.queries import DEFAULT_TIMEOUT_S, QueryError, Result
+from sensorstream.store.sqlguard import run_sql
+
+T = TypeVar("T")
+
+
+class StoreUnavailableError(RuntimeError):
+    """Neither the read API answers nor can the DuckDB file be opened read-only."""
+
+
+def to_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
+    """A ``{"columns", "types", "rows"}`` answer as a DataFrame; timestamps become UTC datetimes."""
+    frame = pd.DataFrame(payload["rows"], columns=payload["columns"])
+    for column, kind in zip(payload["columns"], payload.get("types", []), strict=False):
+        if kind.startswith("TIMESTAMP") and len(frame):
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    frame.attrs["truncated"] = payload.get("truncated", False)
+    return frame
+
+
+def _wire(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime | date) else value
+
+
+class StoreClient:
+    """``query(name, **params)``, ``sql(text, params)`` and ``health()`` against the store."""
+
+    def __init__(self, settings: Settings, *, timeout: float = 5.0, api_url: str | None = None) -> None:
+        self.settings = settings
+        self.db = Path(settings.db)
+        self.api_url = api_url or settings.api_url
+        # Connecting to a local port either works at once or is refused: 0.5 s is generous.
+        self._http = httpx.Client(
+            base_url=self.api_url, timeout=httpx.Timeout(timeout, connect=0.5), trust_env=False
+        )
+        self.mode: Literal["api", "file"] | None = None  # how the last call was served
+
+    # --- the interface -----------------------------------------------------------------------
+    def query(self, name: str, **params: Any) -> pd.DataFrame:
+        """Run a named query (see ``store.queries``); ``None`` parameters mean "not given"."""
+        given = {k: _wire(v) for k, v in params.items() if v is not None}
+        return to_frame(
+            self._either(
+                lambda: self._get(f"/query/{name}", params=given),
+                lambda con: queries.run_query(con, name, given).to_json(),
+            )
+        )
+
+    def sql(self, text: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Guarded read-only SQL (one SELECT; parameters bound with ``?``/``$1`` or ``$name``)."""
+        wire: Any = None
+        if params is not None:
+            wire = (
+                {k: _wire(v) for k, v in params.items()}
+                if isinstance(params, Mapping)
+                else [_wire(v) for v in params]
+            )
+        return to_frame(
+            self._either(
+                lambda: self._post("/sql", {"sql": text, "params": wire}),
+                lambda con: run_sql(con, text, params, timeout=DEFAULT_TIMEOUT_S).to_json(),
+            )
+        )
+
+    def health(self) -> dict[str, Any]:
+        """``ok``, ``mode`` (api/file), writer pid, schema version, last batch id and age."""
+        return self._either(
+            lambda: self._get("/health"),
+            lambda con: {
+                "ok": True,
+                "mode": "file",
+                "writer_pid": None,
+                "db": str(self.db),
+                **queries.health(con),
+            },
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> StoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the two paths -------------------------------------------------------------------------
+    def _either(self, over_api: Callable[[], T], from_file: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        try:
+            answer = over_api()
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            pass  # nothing listens: no writer running, or one without the API; try the file
+        else:
+            self.mode = "api"
+            return answer
+        con = self._open_file()
+        try:
+            self.mode = "file"
+            return from_file(con)
+        finally:
+            con.close()
+
+    def _open_file(self) -> duckdb.DuckDBPyConnection:
+        if not self.db.exists():
+            raise StoreUnavailableError(
+                f"the store's read API at {self.api_url} does not answer and there is no DuckDB file at "
+                f"{self.db}. Start the pipeline (sensorstream stream / run) or check SENSORSTREAM_DB."
+            )
+        try:
+            return connect(self.db, read_only=True)
+        except StoreLockedError as exc:
+            raise StoreUnavailableError(
+                f"the store's read API at {self.api_url} does not answer, and {self.db} is locked by "
+                "the process writing it. Readers must go through that process's read API: check that "
+                "it started its StoreService and that both use the same SENSORSTREAM_API_PORT."
+            ) from exc
+        except duckdb.ConnectionException as exc:
+            # DuckDB refuses a read-only open of a file this same process has open read-write.
+            raise StoreUnavailableError(
+                f"the store's read API at {self.api_url} does not answer, and {self.db} is open "
+                "read-write in this process; start its ReadApi/StoreService and read through it."
+            ) from exc
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._answer(self._http.get(path, params=params))
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self._answer(self._http.post(path, json=body))
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> Any:
+        if response.status_code == 400:
+            raise QueryError(response.json().get("error", response.text))
+        response.raise_for_status()
+        return response.json()
+
+
+__all__ = ["QueryError", "Result", "StoreClient", "StoreUnavailableError", "to_frame"]

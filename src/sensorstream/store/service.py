@@ -1,0 +1,70 @@
+"""``StoreService``: everything the writer's process serves besides the sink, started together.
+
+The stream job calls ``StoreService(con, settings).start()`` after opening the store and
+``.stop()`` at shutdown: the read API (always), retention (``SENSORSTREAM_RETENTION`` > 0) and
+snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL`` > 0), each on its own daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+from sensorstream.config import Settings
+from sensorstream.store.api import ReadApi
+from sensorstream.store.background import Periodic
+from sensorstream.store.retention import apply_retention
+from sensorstream.store.snapshot import write_snapshot
+
+log = logging.getLogger(__name__)
+
+
+class StoreService:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
+    ) -> None:
+        self.api = ReadApi(con, settings, port=api_port)
+        self.retention: Periodic | None = None
+        self.snapshot: Periodic | None = None
+        if settings.retention > 0 and settings.retention_interval > 0:
+            self.retention = Periodic(
+                "store-retention",
+                settings.retention_interval,
+                lambda: apply_retention(con, settings.retention),
+                run_first=True,
+            )
+        if settings.snapshot_interval > 0:
+            self.snapshot = Periodic(
+                "store-snapshot",
+                settings.snapshot_interval,
+                lambda: write_snapshot(con, settings.snapshot_path),
+                run_first=True,
+            )
+
+    def start(self) -> StoreService:
+        """Start the API first (a busy port fails here, before anything else runs), then the rest."""
+        self.api.start()
+        for worker in (self.retention, self.snapshot):
+            if worker is not None:
+                worker.start()
+        log.info(
+            "store service up: api %s, retention %s, snapshots %s",
+            self.api.url,
+            "on" if self.retention else "off",
+            "on" if self.snapshot else "off",
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop the workers (each finishes its current chunk or snapshot), then the API."""
+        for worker in (self.snapshot, self.retention):
+            if worker is not None:
+                worker.stop()
+        self.api.stop()
+
+    def __enter__(self) -> StoreService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
