@@ -134,6 +134,129 @@ def stream(
         fail(str(exc))
 
 
+# --- produce / consume ---------------------------------------------------------------------------
+BootstrapOpt = Annotated[str | None, typer.Option(help="Kafka bootstrap servers")]
+TopicOpt = Annotated[str | None, typer.Option(help="topic (default: SENSORSTREAM_TOPIC)")]
+AmountHelp = "an exact count (>= 1) or a fraction of the readings (< 1)"
+
+
+@app.command("produce")
+def produce_cmd(
+    sensors: Annotated[int, typer.Option(help="simulated sensors")] = 10,
+    rate: Annotated[
+        float | None, typer.Option(help="messages/s; 0 = as fast as possible [default: 100, file: 0]")
+    ] = None,
+    duration: Annotated[str | None, typer.Option(help="run this long, e.g. '60', '5 minutes'")] = None,
+    count: Annotated[int | None, typer.Option(help="readings to send (file: lines, data set: rows)")] = None,
+    seed: Annotated[int, typer.Option(help="same seed, same sensors, values and event ids")] = 0,
+    late: Annotated[float, typer.Option(help=f"late events (minutes behind): {AmountHelp}")] = 0,
+    duplicates: Annotated[float, typer.Option(help=f"second sends of an event_id: {AmountHelp}")] = 0,
+    out_of_order: Annotated[float, typer.Option(help=f"held back a few messages: {AmountHelp}")] = 0,
+    malformed: Annotated[float, typer.Option(help=f"dead letters of every kind: {AmountHelp}")] = 0,
+    file: Annotated[Path | None, typer.Option(help="send each line of this file verbatim")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="replay a real data set: serf_west_15min, nrel_RSF_II, system_4_module_temperature"
+        ),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="data set time compression (900: 15 min -> 1 s)")] = 900.0,
+    start: Annotated[str | None, typer.Option(help="first event time, ISO-8601 (default: now)")] = None,
+    topic: TopicOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress line")] = False,
+) -> None:
+    """Send sensor events: simulated (default), a file's lines verbatim, or a real data set.
+
+    Prints a JSON summary (sent, acked, failed, valid, late, duplicates, malformed by kind) on stdout.
+    """
+    from sensorstream.config import parse_duration
+    from sensorstream.produce import ProducePlan, produce
+    from sensorstream.schema import parse_time
+
+    settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
+    begin = parse_time(start) if start else None
+    if start and begin is None:
+        fail(f"--start {start!r} is not ISO-8601 with a zone (e.g. 2026-11-26T20:00:00Z)", 2)
+    try:
+        plan = ProducePlan(
+            sensors=sensors, rate=rate, duration=parse_duration(duration) if duration else None,
+            count=count, seed=seed, late=late, duplicates=duplicates, out_of_order=out_of_order,
+            malformed=malformed, file=file, dataset=dataset, speed=speed, start=begin,
+        )  # fmt: skip
+        summary = produce(settings, plan, progress=not quiet)
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    print(json.dumps(summary.to_dict()))
+    if summary.failed:
+        fail(f"{summary.failed} message(s) were not acknowledged by Kafka")
+
+
+@app.command("consume")
+def consume_cmd(
+    from_beginning: Annotated[
+        bool | None,
+        typer.Option(
+            "--from-beginning/--latest", help="ignore the group's offsets [default: resume the group]"
+        ),
+    ] = None,
+    max_messages: Annotated[int | None, typer.Option("--max", help="stop after N messages")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
+    group: Annotated[
+        str, typer.Option(help="consumer group (offsets are committed)")
+    ] = "sensorstream-consume",
+    lag: Annotated[bool, typer.Option("--lag", help="print the group's lag per partition and exit")] = False,
+    timeout: Annotated[float | None, typer.Option(help="stop after this many idle seconds")] = None,
+    topic: TopicOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Print the topic's messages (pretty, or JSON lines), or the group's lag with --lag."""
+    from confluent_kafka import KafkaException
+    from rich.highlighter import JSONHighlighter
+    from rich.markup import escape
+    from rich.table import Table
+
+    from sensorstream.kafka.consume import as_json as message_json
+    from sensorstream.kafka.consume import consume, lag_details
+
+    settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
+    conf = settings.kafka_client_config
+    try:
+        if lag:
+            rows = lag_details(conf, settings.topic, group)
+            if as_json:
+                print(json.dumps([{**row.__dict__, "lag": row.lag} for row in rows]))
+                return
+            table = Table(
+                "partition", "low", "high", "committed", "lag", title=f"{group} on {settings.topic}"
+            )
+            for row in rows:
+                table.add_row(*(str(v) for v in (row.partition, row.low, row.high, row.committed, row.lag)))
+            table.add_row("total", "", "", "", str(sum(r.lag for r in rows)), style="bold")
+            Console().print(table)
+            return
+        start = "committed" if from_beginning is None else "beginning" if from_beginning else "latest"
+        out = Console(highlight=False, soft_wrap=True)
+        highlight = JSONHighlighter()
+        for msg in consume(
+            conf, settings.topic, group=group, start=start, max_messages=max_messages, idle_timeout=timeout
+        ):
+            doc = message_json(msg)
+            if as_json:
+                print(json.dumps(doc), flush=True)
+                continue
+            value = doc["value"] if doc["value"] is not None else f"<not UTF-8: {doc['value_hex']}>"
+            out.print(
+                f"[dim]p{doc['partition']}@{doc['offset']}[/] [cyan]{escape(str(doc['key']))}[/] ", end=""
+            )
+            out.print(highlight(value))
+    except KafkaException as exc:
+        fail(f"Kafka at {settings.bootstrap_servers}: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
