@@ -10,14 +10,22 @@ letters, anomalies, pipeline_metrics and its sink_commits ledger row in one tran
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import socket
+import statistics
+import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import duckdb
+import httpx
 
-from sensorstream.store.db import write_transaction
+from sensorstream.config import Settings
+from sensorstream.store.db import connect, write_transaction
 
 SENSOR_TYPES = ("temperature", "humidity", "pressure", "vibration")
 SITES = ("plant-a", "plant-b")
@@ -166,3 +174,256 @@ def free_port(low: int = 43000, high: int = 43099, host: str = "127.0.0.1") -> i
                 continue
             return port
     raise RuntimeError(f"no free port in {low}..{high}")
+
+
+# --- the reader side (runs in another process) -----------------------------------------------------
+DEFAULT_MIX: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("last_batch", {}),
+    ("sensors", {}),
+    ("last_batch", {}),
+    ("latest_windows", {"limit": 100, "since": 5}),
+    ("last_batch", {}),
+    ("sensor_series", {"sensor_id": "sensor-0001", "limit": 120}),
+    ("last_batch", {}),
+    ("table_counts", {}),
+    ("last_batch", {}),
+    ("totals", {}),
+)
+
+
+def read_loop(
+    api_url: str,
+    *,
+    reads: int | None = None,
+    seconds: float | None = None,
+    mix: Sequence[tuple[str, Mapping[str, Any]]] = DEFAULT_MIX,
+) -> dict[str, Any]:
+    """Hammer the read API: latencies per query, errors, table counts seen, when each batch appeared.
+
+    Stops after ``reads`` requests or ``seconds``, whichever comes first.
+    """
+    latencies: dict[str, list[float]] = {}
+    errors: list[str] = []
+    counts: list[dict[str, int]] = []
+    first_seen: dict[int, float] = {}
+    deadline = time.monotonic() + (seconds if seconds is not None else 1e9)
+    done = 0
+    with httpx.Client(base_url=api_url, timeout=10.0, trust_env=False) as http:
+        while (reads is None or done < reads) and time.monotonic() < deadline:
+            name, params = mix[done % len(mix)]
+            done += 1
+            t0 = time.perf_counter()
+            try:
+                response = http.get(f"/query/{name}", params=dict(params))
+                seen_at = time.time()
+                response.raise_for_status()
+                body = response.json()
+            except Exception as exc:
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                continue
+            latencies.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
+            if name == "table_counts":
+                counts.append({table: rows for table, rows in body["rows"]})
+            elif name == "last_batch" and body["rows"]:
+                first_seen.setdefault(body["rows"][0][0], seen_at)
+    return {
+        "reads": done,
+        "latencies_ms": latencies,
+        "errors": errors,
+        "counts": counts,
+        "first_seen": first_seen,
+    }
+
+
+def _reader_process(api_url: str, reads: int | None, seconds: float | None, mix: Any, out: Any) -> None:
+    out.put("ready")
+    out.put(read_loop(api_url, reads=reads, seconds=seconds, mix=mix))
+
+
+def start_reader(
+    api_url: str,
+    *,
+    reads: int | None = None,
+    seconds: float | None = None,
+    mix: Sequence[tuple[str, Mapping[str, Any]]] = DEFAULT_MIX,
+) -> tuple[mp.process.BaseProcess, Any]:
+    """:func:`read_loop` in a separate (spawned) process; ``queue.get()`` returns its result."""
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited DuckDB handles or threads
+    out = ctx.Queue()
+    proc = ctx.Process(target=_reader_process, args=(api_url, reads, seconds, list(mix), out), daemon=True)
+    proc.start()
+    return proc, out
+
+
+# --- the benchmark -----------------------------------------------------------------------------------
+def _pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(_pct(values, 50), 2),
+        "p99": round(_pct(values, 99), 2),
+        "max": round(max(values), 2) if values else float("nan"),
+    }
+
+
+def _write_for(
+    writer: FakeBatchWriter, seconds: float, every: float, stop: threading.Event | None = None
+) -> list[dict]:
+    """Commit a batch every ``every`` seconds (on a fixed schedule); per-batch timings and lateness."""
+    stats = []
+    start = time.perf_counter()
+    n = 0
+    while time.perf_counter() - start < seconds and not (stop and stop.is_set()):
+        scheduled = start + n * every
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        stat = writer.write_batch()
+        stat["behind_schedule_ms"] = max(0.0, (time.perf_counter() - scheduled) * 1000 - stat["total_ms"])
+        stats.append(stat)
+        n += 1
+    return stats
+
+
+def _phase(
+    writer: FakeBatchWriter, api_url: str, seconds: float, every: float, side_job: Any = None
+) -> dict[str, Any]:
+    """Writer on its schedule while a reader process hammers the API (and ``side_job`` runs)."""
+    proc, out = start_reader(api_url, seconds=seconds)
+    if out.get(timeout=60) != "ready":  # the spawned interpreter takes a second or two to import
+        raise RuntimeError("reader process did not start")
+    side: dict[str, Any] = {}
+    helper = threading.Thread(target=lambda: side.update(side_job() if side_job else {}), name="bench-side")
+    helper.start()
+    stats = _write_for(writer, seconds, every)
+    reader = out.get(timeout=seconds + 60)
+    proc.join(10)
+    helper.join()
+    committed = {s["batch_id"]: s["committed_at"] for s in stats}
+    staleness = [
+        max(0.0, (seen - committed[b]) * 1000) for b, seen in reader["first_seen"].items() if b in committed
+    ]
+    latencies = [v for values in reader["latencies_ms"].values() for v in values]
+    return {
+        "reader": {
+            "reads": reader["reads"],
+            "reads_per_s": round(reader["reads"] / seconds, 1),
+            "errors": len(reader["errors"]),
+            "first_errors": reader["errors"][:3],
+            "latency_ms_all": _summary(latencies),
+            "latency_ms": {name: _summary(v) for name, v in sorted(reader["latencies_ms"].items())},
+        },
+        "staleness_ms": _summary(staleness),
+        "writer": _batch_summary(stats),
+        **side,
+    }
+
+
+def run_store_bench(
+    settings: Settings,
+    *,
+    rows: int = 1_000_000,
+    seconds: float = 20.0,
+    baseline_seconds: float = 5.0,
+    every: float = 0.1,
+    retention_fraction: float = 0.05,
+    housekeeping_seconds: float = 10.0,
+) -> dict[str, Any]:
+    """Writer every ``every`` s into >= ``rows`` readings while another process hammers the API.
+
+    Phases, each printed and returned:
+
+    1. ``writer_alone``: ``baseline_seconds`` of batches, no readers;
+    2. ``with_readers``: ``seconds`` of batches while a reader process runs the dashboard's
+       query mix over HTTP as fast as it can (latency, staleness, the writer's stall);
+    3. ``with_housekeeping``: the same plus one snapshot and one retention pass deleting the
+       oldest ``retention_fraction`` of readings.
+
+    Uses a scratch file ``<data_dir>/bench-store.duckdb`` (replaced) and ``settings.api_port``.
+    """
+    from sensorstream.store.api import ReadApi
+    from sensorstream.store.retention import apply_retention
+    from sensorstream.store.snapshot import write_snapshot
+
+    db = Path(settings.data_dir) / "bench-store.duckdb"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (db, db.with_name(db.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    con = connect(db)
+    writer = FakeBatchWriter(con, sensors=50, rows_per_batch=100)
+    t0 = time.perf_counter()
+    writer.prefill(rows)
+    con.execute("CHECKPOINT")
+    report: dict[str, Any] = {"rows_prefilled": rows, "prefill_s": round(time.perf_counter() - t0, 2)}
+    report["every_ms"] = every * 1000
+    span = rows / writer.rows_per_batch * writer.event_seconds_per_batch  # event seconds prefilled
+
+    def housekeeping() -> dict[str, Any]:
+        snap = write_snapshot(con, Path(settings.data_dir) / "bench-snapshot.duckdb")
+        kept = apply_retention(con, span * (1 - retention_fraction))
+        return {
+            "snapshot": {"seconds": round(snap.seconds, 3), "rows": sum(snap.rows.values()), "bytes": snap.bytes},
+            "retention": {
+                "seconds": round(kept.seconds, 2), "deleted": kept.deleted["readings"],
+                "chunks": kept.chunks, "max_chunk_ms": round(kept.max_chunk_ms, 1),
+            },
+        }  # fmt: skip
+
+    report["writer_alone"] = {"writer": _batch_summary(_write_for(writer, baseline_seconds, every))}
+    api = ReadApi(con, settings).start()
+    try:
+        report["with_readers"] = _phase(writer, api.url, seconds, every)
+        report["with_housekeeping"] = _phase(writer, api.url, housekeeping_seconds, every, housekeeping)
+    finally:
+        api.stop()
+    report["readings_at_end"] = con.execute("SELECT count(*) FROM readings").fetchone()[0]
+    con.close()
+    _print(report)
+    return report
+
+
+def _batch_summary(stats: list[dict]) -> dict[str, Any]:
+    return {
+        "batches": len(stats),
+        "batch_ms": _summary([s["total_ms"] for s in stats]),
+        "lock_wait_ms": _summary([s["lock_wait_ms"] for s in stats]),
+        "behind_schedule_ms": _summary([s["behind_schedule_ms"] for s in stats]),
+        "mean_batch_ms": round(statistics.fmean(s["total_ms"] for s in stats), 2) if stats else None,
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    print(
+        f"store bench: {report['rows_prefilled']:,} readings prefilled ({report['prefill_s']} s), "
+        f"{report['readings_at_end']:,} at the end; a batch every {report['every_ms']:.0f} ms"
+    )
+    for phase in ("writer_alone", "with_readers", "with_housekeeping"):
+        data = report[phase]
+        w = data["writer"]
+        print(f"[{phase}]")
+        print(
+            f"  writer: {w['batches']} batches; batch ms p50 {w['batch_ms']['p50']} p99 {w['batch_ms']['p99']} "
+            f"max {w['batch_ms']['max']}; lock wait max {w['lock_wait_ms']['max']}; "
+            f"behind schedule max {w['behind_schedule_ms']['max']}"
+        )
+        if "reader" not in data:
+            continue
+        r = data["reader"]
+        print(f"  reader: {r['reads']} reads ({r['reads_per_s']}/s), {r['errors']} errors")
+        a = r["latency_ms_all"]
+        print(f"  query latency ms (all): p50 {a['p50']}  p99 {a['p99']}  max {a['max']}")
+        for name, q in r["latency_ms"].items():
+            print(f"    {name:<16} p50 {q['p50']:>7}  p99 {q['p99']:>7}  max {q['max']:>7}  (n={q['n']})")
+        st = data["staleness_ms"]
+        print(
+            f"  staleness ms (commit -> first seen by reader): p50 {st['p50']}  p99 {st['p99']}  max {st['max']}"
+        )
+        for key in ("snapshot", "retention"):
+            if key in data:
+                print(f"  {key}: {data[key]}")
