@@ -257,6 +257,32 @@ def consume_cmd(
         pass
 
 
+# --- bench kafka ---------------------------------------------------------------------------------
+@bench_app.command("kafka")
+def bench_kafka(
+    records: Annotated[int, typer.Option(help="records per run")] = 1_000_000,
+    record_size: Annotated[int, typer.Option(help="bytes per record (events are padded to it)")] = 200,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="use this broker instead of starting a throwaway one")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port for the throwaway broker (default: a free one)")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/bench-kafka.json"),
+) -> None:
+    """Our producer and consumer vs Kafka's own ProducerPerformance / ConsumerPerformance."""
+    from sensorstream.bench.kafka import run_bench
+
+    settings = settings_or_exit()
+    try:
+        run_bench(
+            settings, records=records, record_size=record_size, bootstrap_servers=bootstrap_servers,
+            port=port, report=report,
+        )  # fmt: skip
+    except RuntimeError as exc:
+        fail(str(exc))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
