@@ -98,7 +98,10 @@ def produce(
         summary.elapsed = time.monotonic() - t0
         line.update(producer.sent, producer.acked, producer.failed, force=True)
     summary.acked, summary.failed, summary.bytes = producer.acked, producer.failed + left, producer.bytes_sent
-    log.info("produced", extra={"summary": summary.to_dict()})
+    log.info(
+        "produced %d message(s) to %s in %.1fs: %d acked, %d failed",
+        summary.sent, topic, summary.elapsed, summary.acked, summary.failed,
+    )  # fmt: skip
     return summary
 
 
