@@ -56,3 +56,17 @@ def make_settings(tmp_path: Path):
         return load_settings(**base)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    """One SparkSession (local[2], 2 shuffle partitions) for every Spark test of the run."""
+    from sensorstream.stream.session import build_session
+
+    data = tmp_path_factory.mktemp("spark")
+    settings = load_settings(
+        data_dir=data, cache_dir=ROOT / ".cache", spark_master="local[2]", shuffle_partitions=2
+    )
+    session = build_session(settings, app_name="sensorstream-tests")
+    yield session
+    session.stop()

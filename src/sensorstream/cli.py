@@ -117,6 +117,7 @@ def stream(
         int | None, typer.Option(help="upper bound of one micro-batch")
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    until_idle: Annotated[bool, typer.Option(help="stop once caught up with the topic")] = False,
 ) -> None:
     """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
     from sensorstream.kafka.jars import JavaMissingError
@@ -129,7 +130,7 @@ def stream(
         spark_master=spark_master, max_offsets_per_trigger=max_offsets_per_trigger,
     )  # fmt: skip
     try:
-        run_stream(settings, timeout=timeout)
+        run_stream(settings, timeout=timeout, until_idle=until_idle)
     except (StoreLockedError, SchemaError, JavaMissingError) as exc:
         fail(str(exc))
 

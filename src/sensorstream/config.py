@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     # --- serving and monitoring ----------------------------------------------------------------
     host: str = "127.0.0.1"
     dashboard_port: int = Field(8501, ge=1, le=65535)
-    api_port: int = Field(8765, ge=1, le=65535)
+    api_port: int = Field(8765, ge=0, le=65535)  # 0 = no read API (tests, batch backfills)
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = off
     dashboard_refresh: Duration = 2.0
     stale_after: Duration = 30.0

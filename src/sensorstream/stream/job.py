@@ -141,23 +141,36 @@ class StreamJob:
         query.stop()
         log.info("stream stopped")
 
-    def wait_idle(self, timeout: float = 120.0, min_batches: int = 1) -> None:
-        """Testing/benchmark helper: wait until the query has caught up with the topic."""
+    def wait_idle(self, timeout: float = 120.0, min_offsets: int = 0) -> None:
+        """Wait until the query has processed everything the topic held when its last batch planned.
+
+        Caught up = the last batch's end offsets equal the latest offsets the source saw, and no
+        trigger is running. (Spark's idle progress events come only every 10 s; this does not wait.)
+        ``min_offsets``: also wait until the end offsets of all partitions add up to at least this
+        (for callers that just produced that many messages and must not see a stale progress).
+        """
         deadline = time.monotonic() + timeout
         query = self.query
         assert query is not None
         while time.monotonic() < deadline:
             if query.exception():
                 raise RuntimeError(str(query.exception()))
-            progress = query.recentProgress
-            done = [p for p in progress if p.get("batchId") is not None]
-            caught_up = bool(progress) and progress[-1].get("numInputRows", 0) == 0
-            status = query.status
-            if (
-                len(done) >= min_batches
-                and caught_up
-                and not (status.get("isDataAvailable") or status.get("isTriggerActive"))
-            ):
-                return
+            last = query.lastProgress
+            if last and last.get("sources"):
+                source = last["sources"][0]
+                end = source.get("endOffset")
+                at_end = end == source.get("latestOffset") and _offset_sum(end) >= min_offsets
+                status = query.status
+                if at_end and not status.get("isTriggerActive") and not status.get("isDataAvailable"):
+                    return
             time.sleep(0.2)
         raise TimeoutError(f"stream did not catch up within {timeout}s")
+
+
+def _offset_sum(offsets: object) -> int:
+    """Sum of a Kafka source offset JSON ({"topic": {"0": 12, ...}}), as progress reports it."""
+    if isinstance(offsets, str):
+        offsets = json.loads(offsets)
+    if not isinstance(offsets, dict):
+        return 0
+    return sum(int(o) for parts in offsets.values() for o in parts.values())

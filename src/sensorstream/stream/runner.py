@@ -12,8 +12,11 @@ from sensorstream.store.db import connect
 log = logging.getLogger(__name__)
 
 
-def run_stream(settings: Settings, timeout: float | None = None) -> None:
-    """Run the streaming job in this process (the store's single writer) until SIGINT/SIGTERM."""
+def run_stream(settings: Settings, timeout: float | None = None, until_idle: bool = False) -> None:
+    """Run the streaming job in this process (the store's single writer) until SIGINT/SIGTERM.
+
+    ``until_idle`` stops once the job has caught up with the topic (a backfill, or a test).
+    """
     from sensorstream.stream.job import StreamJob
     from sensorstream.stream.session import build_session
 
@@ -27,7 +30,11 @@ def run_stream(settings: Settings, timeout: float | None = None) -> None:
             service.start()
             stack.callback(service.stop)
         job.start()
-        job.run_until_stopped(timeout=timeout)
+        if until_idle:
+            job.wait_idle(timeout=timeout or 3600)
+            job.stop()
+        else:
+            job.run_until_stopped(timeout=timeout)
 
 
 def _services(con, settings: Settings, job) -> list:

@@ -1,0 +1,3 @@
+from sensorstream.cli import app
+
+app()

@@ -1,0 +1,130 @@
+"""Test helpers for the streaming job: a fixed event stream and its expected result.
+
+The expectation is computed without Spark: validity by the plain-Python reference validator,
+late/windows by DuckDB SQL over the input. If the job and this disagree, one of them is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+from confluent_kafka import Producer
+
+from sensorstream.schema import encode, make_event, validate
+
+T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
+
+MALFORMED = [
+    b"not json at all",
+    b"[1, 2, 3]",
+    b'{"event_id": "m1", "sensor_id": "s0", "event_time": "2026-11-26T20:00:01Z"}',
+    b'{"event_id": "m2", "sensor_id": "s0", "event_time": "2026-11-26T20:00:01Z", "value": "hot"}',
+    b'{"event_id": "m3", "sensor_id": "s0", "event_time": "2026-11-26T20:00:01Z", "value": NaN}',
+    b'{"event_id": "m4", "sensor_id": "s0", "event_time": "26/11/2026 20:00", "value": 1}',
+    b'{"event_id": "", "sensor_id": "s0", "event_time": "2026-11-26T20:00:01Z", "value": 1}',
+    b"\xff\xfe\xfd",
+    b'{"event_id": 5, "sensor_id": "s0", "event_time": "2026-11-26T20:00:01Z", "value": 1}',
+    b'{"event_id": "m5", "sensor_id": "s0", "event_time": "2026-11-26T20:00:01Z", "value": 999,'
+    b' "sensor_type": "humidity"}',
+]
+
+
+@dataclass
+class EventStream:
+    """Messages (key, value) in send order, phase by phase."""
+
+    phases: list[list[tuple[bytes | None, bytes]]] = field(default_factory=list)
+
+    def send(self, bootstrap: str, topic: str, phase: int) -> int:
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        for key, value in self.phases[phase]:
+            producer.produce(topic, key=key, value=value)
+        assert producer.flush(30) == 0
+        return len(self.phases[phase])
+
+    @property
+    def total(self) -> int:
+        return sum(len(p) for p in self.phases)
+
+
+def build_stream(sensors: int = 6, minutes: int = 4, seed: int = 7) -> EventStream:
+    """Phase 0: disordered, duplicated, malformed. Phase 1: late, in-lateness, duplicates, more junk."""
+    rng = random.Random(seed)
+    events = []
+    for s in range(sensors):
+        for i in range(minutes * 12):  # one reading every 5 s
+            ts = T0 + timedelta(seconds=5 * i + rng.random())
+            value = 20 + s + rng.gauss(0, 1)
+            events.append(
+                make_event(f"e-{s}-{i}", f"s{s}", ts, round(value, 3), "temperature", "C", "plant-a")
+            )
+    # Out of order: shuffle within blocks of ~20 s; duplicates: resend ~5 % anywhere later.
+    rng.shuffle(events)
+    events.sort(key=lambda e: e["event_time"][:18])  # coarse order, random within 10 s buckets
+    phase0 = [(e["sensor_id"].encode(), encode(e)) for e in events]
+    for e in rng.sample(events, len(events) // 20):
+        phase0.insert(rng.randrange(len(phase0)), (e["sensor_id"].encode(), encode(e)))
+    for bad in MALFORMED:
+        phase0.insert(rng.randrange(len(phase0)), (None, bad))
+
+    newest = T0 + timedelta(minutes=minutes)
+    phase1 = []
+    for s in range(sensors):
+        # Far behind the watermark: their windows are final, so they are late.
+        ts = T0 + timedelta(seconds=10 + s)
+        phase1.append(make_event(f"late-{s}", f"s{s}", ts, 50.0, "temperature", "C", "plant-a"))
+        # Behind the newest event but within the lateness: they still count.
+        ts = newest - timedelta(seconds=12 + s)
+        phase1.append(make_event(f"ok-{s}", f"s{s}", ts, 21.0, "temperature", "C", "plant-a"))
+    msgs = [(e["sensor_id"].encode(), encode(e)) for e in phase1]
+    msgs += [(e["sensor_id"].encode(), encode(e)) for e in rng.sample(events, 5)]  # old duplicates
+    msgs += [(None, b"{broken"), (None, b'{"event_id": "x"}')]
+    return EventStream([phase0, msgs])
+
+
+def expected_tables(
+    stream: EventStream, window_s: int = 60, lateness_s: int = 30, ranges=None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with `expected_windows`, `expected_late` and `expected_dead`.
+
+    The watermark only moves between phases here (each phase fits in one micro-batch or more,
+    and phase 1 holds no event newer than phase 0), so late = phase 1's first copies whose window
+    ended at or before max(phase-0 event time) - lateness.
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    rows = []
+    seq = 0
+    for phase, msgs in enumerate(stream.phases):
+        for _key, raw in msgs:
+            event, error = validate(raw, ranges)
+            rows.append((phase, seq, error, json.dumps(event) if event else None))
+            seq += 1
+    con.execute("CREATE TABLE input (phase INT, seq INT, error VARCHAR, doc JSON)")
+    con.executemany("INSERT INTO input VALUES (?, ?, ?, ?)", rows)
+    con.execute(
+        f"""
+        CREATE TABLE events AS
+        SELECT phase, seq, doc->>'event_id' AS event_id, doc->>'sensor_id' AS sensor_id,
+               (doc->>'event_time')::TIMESTAMPTZ AS event_time, (doc->>'value')::DOUBLE AS value,
+               time_bucket(INTERVAL {window_s} SECOND, (doc->>'event_time')::TIMESTAMPTZ,
+                           TIMESTAMPTZ '1970-01-01 00:00:00+00') AS window_start
+        FROM input WHERE error IS NULL
+        QUALIFY row_number() OVER (PARTITION BY doc->>'event_id' ORDER BY seq) = 1;
+        CREATE TABLE expected_late AS
+        SELECT event_id FROM events
+        WHERE phase = 1 AND window_start + INTERVAL {window_s} SECOND
+              <= (SELECT max(event_time) FROM events WHERE phase = 0) - INTERVAL {lateness_s} SECOND;
+        CREATE TABLE expected_windows AS
+        SELECT sensor_id, window_start, count(*) AS reading_count, avg(value) AS avg_value,
+               min(value) AS min_value, max(value) AS max_value
+        FROM events WHERE event_id NOT IN (SELECT event_id FROM expected_late)
+        GROUP BY ALL;
+        CREATE TABLE expected_dead AS SELECT seq, error FROM input WHERE error IS NOT NULL;
+        """
+    )
+    return con
