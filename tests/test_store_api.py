@@ -1,0 +1,151 @@
+"""The read API over real HTTP: routes, errors as 400, the SQL guard, limits, start and stop."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from sensorstream.store.api import ApiStartError, ReadApi
+from sensorstream.store.client import StoreClient
+from sensorstream.store.queries import QueryError
+from test_store_support import serving, store_settings, writer_store
+
+
+@pytest.fixture
+def settings(make_settings):
+    return store_settings(make_settings)
+
+
+@pytest.fixture
+def api(settings):
+    with writer_store(settings) as (con, _), serving(con, settings, query_timeout=1.0, max_rows=100) as api:
+        yield api
+
+
+@pytest.fixture
+def http(api):
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        yield client
+
+
+def test_health_names_the_writer_and_the_last_batch(http):
+    body = http.get("/health").json()
+    assert body["ok"] is True and body["mode"] == "api"
+    assert body["schema_version"] == 1
+    assert body["last_batch_id"] == 4
+    assert 0 <= body["last_batch_age_seconds"] < 60
+    assert isinstance(body["writer_pid"], int)
+
+
+def test_queries_lists_names_params_and_columns(http):
+    listed = {q["name"]: q for q in http.get("/queries").json()["queries"]}
+    assert {"sensors", "latest_windows", "sensor_series", "anomalies_recent", "anomaly_counts",
+            "late_over_time", "dead_letters_over_time", "dead_letter_reasons", "pipeline_metrics_recent",
+            "last_batch", "table_counts", "totals"} <= set(listed)  # fmt: skip
+    assert [p["name"] for p in listed["latest_windows"]["params"]] == [
+        "sensor_id", "sensor_type", "site", "since", "limit",
+    ]  # fmt: skip
+
+
+def test_a_named_query_answers_columns_and_rows(http):
+    body = http.get("/query/table_counts").json()
+    assert body["columns"] == ["table_name", "rows"]
+    assert dict(body["rows"])["readings"] == 500
+
+
+def test_bad_requests_are_400_with_a_message(http):
+    for path, fragment in [
+        ("/query/nope", "no query named"),
+        ("/query/latest_windows?limit=abc", "not an integer"),
+        ("/query/totals?x=1", "has no parameter"),
+    ]:
+        response = http.get(path)
+        assert response.status_code == 400, path
+        assert fragment in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("INSERT INTO readings SELECT * FROM readings", "not INSERT"),
+        ("UPDATE window_stats SET avg_value = 0", "not UPDATE"),
+        ("DELETE FROM readings", "not DELETE"),
+        ("DROP TABLE readings", "not DROP"),
+        ("CREATE TABLE x AS SELECT 1", "not CREATE"),
+        ("ATTACH '/tmp/helperB/other.duckdb' AS other", "not ATTACH"),
+        ("DETACH other", "not DETACH"),
+        ("COPY readings TO '/tmp/helperB/out.csv'", "not COPY"),
+        ("COPY (SELECT 1) TO '/tmp/helperB/out.csv'", "not COPY"),
+        ("PRAGMA database_list", "not PRAGMA"),
+        ("SET threads = 1", "not SET"),
+        ("CALL pragma_version()", "not CALL"),
+        ("INSTALL httpfs", "not"),
+        ("LOAD json", "not"),
+        ("EXPORT DATABASE '/tmp/helperB/export'", "not EXPORT"),
+        ("SELECT 1; DROP TABLE readings", "exactly one statement"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+        ("SELECT * FROM read_parquet('x.parquet')", "read_parquet"),
+        ("SELECT count(*) FROM (SELECT * FROM read_json_auto('x.json'))", "read_json_auto"),
+        ("SELECT * FROM glob('/etc/*')", "glob"),
+        ("SELECT * FROM query('DROP TABLE readings')", "query"),
+        ("SELECT * FROM '/etc/passwd'", "looks like a file"),
+    ],
+)
+def test_the_sql_guard_refuses_anything_but_reading_the_store(http, sql, reason):
+    response = http.post("/sql", json={"sql": sql})
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    assert dict(http.get("/query/table_counts").json()["rows"])["readings"] == 500  # nothing happened
+
+
+def test_sql_binds_params_and_caps_rows(http):
+    injected = http.post(
+        "/sql", json={"sql": "SELECT * FROM readings WHERE sensor_id = ?", "params": ["x' OR '1'='1"]}
+    ).json()
+    assert injected["rows"] == []
+    named = http.post(
+        "/sql",
+        json={
+            "sql": "SELECT count(*) AS n FROM readings WHERE sensor_id = $s",
+            "params": {"s": "sensor-0001"},
+        },
+    ).json()
+    assert named["rows"] == [[25]]
+    capped = http.post("/sql", json={"sql": "SELECT * FROM range(1000) -- a trailing comment"}).json()
+    assert len(capped["rows"]) == 100 and capped["truncated"] is True
+
+
+def test_a_slow_query_is_interrupted(http):
+    started = time.monotonic()
+    response = http.post("/sql", json={"sql": "SELECT sum(hash(i)) FROM range(100000000000) t(i)"})
+    assert response.status_code == 400
+    assert "interrupted after 1 s" in response.json()["error"]
+    assert time.monotonic() - started < 5
+
+
+def test_the_client_raises_query_errors_from_the_api(api, settings):
+    with StoreClient(settings) as client, pytest.raises(QueryError, match="not DROP"):
+        client.sql("DROP TABLE readings")
+
+
+def test_a_busy_port_is_a_clear_error_naming_the_setting(settings):
+    with socket.socket() as other:
+        other.bind((settings.host, settings.api_port))
+        other.listen()
+        with writer_store(settings) as (con, _), pytest.raises(ApiStartError, match="SENSORSTREAM_API_PORT"):
+            ReadApi(con, settings).start()
+
+
+def test_start_and_stop_are_fast_and_free_the_port(settings):
+    with writer_store(settings) as (con, _):
+        for _ in range(2):  # the second start proves the port was released
+            t0 = time.monotonic()
+            api = ReadApi(con, settings).start()
+            assert httpx.get(f"{api.url}/health").status_code == 200
+            api.stop()
+            assert time.monotonic() - t0 < 3
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{api.url}/health")

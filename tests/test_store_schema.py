@@ -1,0 +1,90 @@
+"""Migrations and integrity: old files upgrade, foreign files are refused, a bad batch leaves nothing."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from sensorstream.store.db import BatchWriteError, connect, write_transaction
+from sensorstream.store.migrations import LATEST, MIGRATIONS, Migration, SchemaError, migrate
+from test_store_support import store_settings, writer_store
+
+V2 = Migration(
+    2, "test: a column added by a future release", "ALTER TABLE readings ADD COLUMN quality DOUBLE"
+)
+
+
+@pytest.fixture
+def settings(make_settings):
+    return store_settings(make_settings)
+
+
+def _counts(con) -> dict[str, int]:
+    return {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("readings", "window_stats", "pipeline_metrics", "sink_commits")
+    }
+
+
+def test_an_empty_file_is_migrated_to_the_latest_version(tmp_path):
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    con = connect(path)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == LATEST
+    con.close()
+
+
+def test_a_v1_file_upgrades_to_v2_and_keeps_its_rows(settings):
+    with writer_store(settings) as (con, _):
+        before = _counts(con)
+        assert migrate(con, (*MIGRATIONS, V2)) == 1
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
+        assert "quality" in {c[0] for c in con.execute("DESCRIBE readings").fetchall()}
+        assert _counts(con) == before
+        assert migrate(con, (*MIGRATIONS, V2)) == 2  # idempotent: nothing left to do
+
+
+def test_a_file_from_a_newer_release_is_refused(settings):
+    with writer_store(settings) as (con, _):
+        migrate(con, (*MIGRATIONS, V2))
+    with pytest.raises(
+        SchemaError, match=r"schema version 2, newer than this sensorstream understands \(1\)"
+    ):
+        connect(settings.db)
+
+
+def test_our_tables_without_a_ledger_are_refused(tmp_path):
+    path = tmp_path / "foreign.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE readings (event_id VARCHAR)")
+    with pytest.raises(SchemaError, match="no schema_version ledger; it was not created by sensorstream"):
+        connect(path)
+
+
+@pytest.mark.parametrize(
+    ("bad_statement", "message"),
+    [
+        # a duplicate key: event b0-0 is already in readings
+        ("INSERT INTO readings SELECT * FROM readings WHERE event_id = 'b0-0'", "Duplicate key"),
+        # NULL in a required column
+        ("INSERT INTO late_events VALUES ('e1', NULL, now(), 1, now(), now(), 0, 0, 9, now())", "NOT NULL"),
+        # a wrong-shaped row
+        ("INSERT INTO pipeline_metrics VALUES (99, 'q', now())", "columns but 3 values were supplied"),
+    ],
+)
+def test_a_bad_row_rolls_back_the_whole_batch(settings, bad_statement, message):
+    with writer_store(settings) as (con, writer):
+        before = _counts(con)
+        with (
+            pytest.raises(BatchWriteError, match=message) as caught,
+            write_transaction(con, "batch 99") as tx,
+        ):
+            tx.cur.execute("INSERT INTO sink_commits VALUES ('q', 99, now(), NULL, NULL, NULL)")
+            tx.cur.execute(
+                "INSERT INTO window_stats VALUES ('s', '2026-01-01', '2026-01-01 00:01', NULL, NULL, 1, 1, 1, 1, NULL, false, now())"
+            )
+            tx.cur.execute(bad_statement)
+        assert "batch 99 rolled back, nothing written" in str(caught.value)
+        assert _counts(con) == before
+        writer.write_batch()  # and the store takes the next batch normally
+        assert _counts(con)["sink_commits"] == before["sink_commits"] + 1
