@@ -19,6 +19,7 @@ from sensorstream.kafka.consume import consume
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.inject import Injection, Injector
 from sensorstream.produce.malformed import KINDS
+from sensorstream.produce.producer import EventProducer
 from sensorstream.produce.rate import TokenBucket
 from sensorstream.produce.simulator import SIGNALS, Simulator
 from sensorstream.schema import Reason, parse_time, validate
@@ -218,3 +219,14 @@ def test_every_malformed_variant_is_filed_under_its_reason(seed, make_settings):
     for kind in KINDS:
         for _ in range(20):
             assert validate(build(kind, event, rng, ranges), ranges)[1].split(":")[0] == kind
+
+
+def test_messages_the_broker_never_takes_are_counted_as_failed(kafka):
+    # Topics are not auto-created here, so these can only time out.
+    producer = EventProducer(
+        {"bootstrap.servers": kafka.bootstrap_servers}, "no-such-topic", {"message.timeout.ms": 1500}
+    )
+    for i in range(5):
+        producer.send(b"{}", str(i).encode())
+    assert producer.flush(10) == 0
+    assert (producer.sent, producer.acked, producer.failed) == (5, 0, 5)
