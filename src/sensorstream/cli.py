@@ -141,6 +141,16 @@ TopicOpt = Annotated[str | None, typer.Option(help="topic (default: SENSORSTREAM
 AmountHelp = "an exact count (>= 1) or a fraction of the readings (< 1)"
 
 
+def _stop_on_sigterm():
+    """An Event set by SIGTERM, so `run` (or a service manager) stops us with a flush, like Ctrl-C."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
 @app.command("produce")
 def produce_cmd(
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 10,
@@ -185,7 +195,7 @@ def produce_cmd(
             count=count, seed=seed, late=late, duplicates=duplicates, out_of_order=out_of_order,
             malformed=malformed, file=file, dataset=dataset, speed=speed, start=begin,
         )  # fmt: skip
-        summary = produce(settings, plan, progress=not quiet)
+        summary = produce(settings, plan, progress=not quiet, stop=_stop_on_sigterm())
     except (ValueError, OSError) as exc:
         fail(str(exc), 2)
         return
