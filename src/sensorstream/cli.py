@@ -294,6 +294,51 @@ def bench_kafka(
         fail(str(exc))
 
 
+# --- run and status --------------------------------------------------------------------------------
+@app.command("run")
+def run(
+    sensors: Annotated[int, typer.Option(help="simulated sensors")] = 20,
+    rate: Annotated[float, typer.Option(help="events per second from the simulator")] = 200.0,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="skip the dashboard")] = False,
+) -> None:
+    """Broker, simulator, stream job and dashboard together, with embedded defaults; Ctrl-C stops all."""
+    from sensorstream.kafka.broker import BrokerError
+    from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.pipeline import Pipeline
+
+    settings = settings_or_exit()
+    pipeline = Pipeline(settings, sensors=sensors, rate=rate, dashboard=not no_dashboard)
+    try:
+        pipeline.start()
+    except (BrokerError, JavaMissingError, RuntimeError) as exc:
+        pipeline.stop()
+        fail(str(exc))
+    console.print(
+        f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
+        f"read API {settings.api_url}  metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+        "(Ctrl-C stops everything)"
+    )
+    raise typer.Exit(pipeline.supervise())
+
+
+@app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Pipeline health: broker, lag, last batch, rows per table. Exit code 0 only when healthy."""
+    from dataclasses import asdict
+
+    from sensorstream.monitor.status import check, render
+
+    settings = settings_or_exit()
+    health = check(settings)
+    if as_json:
+        print(json.dumps(asdict(health), default=str, indent=2))
+    else:
+        render(health, Console())
+    raise typer.Exit(health.code)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

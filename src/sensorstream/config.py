@@ -137,15 +137,28 @@ class Settings(BaseSettings):
     # --- serving and monitoring ----------------------------------------------------------------
     host: str = "127.0.0.1"
     dashboard_port: int = Field(8501, ge=1, le=65535)
-    api_port: int = Field(8765, ge=0, le=65535)  # 0 = no read API (tests, batch backfills)
+    api_port: int = Field(8765, ge=0, le=65535)  # 0 = any free port (tests run side by side)
     metrics_port: int = Field(9108, ge=0, le=65535)  # 0 = off
     dashboard_refresh: Duration = 2.0
     stale_after: Duration = 30.0
     alert_lag_batches: int = Field(5, ge=1)
+    alert_min_lag: int = Field(1000, ge=0)  # lag_growing fires only above this many waiting records
 
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_data_dir(cls, data: Any) -> Any:
+        # DB, checkpoints and the snapshot live under DATA_DIR unless set one by one, so pointing
+        # DATA_DIR elsewhere moves the whole state (tests, a second pipeline on one machine).
+        if isinstance(data, dict):
+            base = Path(data.get("data_dir") or "data")
+            data.setdefault("db", base / "sensorstream.duckdb")
+            data.setdefault("checkpoint_dir", base / "checkpoints")
+            data.setdefault("snapshot_path", base / "snapshot.duckdb")
+        return data
 
     @field_validator("window", "trigger")
     @classmethod

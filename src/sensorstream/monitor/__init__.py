@@ -1,1 +1,1 @@
-"""monitor"""
+"""Monitoring: Prometheus metrics, Spark progress, consumer lag, alerts and `sensorstream status`."""

@@ -105,13 +105,15 @@ class BatchMerger:
         )
         return bool(row)
 
-    def _state(self, cur: duckdb.DuckDBPyConnection) -> tuple[datetime | None, datetime | None]:
-        """(watermark for the next batch, max event time so far), from the last committed batch."""
+    def _state(
+        self, cur: duckdb.DuckDBPyConnection
+    ) -> tuple[datetime | None, datetime | None, dict[str, int]]:
+        """(watermark for the next batch, max event time so far, offsets done), from the last batch."""
         # This query's last batch; for a new checkpoint, the last batch of any earlier one, so the
         # watermark does not fall back to the epoch and re-open final windows.
         row = cur.execute(
             """
-            SELECT watermark, max_event_time FROM sink_commits
+            SELECT watermark, max_event_time, end_offsets FROM sink_commits
             ORDER BY query_name = $q DESC, CASE WHEN query_name = $q THEN batch_id END DESC NULLS LAST,
                      committed_at DESC
             LIMIT 1
@@ -119,10 +121,10 @@ class BatchMerger:
             {"q": self.query_name},
         ).fetchall()
         if not row:
-            return None, None
-        watermark, max_event_time = row[0]
+            return None, None, {}
+        watermark, max_event_time, offsets = row[0]
         candidates = [t for t in (watermark, max_event_time - self.lateness if max_event_time else None) if t]
-        return (max(candidates) if candidates else None), max_event_time
+        return (max(candidates) if candidates else None), max_event_time, json.loads(offsets or "{}")
 
     # --- the merge -------------------------------------------------------------------------------
     def merge(self, batch_id: int, batch: pa.Table, spark_ms: float = 0.0) -> BatchResult:
@@ -153,7 +155,7 @@ class BatchMerger:
         ).fetchall():
             result.skipped = True
             return result
-        watermark, max_before = self._state(cur)
+        watermark, max_before, offsets_before = self._state(cur)
         wm = watermark or EPOCH
         result.watermark = watermark
         cur.register("batch", batch)
@@ -244,12 +246,12 @@ class BatchMerger:
                 [result.next_watermark],
             ).fetchall()[0][0]
         self._latency(cur, result)
-        result.end_offsets = {
-            str(p): o
-            for p, o in cur.execute(
-                "SELECT kafka_partition, max(kafka_offset) FROM batch GROUP BY ALL"
-            ).fetchall()
-        }
+        # Cumulative: the highest offset done per partition, including partitions idle in this batch.
+        result.end_offsets = dict(offsets_before)
+        for p, o in cur.execute(
+            "SELECT kafka_partition, max(kafka_offset) FROM batch GROUP BY ALL"
+        ).fetchall():
+            result.end_offsets[str(p)] = max(o, result.end_offsets.get(str(p), -1))
         cur.unregister("batch")
         return result
 
@@ -313,13 +315,12 @@ class BatchMerger:
         duration_ms = r.spark_ms + r.sink_ms
         cur.execute(
             """
-            INSERT INTO pipeline_metrics (batch_id, query_name, committed_at, input_rows, valid_rows, new_readings,
+            INSERT OR REPLACE INTO pipeline_metrics (batch_id, query_name, committed_at, input_rows, valid_rows, new_readings,
                 duplicate_rows, late_rows, dead_letters, anomalies, windows_updated, windows_finalized,
                 batch_duration_ms, spark_ms, sink_ms, rows_per_second, latency_p50_ms, latency_p95_ms,
                 latency_max_ms, kafka_latency_p50_ms, kafka_latency_p95_ms, kafka_latency_max_ms, watermark,
                 max_event_time)
             VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (batch_id) DO NOTHING
             """,
             [
                 r.batch_id, self.query_name, r.input_rows, r.valid_rows, r.new_readings, r.duplicate_rows,

@@ -83,7 +83,15 @@ class StreamJob:
         table = df.toArrow()
         spark_ms = (time.perf_counter() - started) * 1000
         result = self.merger.merge(batch_id, table, spark_ms=spark_ms)
-        log.info("batch %d committed", batch_id, extra={"batch": result.as_log()})
+        log.info(
+            "batch %d: %d in, %d new, %d dup, %d late, %d dead, %d windows; spark %.0f ms, sink %.0f ms; "
+            "latency p50 %s; watermark %s",
+            batch_id, result.input_rows, result.new_readings - result.late_rows, result.duplicate_rows,
+            result.late_rows, result.dead_letters, result.windows_updated, result.spark_ms, result.sink_ms,
+            f"{result.latency_p50_ms / 1000:.2f}s" if result.latency_p50_ms is not None else "n/a",
+            result.watermark.strftime("%H:%M:%S") if result.watermark else "none",
+            extra={"batch": result.as_log()} if _json_logs() else None,
+        )  # fmt: skip
         for observer in self.on_batch:
             try:
                 observer(result)
@@ -165,6 +173,13 @@ class StreamJob:
                     return
             time.sleep(0.2)
         raise TimeoutError(f"stream did not catch up within {timeout}s")
+
+
+def _json_logs() -> bool:
+    # The full batch record goes into JSON logs; on a terminal the one-line summary is enough.
+    from sensorstream.logs import JsonFormatter
+
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 def _offset_sum(offsets: object) -> int:
