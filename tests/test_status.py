@@ -44,7 +44,7 @@ def test_records_waiting_without_a_stream_is_stalled_exit_3(kafka, topic, make_s
     settings = make_settings(bootstrap_servers=kafka.bootstrap_servers, topic=topic)
     create_topic({"bootstrap.servers": kafka.bootstrap_servers}, topic, 3)
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
-    for i in range(10):
+    for _ in range(10):
         producer.produce(topic, key=b"s1", value=b"{}")
     producer.flush(10)
     connect(settings.db).close()
