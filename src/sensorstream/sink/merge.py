@@ -320,10 +320,11 @@ class BatchMerger:
                 batch_duration_ms, spark_ms, sink_ms, rows_per_second, latency_p50_ms, latency_p95_ms,
                 latency_max_ms, kafka_latency_p50_ms, kafka_latency_p95_ms, kafka_latency_max_ms, watermark,
                 max_event_time)
-            VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """,
             [
-                r.batch_id, self.query_name, r.input_rows, r.valid_rows, r.new_readings, r.duplicate_rows,
+                # Wall-clock time at the end of the batch (now() would be the transaction's start).
+                r.batch_id, self.query_name, datetime.now(UTC), r.input_rows, r.valid_rows, r.new_readings, r.duplicate_rows,
                 r.late_rows, r.dead_letters, r.anomalies, r.windows_updated, r.windows_finalized, duration_ms,
                 r.spark_ms, r.sink_ms, r.input_rows / (duration_ms / 1000) if duration_ms > 0 else None,
                 r.latency_p50_ms, r.latency_p95_ms, r.latency_max_ms, r.kafka_latency_p50_ms,

@@ -16,6 +16,8 @@ from sensorstream.schema import CORRUPT_COLUMN, EVENT_FIELDS, REQUIRED, Reason, 
 # ISO-8601 with an explicit zone: `Z` or `±hh:mm` / `±hhmm` at the end.
 _ZONED = r"(?i)^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
 
+_TOKEN_LIKE = r"^(-?[0-9][0-9.eE+-]*|true|false|[\[{].*)$"
+
 _JSON_OPTIONS = {
     "mode": "PERMISSIVE",
     "columnNameOfCorruptRecord": CORRUPT_COLUMN,
@@ -49,18 +51,31 @@ def parse_records(kafka_df: DataFrame, valid_ranges: dict[str, tuple[float, floa
         F.from_json(text, spark_ddl(), _JSON_OPTIONS).alias("_j"),
     )
     txt = F.col("_text")
-    # Presence flags are their own columns so each regex runs once per record, not once per rule.
-    # "Present" means present and not JSON null (a null counts as missing); a regex on the raw
-    # text, because get_json_object gives up on the whole record when a field holds a bare NaN.
+    j = F.col("_j")
+    # The regexes below run on the raw text, so they only run where the cheap parsed view says
+    # something may be off (CASE WHEN is lazy): a valid record pays for none of them.
     flags = [F.col(c) for c in df.columns]
     for f in EVENT_FIELDS:
-        flags.append(txt.rlike(rf'"{f.name}"\s*:\s*(?!null\b)\S').alias(f"_present_{f.name}"))
+        field = j[f.name]
+        # Present and not JSON null (a null counts as missing). Parsed NULL means missing, null or
+        # the wrong type; the raw text tells which (get_json_object gives up on a bare NaN).
+        flags.append(
+            F.when(field.isNotNull(), F.lit(True))
+            .otherwise(txt.rlike(rf'"{f.name}"\s*:\s*(?!null\b)\S'))
+            .alias(f"_present_{f.name}")
+        )
         if f.json_type in ("string", "timestamp"):
-            flags.append(_is_json_string(txt, f.name).alias(f"_string_{f.name}"))
+            # Spark's reader turns a number, boolean or object into a STRING field silently; the
+            # result then reads like that token. Only such values get the check on the raw text.
+            suspicious = field.rlike(_TOKEN_LIKE)
+            flags.append(
+                F.when(field.isNull() | ~suspicious, F.lit(True))
+                .otherwise(_is_json_string(txt, f.name))
+                .alias(f"_string_{f.name}")
+            )
     flags.append(F.try_to_timestamp(F.col("_j.event_time")).alias("event_time"))
     df = df.select(*flags)
 
-    j = F.col("_j")
     trimmed = F.trim(txt)
     # Jackson stops at the end of the first value, so `{...} trailing` would parse: require the
     # object to be the whole message.
