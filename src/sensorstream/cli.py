@@ -314,6 +314,67 @@ def bench_stream(
     )  # fmt: skip
 
 
+@bench_app.command("store")
+def bench_store(
+    rows: Annotated[int, typer.Option(help="readings prefilled before measuring")] = 1_000_000,
+    seconds: Annotated[float, typer.Option(help="seconds per phase")] = 20.0,
+) -> None:
+    """Read API latency and staleness while a writer commits a batch every 100 ms."""
+    from sensorstream.bench.store import run_store_bench
+
+    run_store_bench(settings_or_exit(), rows=rows, seconds=seconds)
+
+
+# --- the store from the command line -------------------------------------------------------------
+@app.command("query")
+def query_cmd(
+    name: Annotated[str, typer.Argument(help="a named query (see GET /queries)")],
+    params: Annotated[list[str] | None, typer.Argument(help="parameters as key=value")] = None,
+) -> None:
+    """Run a named read query through the store's read API (or the file when no writer runs)."""
+    from sensorstream.store.client import StoreClient, StoreUnavailableError
+
+    settings = settings_or_exit()
+    kwargs = dict(p.split("=", 1) for p in params or [] if "=" in p)
+    try:
+        with StoreClient(settings) as client:
+            print(client.query(name, **kwargs).to_string(index=False))
+    except (StoreUnavailableError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("sql")
+def sql_cmd(text: Annotated[str, typer.Argument(help="one read-only SELECT")]) -> None:
+    """Ad-hoc read-only SQL against the store (writes, ATTACH, COPY, file readers are refused)."""
+    from sensorstream.store.client import StoreClient, StoreUnavailableError
+
+    settings = settings_or_exit()
+    try:
+        with StoreClient(settings) as client:
+            print(client.sql(text).to_string(index=False))
+    except (StoreUnavailableError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("snapshot")
+def snapshot_cmd() -> None:
+    """Write the read-only snapshot file now (only while no stream holds the store)."""
+    from sensorstream.store.db import StoreLockedError, connect
+    from sensorstream.store.snapshot import write_snapshot
+
+    settings = settings_or_exit()
+    try:
+        con = connect(settings.db)
+    except StoreLockedError as exc:
+        fail(f"{exc} (a running stream writes snapshots itself when SENSORSTREAM_SNAPSHOT_INTERVAL > 0)")
+        return
+    try:
+        result = write_snapshot(con, settings.snapshot_path)
+    finally:
+        con.close()
+    console.print(f"snapshot written to {settings.snapshot_path}: {result}")
+
+
 # --- run and status --------------------------------------------------------------------------------
 @app.command("run")
 def run(
