@@ -33,6 +33,7 @@ class BatchBuilder:
     """Appends events with increasing Kafka offsets; ``take()`` returns them as one batch."""
 
     def __init__(self, window_seconds: float = 60) -> None:
+        """``window_seconds``: the window length (tumbling) or the slide (sliding windows)."""
         self.offset = 0
         self.rows: list[dict] = []
         self.window = window_seconds

@@ -10,6 +10,7 @@ the same way:
   (the rule Spark uses: the watermark moves between batches, never inside one).
 * An event whose window has ended at or before the watermark is **late**: the window is final,
   so the event goes to ``late_events`` (and ``readings`` with ``is_late``), never into the window.
+  (With sliding windows: when the latest window holding it has ended.)
 * ``event_id`` is deduplicated within the batch and against ``readings`` (its primary key), so
   an event counts once however many copies Kafka carries and across restarts.
 * Touched windows are recomputed from ``readings`` and upserted with absolute values: replaying
@@ -83,6 +84,7 @@ class BatchMerger:
         self.settings = settings
         self.query_name = query_name
         self.window = timedelta(seconds=settings.window)
+        self.slide = timedelta(seconds=settings.slide or settings.window)
         self.lateness = timedelta(seconds=settings.allowed_lateness)
         thresholds = [(k, lo, hi) for k, (lo, hi) in settings.anomaly_thresholds.items()]
         self._thresholds = pa.table(
@@ -211,25 +213,42 @@ class BatchMerger:
             {"wm": wm, "batch_id": batch_id},
         )
         # Recompute each touched window from the stored readings: absolute values, so a replay or a
-        # second copy of an event can never add on top of what is there.
+        # second copy of an event can never add on top of what is there. `readings.window_start` is
+        # the latest window holding the event (the same as its only window when tumbling); with
+        # SLIDE an event sits in ceil(WINDOW / SLIDE) windows, the earlier ones SLIDE apart.
+        # Windows the watermark already passed are final and never touched again.
+        slide_us = int(self.slide.total_seconds() * 1_000_000)
+        params = {"w": window_us, "s": slide_us, "n": -(-window_us // slide_us), "wm": wm}
+        cur.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE touched AS
+            SELECT DISTINCT s.sensor_id, s.window_start - to_microseconds(k * $s) AS ws
+            FROM stage s, range(0, $n) AS t(k)
+            WHERE NOT s.is_late
+              AND s.window_start - to_microseconds(k * $s) > s.event_time - to_microseconds($w)
+              AND s.window_start - to_microseconds(k * $s) + to_microseconds($w) > $wm
+            """,
+            params,
+        )
         result.windows_updated = cur.execute(
             """
             INSERT INTO window_stats
-            SELECT r.sensor_id, r.window_start, r.window_start + to_microseconds($window_us),
+            SELECT t.sensor_id, t.ws, t.ws + to_microseconds($w),
                    max(r.sensor_type), max(r.site), count(*), avg(r.value), min(r.value), max(r.value),
                    stddev_samp(r.value), false, now()
-            FROM readings r
-            SEMI JOIN (SELECT DISTINCT sensor_id, window_start FROM stage WHERE NOT is_late) t
-              ON r.sensor_id = t.sensor_id AND r.window_start = t.window_start
-            WHERE NOT r.is_late
-            GROUP BY r.sensor_id, r.window_start
+            FROM touched t
+            CROSS JOIN range(0, $n) AS j(j)
+            JOIN readings r
+              ON r.sensor_id = t.sensor_id AND r.window_start = t.ws + to_microseconds(j.j * $s)
+            WHERE NOT r.is_late AND r.event_time < t.ws + to_microseconds($w)
+            GROUP BY t.sensor_id, t.ws
             ON CONFLICT (sensor_id, window_start) DO UPDATE SET
                 window_end = excluded.window_end, sensor_type = excluded.sensor_type, site = excluded.site,
                 reading_count = excluded.reading_count, avg_value = excluded.avg_value,
                 min_value = excluded.min_value, max_value = excluded.max_value,
                 stddev_value = excluded.stddev_value, updated_at = excluded.updated_at
             """,
-            {"window_us": window_us},
+            {k: params[k] for k in ("w", "s", "n")},
         ).fetchall()[0][0]
 
         result.anomalies = self._anomalies(cur, batch_id, window_us)

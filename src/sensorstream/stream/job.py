@@ -45,7 +45,9 @@ def kafka_stream(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
-    return with_window(parse_records(kafka_stream(spark, settings), settings.valid_ranges), settings.window)
+    return with_window(
+        parse_records(kafka_stream(spark, settings), settings.valid_ranges), settings.slide or settings.window
+    )
 
 
 class StreamJob:

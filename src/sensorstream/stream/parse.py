@@ -129,7 +129,10 @@ def _out_of_range(sensor_type: Column, value: Column, ranges: dict[str, tuple[fl
 
 
 def with_window(df: DataFrame, window_seconds: float) -> DataFrame:
-    """Add the tumbling, epoch-aligned event-time window each valid record belongs to.
+    """Add the start of the latest epoch-aligned event-time window each record belongs to.
+
+    Pass the window length for tumbling windows, the slide for sliding ones (the sink derives the
+    earlier windows of a sliding event from this start).
 
     Spelled out rather than ``F.window``, which adds a filter on non-null event times and would
     silently drop every dead letter before the sink sees it.
