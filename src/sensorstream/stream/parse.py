@@ -23,6 +23,8 @@ _JSON_OPTIONS = {
     "columnNameOfCorruptRecord": CORRUPT_COLUMN,
     # Python's json.dumps writes NaN/Infinity bare; parse them so the reason says "not finite".
     "allowNonNumericNumbers": "true",
+    # Spark accepts {'single': 'quotes'} by default; JSON does not, and neither do we.
+    "allowSingleQuotes": "false",
 }
 
 
@@ -91,6 +93,9 @@ def parse_records(kafka_df: DataFrame, valid_ranges: dict[str, tuple[float, floa
         (~F.is_valid_utf8(txt), Reason.NOT_UTF8),
         (~is_object, not_object),
         (j.isNull(), Reason.NOT_JSON),
+        # Spark could not read the record. Only a strict parser can tell a syntax error (not JSON)
+        # from a field of the wrong type (the checks below name the field); only these rows pay.
+        (j[CORRUPT_COLUMN].isNotNull() & F.try_parse_json(txt).isNull(), Reason.NOT_JSON),
     ]
     for f in EVENT_FIELDS:
         present = F.col(f"_present_{f.name}")
