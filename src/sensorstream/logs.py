@@ -47,6 +47,22 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up: a test
+    runner that swaps and closes stderr must not leave a handler pointing at a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 _configured = False
 
 
@@ -58,7 +74,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", log_file: Path | None 
     if _configured:
         return
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root.handlers[:] = [handler]
     if log_file is not None:
