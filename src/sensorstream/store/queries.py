@@ -355,6 +355,32 @@ _QUERIES: tuple[NamedQuery, ...] = (
             "batches input_rows valid new_readings late dead anomalies duplicates first_committed_at last_committed_at"
         ),
     ),
+    NamedQuery(
+        "pipeline_rates",
+        "Per-batch rates for the health panel, oldest first (the newest `limit` batches). input_rate "
+        "and processing_rate are Spark's progress numbers when monitoring filled them in, else "
+        "input rows per second since the previous commit and input rows per second of batch time.",
+        """
+        SELECT * FROM (
+            SELECT batch_id, committed_at, input_rows,
+                   coalesce(input_rows_per_second,
+                            input_rows / nullif(epoch(committed_at)
+                                - epoch(lag(committed_at) OVER (ORDER BY committed_at, batch_id)), 0))
+                       AS input_rate,
+                   coalesce(processed_rows_per_second, rows_per_second) AS processing_rate,
+                   batch_duration_ms, latency_p50_ms, latency_p95_ms, consumer_lag,
+                   epoch(now()) - epoch(committed_at) AS age_seconds
+            FROM pipeline_metrics
+            ORDER BY committed_at DESC, batch_id DESC
+            LIMIT $limit
+        ) ORDER BY committed_at, batch_id
+        """,
+        (_limit(300),),
+        _cols(
+            "batch_id committed_at input_rows input_rate processing_rate batch_duration_ms latency_p50_ms "
+            "latency_p95_ms consumer_lag age_seconds"
+        ),
+    ),
 )
 QUERIES: dict[str, NamedQuery] = {q.name: q for q in _QUERIES}
 _PARAM_REF = re.compile(r"\$([a-z_]+)")
