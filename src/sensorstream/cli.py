@@ -314,6 +314,25 @@ def bench_stream(
     )  # fmt: skip
 
 
+# --- dashboard -----------------------------------------------------------------------------------
+@app.command("dashboard")
+def dashboard(
+    port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 (default: DASHBOARD_PORT)")] = None,
+) -> None:
+    """Serve the live dashboard (Streamlit) on 127.0.0.1 until Ctrl-C / SIGTERM."""
+    from sensorstream.dashboard.server import DashboardStartError, serve_dashboard
+
+    settings = settings_or_exit(dashboard_port=port)
+    try:
+        code = serve_dashboard(
+            settings, on_ready=lambda url: console.print(f"dashboard at [bold]{url}[/bold] (Ctrl-C stops it)")
+        )
+    except DashboardStartError as exc:
+        fail(str(exc))
+        return
+    raise typer.Exit(code)
+
+
 @bench_app.command("store")
 def bench_store(
     rows: Annotated[int, typer.Option(help="readings prefilled before measuring")] = 1_000_000,

@@ -1,0 +1,163 @@
+"""Start and stop the Streamlit server for the dashboard.
+
+``start_dashboard(settings)`` is what ``sensorstream run`` calls: it returns once the page answers
+(``/_stcore/health`` = 200), so "running" printed after it is true. ``serve_dashboard`` is the
+``sensorstream dashboard`` command: start, wait, forward SIGTERM/SIGINT, return the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from sensorstream.config import ENV_PREFIX, Settings
+
+APP = Path(__file__).with_name("app.py")
+
+
+class DashboardStartError(RuntimeError):
+    """The dashboard could not start: its port is taken, or Streamlit exited or did not answer."""
+
+
+def dashboard_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.dashboard_port}"
+
+
+def dashboard_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.address", settings.host,
+        "--server.port", str(settings.dashboard_port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        # Watching files serves development only; in a pipeline it just costs inotify handles.
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+
+
+def dashboard_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment with every setting as SENSORSTREAM_*, so the app loads the same settings."""
+    env = dict(os.environ if base is None else base)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(f"{ENV_PREFIX}{name.upper()}", None)
+            continue
+        # Nested settings (ranges per sensor type) travel as JSON, which pydantic-settings parses.
+        env[f"{ENV_PREFIX}{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return env
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Can a server bind ``host:port`` now? (IPv6 too: SENSORSTREAM_HOST may be ``::1``.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Servers set it too, so a port in TIME_WAIT after a restart does not count as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _busy(settings: Settings) -> DashboardStartError:
+    return DashboardStartError(
+        f"the dashboard cannot listen on {settings.host}:{settings.dashboard_port}: another process holds "
+        "that port (a dashboard already running?). Set SENSORSTREAM_DASHBOARD_PORT to a free port "
+        "or stop that process."
+    )
+
+
+def start_dashboard(
+    settings: Settings,
+    *,
+    timeout: float = 60.0,
+    log: IO[Any] | int | None = None,
+) -> subprocess.Popen:
+    """Start Streamlit on 127.0.0.1:DASHBOARD_PORT; return once ``/_stcore/health`` answers 200.
+
+    ``log``: where Streamlit's output goes (a file, ``subprocess.DEVNULL``; default: inherited).
+    Raises :class:`DashboardStartError` naming SENSORSTREAM_DASHBOARD_PORT when the port is taken.
+    """
+    if not port_is_free(settings.host, settings.dashboard_port):
+        raise _busy(settings)
+    proc = subprocess.Popen(
+        dashboard_command(settings),
+        env=dashboard_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_answering(proc, settings, timeout)
+    except BaseException:
+        # Never leave a Streamlit behind: not on a timeout, not on Ctrl-C during the wait.
+        stop_dashboard(proc)
+        raise
+    return proc
+
+
+def _wait_until_answering(proc: subprocess.Popen, settings: Settings, timeout: float) -> None:
+    health = f"{dashboard_url(settings)}/_stcore/health"
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False) as http:
+        while True:
+            code = proc.poll()
+            if code is not None:
+                # Lost a race for the port, or Streamlit failed to import the app.
+                if not port_is_free(settings.host, settings.dashboard_port):
+                    raise _busy(settings)
+                raise DashboardStartError(f"streamlit exited with code {code} before the dashboard answered")
+            try:
+                if http.get(health).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise DashboardStartError(f"the dashboard did not answer at {health} within {timeout:g} s")
+            time.sleep(0.2)
+
+
+def stop_dashboard(proc: subprocess.Popen, grace: float = 10.0) -> int:
+    """SIGTERM (Streamlit shuts down cleanly on it), then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def serve_dashboard(settings: Settings, on_ready: Callable[[str], None] = print) -> int:
+    """``sensorstream dashboard``: run until Ctrl-C / SIGTERM, which go on to Streamlit; exit code."""
+    stop = threading.Event()
+    # Handlers go in before Streamlit starts: a SIGTERM during start-up must not kill us and
+    # leave an orphaned Streamlit holding the port. Ctrl-C in a terminal reaches Streamlit too
+    # (same process group); SIGTERM from `run` or a service manager reaches only us.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    proc: subprocess.Popen | None = None
+    try:
+        proc = start_dashboard(settings)
+        if not stop.is_set():
+            on_ready(dashboard_url(settings))
+        while proc.poll() is None and not stop.wait(0.2):
+            pass
+        return 0 if stop.is_set() else proc.returncode or 0
+    finally:
+        if proc is not None:
+            stop_dashboard(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
