@@ -6,16 +6,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps lint fmt bench bench-kafka bench-stream faults dashboard clean distclean
+.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-test: deps  ## install what is missing, then the whole test suite (starts and stops its own broker)
+test: deps browser  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest
 
 deps: $(STAMP) $(JARS)
+
+browser:  ## headless Chromium for the dashboard's browser test (installed when we are root)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	@command -v chromium >/dev/null || echo "note: no chromium; the browser test will be skipped (apt-get install chromium chromium-driver)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \

@@ -1,0 +1,187 @@
+"""The dashboard in a real browser against a running pipeline.
+
+Kafka (session broker) -> the simulator (``sensorstream.produce``) -> the Spark job in this
+process (``StreamJob``, with ``StoreService`` serving the read API) -> Streamlit started with
+``start_dashboard`` -> headless Chromium driven by Selenium. The page must show numbers that grow
+while data flows, draw a chart, and narrow down when a filter is picked. A screenshot goes to
+test-artifacts/dashboard.png for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sensorstream.dashboard.server import dashboard_url, start_dashboard, stop_dashboard
+from sensorstream.kafka.broker import create_topic
+from sensorstream.produce import ProducePlan, produce
+from sensorstream.sink.merge import BatchMerger
+from sensorstream.store.db import connect
+from sensorstream.store.service import StoreService
+from sensorstream.stream.job import StreamJob
+from test_dashboard_support import free_ports
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROME_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,2300",
+)  # fmt: skip
+
+
+def _chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip(
+            "headless Chromium not found: run `make browser` (apt-get install chromium chromium-driver)"
+        )
+    return browser, driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}")  # a fresh profile
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception:  # the page re-renders under us (stale elements): look again
+            value = None
+        if value:
+            print(f"{what}: {time.monotonic() - t0:.1f} s")  # shown with -s or on failure
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def metrics(driver) -> dict[str, str]:
+    values = {}
+    for el in driver.find_elements("css selector", '[data-testid="stMetric"]'):
+        label = el.find_element("css selector", '[data-testid="stMetricLabel"]').text.strip()
+        values[label] = el.find_element("css selector", '[data-testid="stMetricValue"]').text.strip()
+    return values
+
+
+def readings(driver) -> int:
+    text = metrics(driver).get("Readings", "")
+    return int(text.replace(",", "")) if text.replace(",", "").isdigit() else 0
+
+
+def tiles(driver) -> list[str]:
+    return [
+        el.find_element("css selector", ".id").text for el in driver.find_elements("css selector", ".ss-tile")
+    ]
+
+
+def test_the_live_dashboard_in_chromium(kafka, spark, topic, make_settings, tmp_path, browser):
+    started = time.monotonic()
+    api_port, dashboard_port = free_ports(2)
+    settings = make_settings(
+        bootstrap_servers=kafka.bootstrap_servers, topic=topic, trigger="500 ms", window="10 seconds",
+        allowed_lateness="5 seconds", api_port=api_port, dashboard_port=dashboard_port, dashboard_refresh=1,
+    )  # fmt: skip
+    create_topic({"bootstrap.servers": kafka.bootstrap_servers}, topic, 3)
+    con = connect(settings.db)
+    job = StreamJob(spark, settings, BatchMerger(con, settings))
+    service = StoreService(con, settings).start()
+    stop = threading.Event()
+    plan = ProducePlan(sensors=6, rate=80, duration=120, malformed=0.02, late=0.02, seed=7)
+    producer = threading.Thread(target=produce, args=(settings, plan), kwargs={"stop": stop}, daemon=True)
+    dashboard = None
+    try:
+        job.start()
+        producer.start()
+        with open(tmp_path / "streamlit.log", "w") as log:
+            dashboard = start_dashboard(settings, log=log)
+        print(f"pipeline and dashboard up: {time.monotonic() - started:.1f} s")
+        browser.get(dashboard_url(settings))
+
+        first = wait_for("the first readings on the page", lambda: readings(browser), 60)
+        time.sleep(2)  # the producer keeps sending; the fragments refresh every second
+        second = wait_for("more readings", lambda: (n := readings(browser)) > first and n, 20)
+        assert second > first
+
+        chart = wait_for(
+            "a drawn chart",
+            lambda: browser.find_elements(
+                "css selector", '[data-testid="stVegaLiteChart"] svg, [data-testid="stVegaLiteChart"] canvas'
+            ),
+            20,
+        )
+        assert chart
+        wait_for("six sensor tiles", lambda: len(tiles(browser)) == 6, 20)
+        assert metrics(browser)["Consumer lag"] == "n/a"  # no monitoring in this test
+        ARTIFACTS.mkdir(exist_ok=True)
+        time.sleep(1.5)  # let the charts finish their transitions before the picture
+        browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+        pick_sensor(browser, "sensor-0003")
+        wait_for("only sensor-0003's tile", lambda: tiles(browser) == ["sensor-0003"], 20)
+        # The chart redraws with that sensor alone (its legend no longer lists the others).
+        wait_for(
+            "a chart of sensor-0003 alone",
+            lambda: chart_text(browser) and "sensor-0001" not in chart_text(browser),
+            20,
+        )
+        assert "sensor-0003" in chart_text(browser)
+        time.sleep(1.5)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-filtered.png"))
+    finally:
+        stop.set()
+        if dashboard is not None:
+            stop_dashboard(dashboard)
+        producer.join(10) if producer.is_alive() else None
+        job.stop()
+        service.stop()
+        con.close()
+    assert time.monotonic() - started < 90
+
+
+def chart_text(driver) -> str:
+    """The text of the first chart (axis titles, legend): what a reader sees of it."""
+    return driver.find_element("css selector", '[data-testid="stVegaLiteChart"]').text
+
+
+def pick_sensor(driver, sensor: str) -> None:
+    """Choose ``sensor`` in the sidebar's "Sensor" select the way a user does: click, type, Enter."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait_for(
+        "the Sensor select",
+        lambda: driver.find_element(
+            "xpath",
+            '//section[@data-testid="stSidebar"]//div[@data-testid="stSelectbox"]'
+            '[.//label[normalize-space()="Sensor"]]//input',
+        ),
+        10,
+    )
+    box.click()
+    box.send_keys(sensor)
+    box.send_keys(Keys.ENTER)
