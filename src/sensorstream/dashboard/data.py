@@ -9,7 +9,6 @@ last known data under a banner instead of going blank.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,14 +157,11 @@ def sensor_choices(frame: pd.DataFrame) -> tuple[list[str], list[str], list[str]
     return distinct("sensor_id"), distinct("sensor_type"), distinct("site")
 
 
-Fetcher = Callable[[str, dict[str, Any]], Answer]
-
 __all__ = [
     "DEFAULT_RANGE",
     "TIME_RANGES",
     "UNREACHABLE",
     "Answer",
-    "Fetcher",
     "Filters",
     "Health",
     "LastKnown",
