@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,11 @@ def _messages(
         interval = 1.0 / rate if rate > 0 else 0.001
         sim = Simulator(plan.sensors, start, interval, plan.seed, settings.valid_ranges)
         readings = sim.readings(total)
+        if rate > 0:
+            # Send each reading when its event time comes. A token bucket over all messages would
+            # let the injected extras (duplicates, malformed) slow the readings down, and event
+            # time would fall further behind the wall clock the longer the run goes.
+            readings = (replace(r, due=(r.event_time - start).total_seconds()) for r in readings)
     injector = Injector(plan.injection, total, plan.seed, settings.valid_ranges)
     return total, injector.run(readings)
 
