@@ -47,13 +47,15 @@ def _settings(base: Settings, bootstrap: str, topic: str, work: Path, **over: An
     )  # fmt: skip
 
 
-def _producer_process(settings: Settings, rate: float, duration: float, sensors: int) -> subprocess.Popen:
+def _producer_process(
+    settings: Settings, rate: float, duration: float, sensors: int, seed: int
+) -> subprocess.Popen:
     env = dict(os.environ)
     env[f"{ENV_PREFIX}BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
     env[f"{ENV_PREFIX}TOPIC"] = settings.topic
     return subprocess.Popen(
         [sys.executable, "-m", "sensorstream", "produce", "--quiet", "--sensors", str(sensors),
-         "--rate", str(rate), "--duration", str(duration)],
+         "--rate", str(rate), "--duration", str(duration), "--seed", str(seed)],
         env=env, stdout=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -72,7 +74,7 @@ def _latency(client: StoreClient, since_batch: int) -> dict[str, float | None]:
         """,
         [since_batch],
     )
-    return {k: (None if v != v else float(v)) for k, v in df.iloc[0].to_dict().items()}  # NaN -> None
+    return {k: (None if v is None or v != v else float(v)) for k, v in df.iloc[0].to_dict().items()}
 
 
 def _stages(client: StoreClient, since_batch: int) -> dict[str, float]:
@@ -114,9 +116,10 @@ def fixed_rates(
         StoreClient(settings, api_url=runtime.store_service.api.url) as client,
     ):
         time.sleep(8)  # first (empty) batches and JIT warm-up, not measured
-        for rate in rates:
+        for phase, rate in enumerate(rates):
             before = _last_batch(client)
-            proc = _producer_process(settings, rate, duration, sensors)
+            # A new seed per phase: the same seed would resend the same event ids (all duplicates).
+            proc = _producer_process(settings, rate, duration, sensors, seed=100 + phase)
             proc.wait(timeout=duration + 120)
             lag_end = runtime.monitor.lag.lag(_end_offsets(client))
             waited = time.monotonic()
