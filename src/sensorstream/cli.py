@@ -394,6 +394,105 @@ def snapshot_cmd() -> None:
     console.print(f"snapshot written to {settings.snapshot_path}: {result}")
 
 
+# --- faults --------------------------------------------------------------------------------------
+@app.command("faults")
+def faults_cmd(
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="kill9, broker-restart, malformed-storm, reader, disk, cluster or all (repeatable)"
+        ),
+    ] = None,
+    events: Annotated[int | None, typer.Option(help="readings per scenario (default: per scenario)")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="the bounded CI form (20K events, fewer faults)")
+    ] = False,
+    workdir: Annotated[Path | None, typer.Option(help="temp dirs go here (default: system temp)")] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="reuse this broker for scenarios that do not break the broker")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="event stream and fault timing seed")] = 0,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="keep temp dirs (logs, stores) of passed runs too")
+    ] = False,
+    report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/faults.json"),
+) -> None:
+    """Break the pipeline on purpose and check nothing is lost, doubled or wrong (exit 1 if anything is)."""
+    from sensorstream.faults.base import FaultOptions
+    from sensorstream.faults.runner import SCENARIOS, run_faults
+
+    names = scenario or ["all"]
+    unknown = [n for n in names if n != "all" and n not in SCENARIOS]
+    if unknown:
+        fail(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)} or all", 2)
+    settings = settings_or_exit()
+    opts = FaultOptions(
+        settings,
+        quick=quick,
+        events=events,
+        workdir=workdir,
+        bootstrap=bootstrap_servers,
+        seed=seed,
+        keep=keep,
+    )
+    results = run_faults(opts, names, report=report, console=console)
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+# --- spark cluster -------------------------------------------------------------------------------
+cluster_app = typer.Typer(
+    help="A local Spark standalone cluster (master + workers) on loopback.", no_args_is_help=True
+)
+app.add_typer(cluster_app, name="cluster")
+MasterPortOpt = Annotated[int, typer.Option("--port", help="master port")]
+WebuiPortOpt = Annotated[int, typer.Option("--webui-port", help="master web UI port")]
+
+
+def _spark_cluster(
+    settings: Settings, port: int, webui_port: int, workers: int = 2, cores: int = 1, memory: str = "1g"
+):
+    from sensorstream.cluster import SparkCluster
+
+    return SparkCluster(settings.data_dir / "spark-cluster", port, webui_port, workers, cores, memory)
+
+
+@cluster_app.command("start")
+def cluster_start(
+    port: MasterPortOpt = 7077,
+    webui_port: WebuiPortOpt = 8080,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    cores: Annotated[int, typer.Option(help="cores per worker")] = 1,
+    memory: Annotated[str, typer.Option(help="memory per worker (its executor's size)")] = "1g",
+) -> None:
+    """Start a master and workers in the background (logs in data/spark-cluster)."""
+    from sensorstream.cluster import ClusterError
+    from sensorstream.kafka.jars import JavaMissingError
+
+    settings = settings_or_exit()
+    cluster = _spark_cluster(settings, port, webui_port, workers, cores, memory)
+    try:
+        url = cluster.start()
+    except (ClusterError, JavaMissingError) as exc:
+        fail(str(exc))
+        return
+    console.print(
+        f"spark cluster up: [bold]{url}[/bold] ({workers} x {cores} core(s), {memory}); UI {cluster.webui}; "
+        f"run the job on it with SENSORSTREAM_SPARK_MASTER={url} sensorstream stream"
+    )
+
+
+@cluster_app.command("stop")
+def cluster_stop(
+    port: MasterPortOpt = 7077,
+    webui_port: WebuiPortOpt = 8080,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+) -> None:
+    """Stop the workers, then the master (SIGTERM, then SIGKILL after 30 s)."""
+    stopped = _spark_cluster(settings_or_exit(), port, webui_port, workers).stop()
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "no spark cluster was running")
+
+
 # --- run and status --------------------------------------------------------------------------------
 @app.command("run")
 def run(
