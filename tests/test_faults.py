@@ -18,9 +18,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 def opts(make_settings, tmp_path: Path, kafka):
     def _opts(**over) -> FaultOptions:
-        return FaultOptions(
-            make_settings(), quick=True, workdir=tmp_path, bootstrap=kafka.bootstrap_servers, **over
-        )
+        base = {"quick": True, "workdir": tmp_path, "bootstrap": kafka.bootstrap_servers, **over}
+        return FaultOptions(make_settings(), **base)
 
     return _opts
 
