@@ -217,8 +217,10 @@ class LocalKafka:
             if (node.dir / "data" / "meta.properties").exists():
                 continue
             result = subprocess.run(
+                # `--cluster-id=<id>`, not `-t <id>`: a base64 id starting with "-" (1 in 64) would
+                # otherwise be parsed as an option ("expected one argument").
                 [java, *self._log_opts(node), "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
+                 f"--cluster-id={cluster_id}", "-c", str(props), "--ignore-formatted"],
                 capture_output=True, text=True,
             )  # fmt: skip
             if result.returncode != 0:
