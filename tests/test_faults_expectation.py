@@ -20,7 +20,8 @@ def store_from(expected: Expectation, db: Path) -> None:
     con.register("exp_events", expected.con.execute("SELECT * FROM classified").to_arrow_table())
     con.register("exp_windows", expected.con.execute("SELECT * FROM expected_windows").to_arrow_table())
     con.register(
-        "exp_dead", expected.con.execute("SELECT seq, raw, error FROM input WHERE error IS NOT NULL").to_arrow_table()
+        "exp_dead",
+        expected.con.execute("SELECT seq, raw, error FROM input WHERE error IS NOT NULL").to_arrow_table(),
     )
     con.execute(
         """
