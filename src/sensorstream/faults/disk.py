@@ -1,14 +1,17 @@
 """disk: the DuckDB directory stops accepting writes mid-run; the job must stop and say where.
 
-How the directory is made unwritable, honestly, given where this runs:
+How the directory is made unwritable, honestly, given where this runs (as root):
 
-* As root, ``chmod 0555`` changes nothing (root bypasses permission bits), no ``mount`` is allowed
-  (no tmpfs, no loop device), and a read-only bind mount needs ``mount`` too.
+* ``chmod 0555`` changes nothing for root (it bypasses permission bits), and even for other
+  users it would not stop writes to files DuckDB already holds open.
 * ``chattr +i`` (the ext4 immutable flag) does bind root: checked on this machine, it makes even
-  a ``write`` on a file descriptor that was opened *before* the flag was set fail with EPERM,
-  and no new file (DuckDB's ``.wal``) can be created in an immutable directory. That is what a
-  write-protected or remounted-read-only volume looks like to DuckDB.
-* Not root: plain ``chmod`` (0555 on the directory, 0444 on the files) is the mechanism.
+  a ``write`` on a file descriptor opened *before* the flag was set fail with EPERM, and no new
+  file (DuckDB's ``.wal``) can be created in an immutable directory. That is what a
+  write-protected volume looks like to DuckDB, on the store's own path, mid-run. It is used here.
+* ``mount -t tmpfs -o size=1m`` also works in this sandbox (a full disk, ENOSPC), as would
+  ``mount -o remount,ro`` (EROFS); both need the store on a mount made for the test, so they
+  are not used, and they need more privilege than the immutable flag.
+* Not root: ``chmod`` is tried, but only counts if it stops a write on an already open file.
 
 If neither works (a filesystem without the immutable flag), the scenario says so and is skipped.
 After the job has stopped, the flags are removed (the fix) and a restart must finish the stream
