@@ -131,7 +131,7 @@ def stream(
     )  # fmt: skip
     try:
         run_stream(settings, timeout=timeout, until_idle=until_idle)
-    except (StoreLockedError, SchemaError, JavaMissingError) as exc:
+    except (StoreLockedError, SchemaError, JavaMissingError, RuntimeError) as exc:
         fail(str(exc))
 
 

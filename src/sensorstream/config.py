@@ -8,7 +8,6 @@ message (see :func:`load_settings`).
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -193,7 +192,7 @@ class Settings(BaseSettings):
         return self
 
     # --- derived values ------------------------------------------------------------------------
-    @cached_property
+    @property
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by our producer, consumer and admin client."""
         conf = {
@@ -209,7 +208,7 @@ class Settings(BaseSettings):
         conf.update({k: v for k, v in optional.items() if v})
         return conf
 
-    @cached_property
+    @property
     def spark_kafka_options(self) -> dict[str, str]:
         """The same connection for Spark's Kafka source (Java client names, `kafka.` prefix)."""
         opts = {

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -70,6 +71,22 @@ class BatchResult:
             if doc[key] is not None:
                 doc[key] = doc[key].isoformat()
         return {k: v for k, v in doc.items() if v is not None and k != "end_offsets"}
+
+
+class StoreWriteError(RuntimeError):
+    """The store's file cannot be written (disk full, read-only, permissions)."""
+
+
+def _is_disk_error(exc: BaseException) -> bool:
+    # DuckDB reports a failed WAL write at COMMIT as a TransactionException, so the type alone
+    # does not tell; the message does.
+    if isinstance(exc, duckdb.IOException | duckdb.PermissionException):
+        return True
+    text = str(exc)
+    return isinstance(exc, duckdb.Error) and any(
+        marker in text
+        for marker in ("Could not write", "No space left", "Permission denied", "Read-only file")
+    )
 
 
 class BatchMerger:
@@ -143,8 +160,16 @@ class BatchMerger:
                     result.sink_ms = (time.perf_counter() - started) * 1000
                     self._record(cur, result)
                 cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
+            except BaseException as exc:
+                # After a failed COMMIT DuckDB has already ended the transaction; a second error
+                # from ROLLBACK must not hide the first.
+                with suppress(duckdb.Error):
+                    cur.execute("ROLLBACK")
+                if _is_disk_error(exc):
+                    raise StoreWriteError(
+                        f"cannot write the store {self.settings.db}: {exc}. Nothing of batch {batch_id} "
+                        "was written; fix the disk or permissions and restart, the batch is replayed."
+                    ) from exc
                 raise
             finally:
                 cur.close()

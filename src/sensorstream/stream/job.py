@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -128,14 +129,17 @@ class StreamJob:
         query = self.query or self.start()
         deadline = time.monotonic() + timeout if timeout else None
         while not self._stop.is_set():
-            if query.awaitTermination(0.5):
-                break  # the query ended by itself (an error is raised by exception() below)
+            try:
+                if query.awaitTermination(0.5):
+                    break  # the query ended by itself
+            except StreamingQueryException:
+                break  # it failed: reported below in one line, not with Spark's whole plan
             if deadline and time.monotonic() > deadline:
                 break
         self.stop()
         error = query.exception()
         if error is not None:
-            raise RuntimeError(f"the streaming query failed: {error}")
+            raise RuntimeError(f"the streaming query failed: {_root_cause(error)}")
 
     def stop(self, grace: float = 60.0) -> None:
         """Let the running micro-batch finish (its transaction commits), then stop the query."""
@@ -164,7 +168,7 @@ class StreamJob:
         assert query is not None
         while time.monotonic() < deadline:
             if query.exception():
-                raise RuntimeError(str(query.exception()))
+                raise RuntimeError(f"the streaming query failed: {_root_cause(query.exception())}")
             last = query.lastProgress
             if last and last.get("sources"):
                 source = last["sources"][0]
@@ -175,6 +179,16 @@ class StreamJob:
                     return
             time.sleep(0.2)
         raise TimeoutError(f"stream did not catch up within {timeout}s")
+
+
+def _root_cause(error: object) -> str:
+    """The first meaningful line of a Spark/Py4J error: what failed, without the query plan."""
+    text = str(getattr(error, "desc", None) or error)
+    for marker in ("StoreWriteError: ", "StoreLockedError: ", "SchemaError: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else text
 
 
 def _json_logs() -> bool:
