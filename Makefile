@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream faults dashboard clean distclean
+.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-store faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
@@ -51,8 +51,11 @@ bench-kafka: deps
 bench-stream: deps
 	$(BIN)/sensorstream bench stream
 
-bench: deps
-	$(BIN)/sensorstream bench all
+bench-store: deps
+	$(BIN)/sensorstream bench store
+
+# Each benchmark alone, one after the other: two Spark jobs at once distort each other on 2 cores.
+bench: bench-kafka bench-stream bench-store
 
 faults: deps
 	$(BIN)/sensorstream faults
