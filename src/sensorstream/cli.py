@@ -297,10 +297,14 @@ def bench_kafka(
 @bench_app.command("stream")
 def bench_stream(
     events: Annotated[int, typer.Option(help="backlog size for the drain measurement")] = 500_000,
-    rates: Annotated[str, typer.Option(help="comma-separated producer rates (events/s)")] = "1000,5000,20000,50000",
+    rates: Annotated[
+        str, typer.Option(help="comma-separated producer rates (events/s)")
+    ] = "1000,5000,20000,50000",
     duration: Annotated[float, typer.Option(help="seconds per rate")] = 30.0,
     sensors: Annotated[int, typer.Option(help="simulated sensors (keys)")] = 100,
-    bootstrap_servers: Annotated[str | None, typer.Option(help="use this broker instead of a throwaway one")] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="use this broker instead of a throwaway one")
+    ] = None,
     report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/bench-stream.json"),
 ) -> None:
     """Events/s the streaming job sustains here, and event->commit latency at fixed rates."""
