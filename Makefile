@@ -13,6 +13,7 @@ run: deps  ## install what is missing, then broker + producer + stream + dashboa
 
 test: deps browser  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
 
 deps: $(STAMP) $(JARS)
