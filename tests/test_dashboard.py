@@ -24,6 +24,7 @@ from sensorstream.config import Settings
 from sensorstream.dashboard import server
 from sensorstream.dashboard.data import Filters, Health, LastKnown, query_params
 from sensorstream.dashboard.status import Level, fmt_age, fmt_number, pipeline_state, sensor_status
+from sensorstream.procs import port_in_use
 from sensorstream.store.api import ReadApi
 from sensorstream.store.client import StoreClient
 from sensorstream.store.db import connect
@@ -279,7 +280,7 @@ def test_cli_dashboard_prints_the_url_and_stops_on_sigterm(make_settings, tmp_pa
             proc.kill()
     assert proc.returncode == 0, out
     assert f"dashboard at {url}" in " ".join(out.split())
-    assert server.port_is_free("127.0.0.1", settings.dashboard_port)  # streamlit went with it
+    assert not port_in_use(settings.dashboard_port, "127.0.0.1")  # streamlit went with it
 
 
 def test_settings_reach_the_app_through_the_environment(make_settings):

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from sensorstream.kafka.broker import _alive, port_in_use
 from sensorstream.kafka.jars import java_binary
+from sensorstream.procs import alive, port_in_use, read_pid
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,7 @@ class Daemon:
         return self.dir / f"{self.name}.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return read_pid(self.pid_file)
 
 
 class SparkCluster:
@@ -164,11 +160,11 @@ class SparkCluster:
             if pid:
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.monotonic() + timeout
-                while _alive(pid) and time.monotonic() < deadline:
+                while alive(pid) and time.monotonic() < deadline:
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(pid, os.WNOHANG)
                     time.sleep(0.2)
-                if _alive(pid):
+                if alive(pid):
                     os.kill(pid, signal.SIGKILL)
                 stopped.append(daemon.name)
             daemon.pid_file.unlink(missing_ok=True)

@@ -31,8 +31,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sensorstream.config import Settings
-from sensorstream.kafka.broker import LocalKafka, create_topic, port_in_use
+from sensorstream.kafka.broker import LocalKafka, create_topic
 from sensorstream.kafka.jars import ensure_jars, java_binary
+from sensorstream.procs import port_in_use
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.producer import PRODUCER_DEFAULTS, EventProducer
 from sensorstream.produce.simulator import Simulator

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import IO, Any
 import httpx
 
 from sensorstream.config import ENV_PREFIX, Settings
+from sensorstream.procs import port_in_use
 
 APP = Path(__file__).with_name("app.py")
 
@@ -58,19 +58,6 @@ def dashboard_env(settings: Settings, base: dict[str, str] | None = None) -> dic
     return env
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Can a server bind ``host:port`` now? (IPv6 too: SENSORSTREAM_HOST may be ``::1``.)"""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # Servers set it too, so a port in TIME_WAIT after a restart does not count as busy.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def _busy(settings: Settings) -> DashboardStartError:
     return DashboardStartError(
         f"the dashboard cannot listen on {settings.host}:{settings.dashboard_port}: another process holds "
@@ -90,7 +77,7 @@ def start_dashboard(
     ``log``: where Streamlit's output goes (a file, ``subprocess.DEVNULL``; default: inherited).
     Raises :class:`DashboardStartError` naming SENSORSTREAM_DASHBOARD_PORT when the port is taken.
     """
-    if not port_is_free(settings.host, settings.dashboard_port):
+    if port_in_use(settings.dashboard_port, settings.host):
         raise _busy(settings)
     proc = subprocess.Popen(
         dashboard_command(settings),
@@ -116,7 +103,7 @@ def _wait_until_answering(proc: subprocess.Popen, settings: Settings, timeout: f
             code = proc.poll()
             if code is not None:
                 # Lost a race for the port, or Streamlit failed to import the app.
-                if not port_is_free(settings.host, settings.dashboard_port):
+                if port_in_use(settings.dashboard_port, settings.host):
                     raise _busy(settings)
                 raise DashboardStartError(f"streamlit exited with code {code} before the dashboard answered")
             try:

@@ -29,7 +29,8 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from sensorstream.config import ENV_PREFIX, Settings
-from sensorstream.kafka.broker import LocalKafka, create_topic, port_in_use
+from sensorstream.kafka.broker import LocalKafka, create_topic
+from sensorstream.procs import port_in_use
 
 log = logging.getLogger(__name__)
 

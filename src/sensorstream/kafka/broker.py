@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -23,6 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sensorstream.kafka.jars import ensure_jars, java_binary
+from sensorstream.procs import alive, port_in_use, read_pid
 
 log = logging.getLogger(__name__)
 
@@ -71,36 +71,7 @@ class Node:
         return self.dir / "server.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not a running broker.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
+        return read_pid(self.pid_file)
 
 
 def port_of(bootstrap_servers: str) -> int:
@@ -270,25 +241,26 @@ class LocalKafka:
 
     def stop(self, timeout: float = 30.0, node_ids: list[int] | None = None) -> list[int]:
         """SIGTERM each node, wait for a clean exit, SIGKILL only as a last resort."""
-        stopped = []
+        signalled: list[tuple[Node, int]] = []
         targets = [n for n in self.nodes if node_ids is None or n.node_id in node_ids]
         for node in targets:
             pid = node.pid()
             if pid:
                 os.kill(pid, signal.SIGTERM)
-                stopped.append(pid)
+                signalled.append((node, pid))
         deadline = time.monotonic() + timeout
-        for node, pid in zip([n for n in targets if n.pid()], stopped, strict=False):
-            while _alive(pid) and time.monotonic() < deadline:
+        # Pair each pid with its own node: a node that exits at once must not shift the others.
+        for node, pid in signalled:
+            while alive(pid) and time.monotonic() < deadline:
                 _reap(pid)
                 time.sleep(0.2)
-            if _alive(pid):
+            if alive(pid):
                 log.warning("kafka node %d did not stop in %.0fs; killing it", node.node_id, timeout)
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
         for node in targets:
             node.pid_file.unlink(missing_ok=True)
-        return stopped
+        return [pid for _, pid in signalled]
 
     def kill(self, node_id: int) -> None:
         """kill -9 one node (fault injection)."""
