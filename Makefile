@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-store faults dashboard clean distclean
+.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-scale bench-store faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
@@ -52,11 +52,14 @@ bench-kafka: deps
 bench-stream: deps
 	$(BIN)/sensorstream bench stream
 
+bench-scale: deps
+	$(BIN)/sensorstream bench scale
+
 bench-store: deps
 	$(BIN)/sensorstream bench store
 
 # Each benchmark alone, one after the other: two Spark jobs at once distort each other on 2 cores.
-bench: bench-kafka bench-stream bench-store
+bench: bench-kafka bench-stream bench-scale bench-store
 
 faults: deps
 	$(BIN)/sensorstream faults

@@ -299,7 +299,7 @@ def bench_stream(
     events: Annotated[int, typer.Option(help="backlog size for the drain measurement")] = 500_000,
     rates: Annotated[
         str, typer.Option(help="comma-separated producer rates (events/s)")
-    ] = "1000,5000,20000,50000",
+    ] = "1000,5000,10000,15000,20000,30000,50000",
     duration: Annotated[float, typer.Option(help="seconds per rate")] = 30.0,
     sensors: Annotated[int, typer.Option(help="simulated sensors (keys)")] = 100,
     bootstrap_servers: Annotated[
@@ -335,6 +335,22 @@ def dashboard(
         fail(str(exc))
         return
     raise typer.Exit(code)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    events: Annotated[int, typer.Option(help="backlog drained at each point")] = 600_000,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="use this broker instead of a throwaway one")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="JSON report (scale.png is drawn beside it)")] = Path(
+        "reports/bench-scale.json"
+    ),
+) -> None:
+    """Drain throughput vs cores (local[1], local[2]), partitions (1/3/6) and sensors (100/10K/100K)."""
+    from sensorstream.bench.scale import run_scale_bench
+
+    run_scale_bench(settings_or_exit(), bootstrap_servers=bootstrap_servers, events=events, report=report)
 
 
 @bench_app.command("store")
