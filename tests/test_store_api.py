@@ -10,6 +10,7 @@ import pytest
 
 from sensorstream.store.api import ApiStartError, ReadApi
 from sensorstream.store.client import StoreClient
+from sensorstream.store.migrations import LATEST
 from sensorstream.store.queries import QueryError
 from test_store_support import serving, store_settings, writer_store
 
@@ -34,7 +35,7 @@ def http(api):
 def test_health_names_the_writer_and_the_last_batch(http):
     body = http.get("/health").json()
     assert body["ok"] is True and body["mode"] == "api"
-    assert body["schema_version"] == 1
+    assert body["schema_version"] == LATEST
     assert body["last_batch_id"] == 4
     assert 0 <= body["last_batch_age_seconds"] < 60
     assert isinstance(body["writer_pid"], int)
