@@ -339,7 +339,7 @@ def dashboard(
 
 @bench_app.command("scale")
 def bench_scale(
-    events: Annotated[int, typer.Option(help="backlog drained at each point")] = 600_000,
+    events: Annotated[int, typer.Option(help="backlog drained at each point")] = 1_200_000,
     bootstrap_servers: Annotated[
         str | None, typer.Option(help="use this broker instead of a throwaway one")
     ] = None,

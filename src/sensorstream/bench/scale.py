@@ -87,7 +87,7 @@ def _run_point(point: dict[str, Any], bootstrap: str, events: int, work: Path) -
 
 
 def run_scale_bench(
-    settings: Settings, *, bootstrap_servers: str | None = None, events: int = 600_000,
+    settings: Settings, *, bootstrap_servers: str | None = None, events: int = 1_200_000,
     axes: dict[str, list[Any]] = AXES, report: Path = Path("reports/bench-scale.json"),
 ) -> dict[str, Any]:  # fmt: skip
     points = scale_points(axes)
