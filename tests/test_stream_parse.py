@@ -87,3 +87,10 @@ def test_valid_record_fields_and_window(parsed):
     assert row["event_time"].isoformat() == "2026-11-26T20:15:03.120000+00:00"
     assert row["window_start"].isoformat() == "2026-11-26T20:15:00+00:00"
     assert parsed["valid, zone offset"]["event_time"].isoformat() == "2026-11-26T18:15:03+00:00"
+
+
+def test_the_session_is_sized_for_a_small_machine_and_keeps_any_state_in_rocksdb(spark):
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"  # not Spark's 200
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    provider = spark.conf.get("spark.sql.streaming.stateStore.providerClass")
+    assert provider.endswith(".RocksDBStateStoreProvider")

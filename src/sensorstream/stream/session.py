@@ -67,6 +67,10 @@ def build_session(settings: Settings, app_name: str = "sensorstream") -> SparkSe
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "false")
+        # The job keeps no Spark state today (windows are merged in DuckDB, see sink/merge.py), but a
+        # stateful operator added later should get RocksDB, not the default in-JVM-heap store.
+        .config("spark.sql.streaming.stateStore.providerClass",
+                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
         .config("spark.sql.warehouse.dir", str((Path(settings.data_dir) / "spark-warehouse").resolve()))
     )  # fmt: skip
     if local:
