@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,10 +198,10 @@ def lag_growth(batches: list[dict[str, Any]]) -> float:
     points = [(b["t"], b["consumer_lag"]) for b in batches if b.get("consumer_lag") is not None]
     if len(points) < 3:
         return 0.0
-    mean_t = sum(t for t, _ in points) / len(points)
-    mean_lag = sum(lag for _, lag in points) / len(points)
-    var = sum((t - mean_t) ** 2 for t, _ in points)
-    return sum((t - mean_t) * (lag - mean_lag) for t, lag in points) / var if var else 0.0
+    try:
+        return statistics.linear_regression(*zip(*points, strict=True)).slope
+    except statistics.StatisticsError:  # every batch at the same instant: no trend to speak of
+        return 0.0
 
 
 def kept_up(phase: dict[str, Any], trigger_s: float) -> bool:
