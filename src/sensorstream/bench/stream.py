@@ -69,6 +69,11 @@ def _producer_process(
     )  # fmt: skip
 
 
+def _figures(df: Any) -> dict[str, float | None]:
+    """The first row of a one-row aggregate as floats; SQL NULL and NaN (no rows) become None."""
+    return {k: None if v is None or v != v else float(v) for k, v in df.iloc[0].to_dict().items()}
+
+
 def _latency(client: StoreClient, since_batch: int) -> dict[str, float | None]:
     """Per-event latency: the commit time of the event's batch minus its event time."""
     df = client.sql(
@@ -83,7 +88,7 @@ def _latency(client: StoreClient, since_batch: int) -> dict[str, float | None]:
         """,
         [since_batch],
     )
-    return {k: (None if v is None or v != v else float(v)) for k, v in df.iloc[0].to_dict().items()}
+    return _figures(df)
 
 
 def _stages(client: StoreClient, since_batch: int) -> dict[str, float | None]:
@@ -97,7 +102,7 @@ def _stages(client: StoreClient, since_batch: int) -> dict[str, float | None]:
         [since_batch],
     )
     # trigger_ms comes from the query listener, which may not have reported the last batch yet.
-    return {k: None if v is None or v != v else float(v) for k, v in df.iloc[0].to_dict().items()}
+    return _figures(df)
 
 
 def _last_batch(client: StoreClient) -> int:
