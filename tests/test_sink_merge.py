@@ -164,3 +164,52 @@ def test_sliding_windows_match_a_brute_force_count(make_settings):
     assert got == want
     assert con.execute("SELECT count(*) FROM late_events").fetchone()[0] == 0
     con.close()
+
+
+def test_a_copy_long_after_its_original_and_across_a_restart_is_still_a_duplicate(make_settings):
+    """The original's window is final and 50 batches have passed; the sink restarted in between."""
+    settings = make_settings(window="1 minute", allowed_lateness="30 seconds")
+    con = connect(settings.db)
+    b = BatchBuilder()
+    BatchMerger(con, settings, query_name="q/1").merge(0, b.event("orig", "s1", 5, 42.0).take())
+    merger = BatchMerger(con, settings, query_name="q/1")
+    for batch_id in range(1, 51):  # ten seconds of event time per batch: the watermark moves on
+        merger.merge(batch_id, b.event(f"e{batch_id}", "s1", 10 * batch_id, 1.0).take())
+    con.close()
+
+    con = connect(settings.db)  # a restart: a new connection and a new merger read the ledger
+    before = window_rows(con)
+    result = BatchMerger(con, settings, query_name="q/1").merge(51, b.event("orig", "s1", 5, 42.0).take())
+    assert (result.duplicate_rows, result.new_readings, result.late_rows) == (1, 0, 0)
+    assert con.execute("SELECT count(*) FROM readings WHERE event_id = 'orig'").fetchone() == (1,)
+    assert con.execute("SELECT count(*) FROM late_events").fetchone() == (0,)
+    assert window_rows(con) == before
+    con.close()
+
+
+def test_windows_merged_batch_by_batch_equal_one_computation_over_all_events(make_settings):
+    """Count, mean, min, max and stddev folded in over many batches equal DuckDB's own aggregate."""
+    import random
+
+    settings = make_settings(window="1 minute", allowed_lateness="30 seconds")
+    con = connect(settings.db)
+    merger = BatchMerger(con, settings, query_name="q/1")
+    rng = random.Random(5)
+    b = BatchBuilder()
+    for batch_id in range(12):  # 12 batches of 40 events over 3 sensors, each within the lateness
+        for i in range(40):
+            b.event(f"e{batch_id}-{i}", f"s{i % 3}", 5 * batch_id + rng.uniform(0, 20), rng.gauss(20, 3))
+        merger.merge(batch_id, b.take())
+    got = con.execute(
+        "SELECT sensor_id, window_start, reading_count, avg_value, min_value, max_value, stddev_value "
+        "FROM window_stats ORDER BY 1, 2"
+    ).fetchall()
+    want = con.execute(
+        "SELECT sensor_id, window_start, count(*), avg(value), min(value), max(value), stddev_samp(value) "
+        "FROM readings WHERE NOT is_late GROUP BY ALL ORDER BY 1, 2"
+    ).fetchall()
+    con.close()
+    assert len(got) == len(want) > 3
+    for g, w in zip(got, want, strict=True):
+        assert g[:3] == w[:3] and g[4:6] == w[4:6]
+        assert g[3] == pytest.approx(w[3], rel=1e-12) and g[6] == pytest.approx(w[6], rel=1e-9)

@@ -123,3 +123,64 @@ def test_the_service_starts_and_stops_api_retention_and_snapshots_together(make_
     assert service.snapshot.runs >= 2 and service.snapshot.errors == 0
     assert service.retention.runs >= 2 and service.retention.errors == 0
     assert (tmp_path / "s.duckdb").exists()
+
+
+def test_retention_running_while_batches_commit_loses_and_doubles_nothing(make_settings):
+    """A retention loop deletes old readings in a thread while the real sink merges 80 batches."""
+    import threading
+    from collections import defaultdict
+
+    from batches import BatchBuilder
+    from sensorstream.sink.merge import BatchMerger
+    from sensorstream.store.db import connect
+
+    settings = make_settings(window="1 minute", allowed_lateness="30 seconds", retention="90 seconds")
+    con = connect(settings.db)
+    merger = BatchMerger(con, settings, query_name="q/1")
+    stop, passes, deleted, errors = threading.Event(), [], [], []
+
+    def retention_loop() -> None:
+        while not stop.is_set():
+            try:
+                result = apply_retention(con, settings.retention, chunk_rows=500, pause=0)
+                passes.append(result)
+                deleted.append(result.deleted["readings"])
+            except Exception as exc:  # the test fails on any, below
+                errors.append(exc)
+            stop.wait(0.05)
+
+    worker = threading.Thread(target=retention_loop)
+    worker.start()
+    b, sent, windows = BatchBuilder(), [], defaultdict(list)
+    try:
+        for batch_id in range(80):  # 2 s of event time per batch, 5 sensors, plus a resent copy
+            for i in range(40):
+                event = (f"e{batch_id}-{i}", f"s{i % 5}", 2 * batch_id + i / 20, float(i))
+                b.event(*event)
+                sent.append(event)
+            if batch_id:
+                b.event(*sent[-45])  # a copy of an event of the previous batch
+            merger.merge(batch_id, b.take())
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not errors and sum(deleted) > 0 and len(passes) > 1
+    for _event_id, sensor, seconds, value in sent:
+        windows[(sensor, int(seconds // 60))].append(value)
+    got = {
+        (sensor, minute): (count, avg)
+        for sensor, minute, count, avg in con.execute(
+            "SELECT sensor_id, (epoch(window_start) - epoch(TIMESTAMPTZ '2026-11-26 20:00:00+00')) // 60, "
+            "reading_count, avg_value FROM window_stats"
+        ).fetchall()
+    }
+    assert got.keys() == windows.keys()
+    for key, values in windows.items():
+        assert got[key][0] == len(values) and got[key][1] == pytest.approx(sum(values) / len(values))
+    cutoff = event_cutoff(con, settings.retention)
+    total, distinct, oldest = con.execute(
+        "SELECT count(*), count(DISTINCT event_id), min(event_time) FROM readings"
+    ).fetchone()
+    assert total == distinct and oldest >= cutoff - timedelta(seconds=settings.retention_interval + 10)
+    assert con.execute("SELECT sum(duplicate_rows) FROM pipeline_metrics").fetchone() == (79,)
+    con.close()

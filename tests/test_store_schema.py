@@ -42,13 +42,39 @@ def test_a_v1_file_upgrades_to_the_latest_version_and_keeps_its_rows(settings):
         FakeBatchWriter(con).write_batch()
         before = _counts(con)
         windows = con.execute("SELECT * FROM window_stats ORDER BY ALL").fetchall()
+        readings = con.execute("SELECT * FROM readings ORDER BY ALL").fetchall()
     con = connect(settings.db)
     try:
         assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == LATEST
         assert _counts(con) == before and before["window_stats"] > 0
-        assert con.execute("SELECT * FROM window_stats ORDER BY ALL").fetchall() == windows
+        assert con.execute("SELECT * EXCLUDE (m2_value) FROM window_stats ORDER BY ALL").fetchall() == windows
+        assert con.execute("SELECT * FROM readings ORDER BY ALL").fetchall() == readings
+        # Version 3 keeps each window's sum of squared deviations, so later batches merge into it.
+        assert con.execute(
+            "SELECT count(*) FROM window_stats "
+            "WHERE abs(m2_value - coalesce(stddev_value ^ 2 * (reading_count - 1), 0)) > 1e-9 * (1 + m2_value)"
+        ).fetchone() == (0,)
     finally:
         con.close()
+
+
+def test_event_tables_carry_no_index_so_a_batch_costs_the_same_on_a_full_store(tmp_path):
+    # DuckDB maintains an ART index row by row: a primary key on readings.event_id made each batch's
+    # insert and each retention delete cost more as the store grew. The sink keeps event_id unique.
+    con = connect(tmp_path / "fresh.duckdb")
+    try:
+        keyed = con.execute(
+            "SELECT DISTINCT table_name FROM duckdb_constraints() WHERE constraint_type IN ('PRIMARY KEY', 'UNIQUE') "
+            "UNION SELECT table_name FROM duckdb_indexes()"
+        ).fetchall()
+        not_null = con.execute(
+            "SELECT table_name FROM duckdb_columns() WHERE column_name = 'event_id' AND NOT is_nullable ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    assert not {("readings",), ("late_events",), ("anomalies",)} & set(keyed)
+    assert ("window_stats",) in keyed  # one row per sensor and window: its key stays
+    assert not_null == [("anomalies",), ("late_events",), ("readings",)]
 
 
 def test_window_stats_has_no_check_over_several_columns(tmp_path):
@@ -95,8 +121,8 @@ def test_our_tables_without_a_ledger_are_refused(tmp_path):
 @pytest.mark.parametrize(
     ("bad_statement", "message"),
     [
-        # a duplicate key: event b0-0 is already in readings
-        ("INSERT INTO readings SELECT * FROM readings WHERE event_id = 'b0-0'", "Duplicate key"),
+        # a duplicate key: this window is already in window_stats
+        ("INSERT INTO window_stats SELECT * FROM window_stats LIMIT 1", "Duplicate key"),
         # NULL in a required column
         ("INSERT INTO late_events VALUES ('e1', NULL, now(), 1, now(), now(), 0, 0, 9, now())", "NOT NULL"),
         # a wrong-shaped row
@@ -112,7 +138,7 @@ def test_a_bad_row_rolls_back_the_whole_batch(settings, bad_statement, message):
         ):
             tx.cur.execute("INSERT INTO sink_commits VALUES ('q', 99, now(), NULL, NULL, NULL)")
             tx.cur.execute(
-                "INSERT INTO window_stats VALUES ('s', '2026-01-01', '2026-01-01 00:01', NULL, NULL, 1, 1, 1, 1, NULL, false, now())"
+                "INSERT INTO window_stats VALUES ('s', '2026-01-01', '2026-01-01 00:01', NULL, NULL, 1, 1, 1, 1, NULL, false, now(), 0)"
             )
             tx.cur.execute(bad_statement)
         assert "batch 99 rolled back, nothing written" in str(caught.value)

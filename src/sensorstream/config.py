@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # --- the store -----------------------------------------------------------------------------
     retention: Duration = 24 * 3600.0
     retention_interval: Duration = 60.0
+    # Aggregates and per-batch metrics are small but grow for ever without a horizon: one
+    # window row per sensor and WINDOW, one metrics row per trigger. 0 keeps them.
+    window_retention: Duration = 90 * 24 * 3600.0
+    metrics_retention: Duration = 7 * 24 * 3600.0
     snapshot_path: Path = Path("data/snapshot.duckdb")
     snapshot_interval: Duration = 0.0  # 0 = off
 

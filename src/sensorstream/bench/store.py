@@ -46,7 +46,8 @@ FROM range($n) r(i)
 """
 # Absolute values per touched window (never added on top): what a replayed batch must reproduce.
 _WINDOWS_SQL = """
-INSERT OR REPLACE INTO window_stats
+INSERT OR REPLACE INTO window_stats (sensor_id, window_start, window_end, sensor_type, site, reading_count,
+    avg_value, min_value, max_value, stddev_value, is_final, updated_at)
 SELECT sensor_id, window_start, window_start + to_seconds($window), any_value(sensor_type), any_value(site),
        count(*), avg(value), min(value), max(value), stddev_samp(value),
        window_start + to_seconds($window) <= $watermark, now()

@@ -11,12 +11,25 @@ the same way:
 * An event whose window has ended at or before the watermark is **late**: the window is final,
   so the event goes to ``late_events`` (and ``readings`` with ``is_late``), never into the window.
   (With sliding windows: when the latest window holding it has ended.)
-* ``event_id`` is deduplicated within the batch and against ``readings`` (its primary key), so
-  an event counts once however many copies Kafka carries and across restarts.
-* Touched windows are recomputed from ``readings`` and upserted with absolute values: replaying
-  never adds on top of what is there.
+* ``event_id`` is deduplicated within the batch and against ``readings``, so an event counts once
+  however many copies Kafka carries and across restarts.
 * Everything, including the ``sink_commits`` ledger row, commits in one transaction; a batch id
   already in the ledger is skipped.
+
+The work per batch is proportional to the batch, not to the store (days of readings):
+
+* A copy of an event carries the same ``event_time`` as the original (Kafka redelivery, producer
+  retries and upstream resends repeat the message), so the batch is deduplicated only against the
+  readings whose event times fall in the batch's own event-time ranges. Readings are appended
+  roughly in event-time order, so DuckDB's zone maps skip every other row group: no index, no
+  scan of the store. A copy is recognised as long as its original is retained (``RETENTION``),
+  whether it comes a second or many batches (or restarts) later, and also after its window is
+  final.
+* Windows are merged incrementally: the batch's count, mean, min, max and sum of squared
+  deviations per window are combined with the stored ones (Chan et al.'s parallel variance), so
+  ``readings`` is never re-read. This is safe under replay because a batch applies at most once
+  (the ledger), and across a reset checkpoint because only deduplicated new events are added.
+* Finalisation and the z-score's window history are bounded by time in the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import time
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -199,18 +213,23 @@ class BatchMerger:
         ).fetchall()[0][0]
 
         # Staging: the batch's valid events, one copy per event_id (the first in Kafka order), minus
-        # those already stored; late when their window ended at or before the watermark.
+        # those already stored at the same event times; late when their window ended at or before
+        # the watermark.
+        ranges, range_params = _time_ranges(cur, "batch WHERE error IS NULL", "event_time", "event_time")
         cur.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE stage AS
             SELECT b.* EXCLUDE (error, raw_value, kafka_topic),
                    b.window_start + to_microseconds($window_us) <= $wm AS is_late
             FROM batch b
             WHERE b.error IS NULL
-              AND NOT EXISTS (SELECT 1 FROM readings r WHERE r.event_id = b.event_id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM (SELECT event_id FROM readings WHERE {ranges}) r
+                  WHERE r.event_id = b.event_id)
             QUALIFY row_number() OVER (PARTITION BY b.event_id ORDER BY b.kafka_partition, b.kafka_offset) = 1
+            ORDER BY b.event_time
             """,
-            {"window_us": window_us, "wm": wm},
+            {"window_us": window_us, "wm": wm, **range_params},
         )
         result.valid_rows = batch.num_rows - result.dead_letters
         counts = cur.execute(
@@ -219,12 +238,13 @@ class BatchMerger:
         result.new_readings, result.late_rows, batch_max = counts
         result.duplicate_rows = result.valid_rows - result.new_readings
 
+        # In event-time order, so each row group covers a short span and zone maps stay tight.
         cur.execute(
             """
             INSERT INTO readings BY NAME
             SELECT event_id, sensor_id, event_time, value, sensor_type, unit, site, window_start, is_late,
                    kafka_partition, kafka_offset, kafka_timestamp, $batch_id AS batch_id, now() AS ingested_at
-            FROM stage
+            FROM stage ORDER BY event_time
             """,
             {"batch_id": batch_id},
         )
@@ -233,49 +253,11 @@ class BatchMerger:
             INSERT INTO late_events
             SELECT event_id, sensor_id, event_time, value, window_start, $wm, kafka_partition, kafka_offset,
                    $batch_id, now()
-            FROM stage WHERE is_late
+            FROM stage WHERE is_late ORDER BY event_time
             """,
             {"wm": wm, "batch_id": batch_id},
         )
-        # Recompute each touched window from the stored readings: absolute values, so a replay or a
-        # second copy of an event can never add on top of what is there. `readings.window_start` is
-        # the latest window holding the event (the same as its only window when tumbling); with
-        # SLIDE an event sits in ceil(WINDOW / SLIDE) windows, the earlier ones SLIDE apart.
-        # Windows the watermark already passed are final and never touched again.
-        slide_us = int(self.slide.total_seconds() * 1_000_000)
-        params = {"w": window_us, "s": slide_us, "n": -(-window_us // slide_us), "wm": wm}
-        cur.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE touched AS
-            SELECT DISTINCT s.sensor_id, s.window_start - to_microseconds(k * $s) AS ws
-            FROM stage s, range(0, $n) AS t(k)
-            WHERE NOT s.is_late
-              AND s.window_start - to_microseconds(k * $s) > s.event_time - to_microseconds($w)
-              AND s.window_start - to_microseconds(k * $s) + to_microseconds($w) > $wm
-            """,
-            params,
-        )
-        result.windows_updated = cur.execute(
-            """
-            INSERT INTO window_stats
-            SELECT t.sensor_id, t.ws, t.ws + to_microseconds($w),
-                   max(r.sensor_type), max(r.site), count(*), avg(r.value), min(r.value), max(r.value),
-                   stddev_samp(r.value), false, now()
-            FROM touched t
-            CROSS JOIN range(0, $n) AS j(j)
-            JOIN readings r
-              ON r.sensor_id = t.sensor_id AND r.window_start = t.ws + to_microseconds(j.j * $s)
-            WHERE NOT r.is_late AND r.event_time < t.ws + to_microseconds($w)
-            GROUP BY t.sensor_id, t.ws
-            ON CONFLICT (sensor_id, window_start) DO UPDATE SET
-                window_end = excluded.window_end, sensor_type = excluded.sensor_type, site = excluded.site,
-                reading_count = excluded.reading_count, avg_value = excluded.avg_value,
-                min_value = excluded.min_value, max_value = excluded.max_value,
-                stddev_value = excluded.stddev_value, updated_at = excluded.updated_at
-            """,
-            {k: params[k] for k in ("w", "s", "n")},
-        ).fetchall()[0][0]
-
+        result.windows_updated = self._merge_windows(cur, window_us, wm)
         result.anomalies = self._anomalies(cur, batch_id, window_us)
 
         candidates = [t for t in (max_before, batch_max) if t is not None]
@@ -283,11 +265,14 @@ class BatchMerger:
         moved = result.max_event_time - self.lateness if result.max_event_time else None
         next_wm = max(t for t in (wm, moved) if t is not None)
         result.next_watermark = next_wm if next_wm > EPOCH else None
-        # Windows the next watermark has passed can no longer change: mark them final.
-        if result.next_watermark is not None:
+        # Windows the next watermark has passed can no longer change: mark them final. Those that
+        # ended at or before this batch's watermark were finalised by an earlier batch (and no
+        # batch opens a window the watermark has passed), so only the range in between is looked at.
+        if result.next_watermark is not None and result.next_watermark > wm:
             result.windows_finalized = cur.execute(
-                "UPDATE window_stats SET is_final = true, updated_at = now() WHERE NOT is_final AND window_end <= ?",
-                [result.next_watermark],
+                "UPDATE window_stats SET is_final = true, updated_at = now() "
+                "WHERE window_end > $wm AND window_end <= $next AND NOT is_final",
+                {"wm": wm, "next": result.next_watermark},
             ).fetchall()[0][0]
         self._latency(cur, result)
         # Cumulative: the highest offset done per partition, including partitions idle in this batch.
@@ -299,18 +284,80 @@ class BatchMerger:
         cur.unregister("batch")
         return result
 
+    def _merge_windows(self, cur: duckdb.DuckDBPyConnection, window_us: int, wm: datetime) -> int:
+        """Fold the batch's new on-time events into their windows; returns the windows touched.
+
+        ``stage.window_start`` is the latest window holding the event (its only window when
+        tumbling); with SLIDE an event sits in ceil(WINDOW / SLIDE) windows, the earlier ones SLIDE
+        apart. Windows the watermark already passed are final and never touched again. ``m2`` is
+        the window's sum of squared deviations from its mean: two parts (n_a, mean_a, m2_a) and
+        (n_b, mean_b, m2_b) combine exactly into n = n_a + n_b, mean = mean_a + d * n_b / n,
+        m2 = m2_a + m2_b + d^2 * n_a * n_b / n with d = mean_b - mean_a; stddev = sqrt(m2 / (n - 1)).
+        """
+        slide_us = int(self.slide.total_seconds() * 1_000_000)
+        cur.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE batch_windows AS
+            SELECT s.sensor_id, s.window_start - to_microseconds(k * $s) AS ws,
+                   max(s.sensor_type) AS sensor_type, max(s.site) AS site, count(*) AS n,
+                   avg(s.value) AS mean, var_pop(s.value) * count(*) AS m2,
+                   min(s.value) AS lo, max(s.value) AS hi
+            FROM stage s, range(0, $n) AS t(k)
+            WHERE NOT s.is_late
+              AND s.window_start - to_microseconds(k * $s) > s.event_time - to_microseconds($w)
+              AND s.window_start - to_microseconds(k * $s) + to_microseconds($w) > $wm
+            GROUP BY ALL
+            """,
+            {"w": window_us, "s": slide_us, "n": -(-window_us // slide_us), "wm": wm},
+        )
+        # `window_stats.x` is the stored window, `excluded.x` the batch's part; each SET sees the old row.
+        return cur.execute(
+            """
+            INSERT INTO window_stats (sensor_id, window_start, window_end, sensor_type, site, reading_count,
+                avg_value, min_value, max_value, stddev_value, is_final, updated_at, m2_value)
+            SELECT sensor_id, ws, ws + to_microseconds($w), sensor_type, site, n, mean, lo, hi,
+                   CASE WHEN n > 1 THEN sqrt(m2 / (n - 1)) END, false, now(), m2
+            FROM batch_windows
+            ON CONFLICT (sensor_id, window_start) DO UPDATE SET
+                sensor_type = greatest(window_stats.sensor_type, excluded.sensor_type),
+                site = greatest(window_stats.site, excluded.site),
+                reading_count = window_stats.reading_count + excluded.reading_count,
+                avg_value = window_stats.avg_value + (excluded.avg_value - window_stats.avg_value)
+                    * excluded.reading_count / (window_stats.reading_count + excluded.reading_count),
+                min_value = least(window_stats.min_value, excluded.min_value),
+                max_value = greatest(window_stats.max_value, excluded.max_value),
+                m2_value = window_stats.m2_value + excluded.m2_value
+                    + (excluded.avg_value - window_stats.avg_value) ** 2
+                    * window_stats.reading_count * excluded.reading_count
+                    / (window_stats.reading_count + excluded.reading_count),
+                stddev_value = sqrt((window_stats.m2_value + excluded.m2_value
+                    + (excluded.avg_value - window_stats.avg_value) ** 2
+                    * window_stats.reading_count * excluded.reading_count
+                    / (window_stats.reading_count + excluded.reading_count))
+                    / (window_stats.reading_count + excluded.reading_count - 1)),
+                updated_at = excluded.updated_at
+            """,
+            {"w": window_us},
+        ).fetchall()[0][0]
+
     def _anomalies(self, cur: duckdb.DuckDBPyConnection, batch_id: int, window_us: int) -> int:
-        """Threshold per sensor type, then a z-score against the sensor's recent windows."""
+        """Threshold per sensor type, then a z-score against the sensor's recent windows.
+
+        The history is read only in the time ranges the batch's events need (zone-map pruned).
+        """
         cur.register("thresholds", self._thresholds)
         history_us = window_us * self.settings.anomaly_history_windows
+        ranges, range_params = _time_ranges(
+            cur, "stage", "window_start", "window_start", gap_us=history_us, reach_back_us=history_us
+        )
         inserted = cur.execute(
-            """
+            f"""
             INSERT INTO anomalies
             WITH hist AS (
                 SELECT s.event_id, avg(w.avg_value) AS mu,
                        sqrt(avg(w.stddev_value * w.stddev_value)) AS sigma, count(*) AS n
                 FROM stage s
-                JOIN window_stats w
+                JOIN (SELECT * FROM window_stats WHERE {ranges}) w
                   ON w.sensor_id = s.sensor_id
                  AND w.window_start < s.window_start
                  AND w.window_start >= s.window_start - to_microseconds($history_us)
@@ -331,9 +378,14 @@ class BatchMerger:
                    $batch_id, now()
             FROM scored
             WHERE over IS NOT NULL OR z > $z
-            ON CONFLICT DO NOTHING
+            ORDER BY event_time
             """,
-            {"history_us": history_us, "batch_id": batch_id, "z": self.settings.anomaly_zscore},
+            {
+                "history_us": history_us,
+                "batch_id": batch_id,
+                "z": self.settings.anomaly_zscore,
+                **range_params,
+            },
         ).fetchall()[0][0]
         cur.unregister("thresholds")
         return inserted
@@ -379,3 +431,57 @@ class BatchMerger:
             "INSERT INTO sink_commits VALUES (?, ?, now(), ?, ?, ?)",
             [self.query_name, r.batch_id, r.next_watermark, r.max_event_time, json.dumps(r.end_offsets)],
         )
+
+
+# At most this many separate event-time ranges per lookup: the filter stays short, and a batch of
+# events scattered over the whole store still reads at most this many stretches of it.
+MAX_RANGES = 32
+# Event times closer than this share one range (one scan of the readings in between is cheaper
+# than another range in the filter).
+RANGE_GAP_US = 10_000_000
+
+
+def _time_ranges(
+    cur: duckdb.DuckDBPyConnection,
+    source: str,
+    column: str,
+    target: str,
+    *,
+    gap_us: int = RANGE_GAP_US,
+    reach_back_us: int = 0,
+) -> tuple[str, dict[str, Any]]:
+    """A filter on ``target`` covering every value of ``source.column``, as a few closed ranges.
+
+    Returns SQL like ``(t BETWEEN $r0a AND $r0b OR t BETWEEN $r1a AND $r1b)`` and its parameters.
+    The bounds are parameters, not subqueries: DuckDB prunes row groups by their min/max (zone
+    maps) only for values known when the query is planned. Ranges are cut at the widest gaps wider
+    than ``gap_us`` between consecutive values (at most MAX_RANGES ranges), and each starts
+    ``reach_back_us`` early.
+    """
+    rows = cur.execute(
+        f"""
+        WITH v AS (SELECT DISTINCT {column} AS t FROM {source}),
+        g AS (SELECT t, lag(t) OVER (ORDER BY t) AS prev FROM v)
+        SELECT (SELECT min(t) FROM v), (SELECT max(t) FROM v),
+               list([prev, t] ORDER BY t) FILTER (WHERE gap_rank < $max_ranges)
+        FROM (SELECT *, row_number() OVER (ORDER BY t - prev DESC) AS gap_rank FROM g
+              WHERE t - prev > to_microseconds($gap_us))
+        """,
+        {"max_ranges": MAX_RANGES, "gap_us": gap_us},
+    ).fetchone()
+    lo, hi, cuts = rows
+    if lo is None:
+        return "false", {}
+    bounds: list[tuple[datetime, datetime]] = []
+    start = lo
+    for prev, nxt in cuts or []:
+        bounds.append((start, prev))
+        start = nxt
+    bounds.append((start, hi))
+    back = timedelta(microseconds=reach_back_us)
+    params: dict[str, Any] = {}
+    terms = []
+    for i, (a, b) in enumerate(bounds):
+        params[f"r{i}a"], params[f"r{i}b"] = a - back, b
+        terms.append(f"{target} BETWEEN $r{i}a AND $r{i}b")
+    return "(" + " OR ".join(terms) + ")", params

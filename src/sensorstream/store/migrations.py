@@ -1,12 +1,13 @@
 """The DuckDB schema, as numbered migrations recorded in ``schema_version``.
 
-Table names and key columns are the contract in ``shared/DESIGN.md``. Each migration runs once, in
+Table names and key columns are the contract (see the README's store section). Each migration runs once, in
 its own transaction, at start-up; a file written by a newer sensorstream is refused rather than
 guessed at.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -172,9 +173,70 @@ DROP TABLE window_stats;
 ALTER TABLE window_stats_v2 RENAME TO window_stats;
 """
 
+
+# Steady state (cost per batch independent of the store's size). DuckDB maintains an ART index
+# row by row: at 30 M readings the primary key on `readings.event_id` cost 470 ms per 20 K-row
+# insert, and a delete ~45 µs a row, so retention could not keep up with ingest. Event-level
+# tables therefore carry no index: the sink keeps `event_id` unique itself (it deduplicates every
+# batch against the readings at the same event times, which DuckDB's zone maps find without an
+# index), and retention deletes whole time ranges. `window_stats` keeps its key (the upsert needs
+# it; it holds one row per sensor and window, not per event) and gains `m2_value`, the sum of
+# squared deviations, so a window merges a batch's count/mean/m2 (Chan et al.) instead of being
+# recomputed from `readings`. The rows are copied in event-time order so zone maps are tight.
+V3_WINDOW_STATS = """
+CREATE TABLE window_stats_v3 (
+    sensor_id VARCHAR NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end TIMESTAMPTZ NOT NULL,
+    sensor_type VARCHAR,
+    site VARCHAR,
+    reading_count BIGINT NOT NULL CHECK (reading_count > 0),
+    avg_value DOUBLE NOT NULL CHECK (isfinite(avg_value)),
+    min_value DOUBLE NOT NULL CHECK (isfinite(min_value)),
+    max_value DOUBLE NOT NULL CHECK (isfinite(max_value)),
+    stddev_value DOUBLE,
+    is_final BOOLEAN NOT NULL DEFAULT false,
+    updated_at TIMESTAMPTZ NOT NULL,
+    m2_value DOUBLE NOT NULL DEFAULT 0 CHECK (m2_value >= 0),
+    PRIMARY KEY (sensor_id, window_start)
+)
+"""
+
+
+def _v3(con: duckdb.DuckDBPyConnection) -> None:
+    for table in ("readings", "late_events", "anomalies"):
+        ddl = con.execute(
+            "SELECT sql FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [table]
+        ).fetchone()[0]
+        con.execute(
+            _without_primary_key(ddl).replace(f"CREATE TABLE {table}(", f"CREATE TABLE {table}_v3(", 1)
+        )
+        # The key lost its index, not its NOT NULL.
+        con.execute(f"ALTER TABLE {table}_v3 ALTER COLUMN event_id SET NOT NULL")
+        con.execute(f"INSERT INTO {table}_v3 SELECT * FROM {table} ORDER BY event_time")
+        con.execute(f"DROP TABLE {table}")  # drops its indexes with it
+        con.execute(f"ALTER TABLE {table}_v3 RENAME TO {table}")
+    # Rebuilt rather than ALTER TABLE ... ADD COLUMN: duckdb 2.0.1 cannot replay that ALTER from the
+    # WAL after a crash without downloading an extension (it re-binds the table's CHECKs first).
+    con.execute(V3_WINDOW_STATS)
+    con.execute(
+        "INSERT INTO window_stats_v3 SELECT *, "
+        "coalesce(stddev_value * stddev_value * (reading_count - 1), 0) FROM window_stats ORDER BY window_start"
+    )
+    con.execute("DROP TABLE window_stats")
+    con.execute("ALTER TABLE window_stats_v3 RENAME TO window_stats")
+
+
+def _without_primary_key(ddl: str) -> str:
+    """DDL as ``duckdb_tables()`` gives it, minus the PRIMARY KEY (inline or as a table constraint)."""
+    ddl = re.sub(r",\s*PRIMARY KEY\s*\([^)]*\)", "", ddl)
+    return re.sub(r"\s+PRIMARY KEY", "", ddl)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial schema (DESIGN.md tables)", V1),
+    Migration(1, "initial schema", V1),
     Migration(2, "window_stats without multi-column CHECKs (they made every update slow)", V2),
+    Migration(3, "event tables without indexes; window_stats keeps m2 for incremental merges", _v3),
 )
 LATEST = MIGRATIONS[-1].version
 TABLES = (
@@ -243,6 +305,10 @@ def migrate(con: duckdb.DuckDBPyConnection, migrations: Sequence[Migration] = MI
         except Exception:
             con.execute("ROLLBACK")
             raise
+    if before < latest:
+        # Schema changes go into the file now, not only the WAL: a crash right after start-up then
+        # never leaves DDL for the next start to replay.
+        con.execute("CHECKPOINT")
     verify(con)
     return before
 

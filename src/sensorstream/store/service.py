@@ -31,7 +31,12 @@ class StoreService:
             self.retention = Periodic(
                 "store-retention",
                 settings.retention_interval,
-                lambda: apply_retention(con, settings.retention),
+                lambda: apply_retention(
+                    con,
+                    settings.retention,
+                    window_retention=settings.window_retention,
+                    metrics_retention=settings.metrics_retention,
+                ),
                 run_first=True,
             )
         if settings.snapshot_interval > 0:
