@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-scale bench-store faults dashboard clean distclean
+.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
@@ -58,8 +58,11 @@ bench-scale: deps
 bench-store: deps
 	$(BIN)/sensorstream bench store
 
+bench-soak: deps  ## the cost of a batch on a full store, then a 20-minute run at steady state
+	$(BIN)/sensorstream bench soak
+
 # Each benchmark alone, one after the other: two Spark jobs at once distort each other on 2 cores.
-bench: bench-kafka bench-stream bench-scale bench-store
+bench: bench-kafka bench-stream bench-scale bench-store bench-soak
 
 faults: deps
 	$(BIN)/sensorstream faults

@@ -353,6 +353,34 @@ def bench_scale(
     run_scale_bench(settings_or_exit(), bootstrap_servers=bootstrap_servers, events=events, report=report)
 
 
+@bench_app.command("soak")
+def bench_soak(
+    prefills: Annotated[
+        str, typer.Option(help="comma-separated readings pre-filled before measuring")
+    ] = "0,10000000,50000000",
+    e2e_rate: Annotated[float, typer.Option(help="events/s for the latency on a full store")] = 5_000,
+    batches: Annotated[int, typer.Option(help="sink batches per pre-fill size")] = 30,
+    rate: Annotated[float, typer.Option(help="events/s for the soak")] = 20_000,
+    minutes: Annotated[float, typer.Option(help="soak length (0: skip the soak)")] = 20,
+    retention: Annotated[str, typer.Option(help="readings retention during the soak")] = "5 minutes",
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="use this broker instead of a throwaway one")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="JSON report (soak.png is drawn beside it)")] = Path(
+        "reports/bench-soak.json"
+    ),
+) -> None:
+    """Cost per batch on a store pre-filled with 0/10M/50M readings, then a long run at steady state."""
+    from sensorstream.bench.soak import run_soak_bench
+
+    settings = settings_or_exit()
+    run_soak_bench(
+        settings, bootstrap_servers=bootstrap_servers,
+        prefills=tuple(int(n) for n in prefills.split(",") if n.strip()), e2e_rate=e2e_rate, batches=batches,
+        rate=rate, minutes=minutes, retention=settings_or_exit(retention=retention).retention, report=report,
+    )  # fmt: skip
+
+
 @bench_app.command("store")
 def bench_store(
     rows: Annotated[int, typer.Option(help="readings prefilled before measuring")] = 1_000_000,
