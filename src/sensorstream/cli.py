@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from sensorstream.config import Settings, SettingsError, load_settings
 from sensorstream.logs import setup_logging
@@ -106,6 +107,96 @@ def kafka_status(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
 
 
 # --- stream --------------------------------------------------------------------------------------
+# --- kafka topic ---------------------------------------------------------------------------------
+topic_app = typer.Typer(help="Topics on the cluster (SENSORSTREAM_BOOTSTRAP_SERVERS).", no_args_is_help=True)
+kafka_app.add_typer(topic_app, name="topic")
+
+
+def _topic_or_exit(settings: Settings) -> None:
+    """A missing topic stops a producer or the stream at once with one sentence, not after a timeout."""
+    from sensorstream.kafka.topics import TopicError, require_topic
+
+    try:
+        require_topic(settings.kafka_client_config, settings.topic)
+    except TopicError as exc:
+        fail(str(exc))
+
+
+@topic_app.command("create")
+def topic_create(
+    name: Annotated[str | None, typer.Argument(help="topic (default: SENSORSTREAM_TOPIC)")] = None,
+    partitions: Annotated[int | None, typer.Option(help="default: SENSORSTREAM_PARTITIONS")] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option("--replication-factor", "-r", help="default: SENSORSTREAM_REPLICATION_FACTOR"),
+    ] = None,
+    retention: Annotated[
+        str | None, typer.Option(help="how long Kafka keeps messages, e.g. '7 days' (default: the broker's)")
+    ] = None,
+) -> None:
+    """Create a topic (nothing changes if it exists)."""
+    from sensorstream.config import parse_duration
+    from sensorstream.kafka.topics import TopicError, create
+
+    settings = settings_or_exit(partitions=partitions, replication_factor=replication_factor)
+    topic = name or settings.topic
+    try:
+        retention_ms = round(parse_duration(retention) * 1000) if retention else None
+    except ValueError as exc:
+        fail(f"--retention {retention!r}: {exc}", 2)
+        return
+    try:
+        created = create(settings.kafka_client_config, topic, settings.partitions, settings.replication_factor,
+                         retention_ms)  # fmt: skip
+    except TopicError as exc:
+        fail(str(exc))
+        return
+    state = "created" if created else "already exists (left as it is)"
+    console.print(
+        f"topic {topic} {state}: {settings.partitions} partitions, replication {settings.replication_factor}"
+    )
+
+
+@topic_app.command("list")
+def topic_list() -> None:
+    """Every topic with its partitions and replication factor."""
+    from sensorstream.kafka.topics import TopicError, list_topics
+
+    settings = settings_or_exit()
+    try:
+        topics = list_topics(settings.kafka_client_config)
+    except TopicError as exc:
+        fail(str(exc))
+        return
+    table = Table("topic", "partitions", "replication", title=f"topics on {settings.bootstrap_servers}")
+    for t in topics:
+        table.add_row(t.name, str(t.partitions), str(t.replication_factor))
+    Console().print(table)
+
+
+@topic_app.command("describe")
+def topic_describe(
+    name: Annotated[str | None, typer.Argument(help="default: SENSORSTREAM_TOPIC")] = None,
+) -> None:
+    """Partitions (leader, in-sync replicas), replication and retention of a topic."""
+    from sensorstream.kafka.topics import TopicError, describe_topic
+
+    settings = settings_or_exit()
+    try:
+        info = describe_topic(settings.kafka_client_config, name or settings.topic)
+    except TopicError as exc:
+        fail(str(exc))
+        return
+    out = Console()
+    out.print(f"topic {info.name}: {info.partitions} partitions, replication {info.replication_factor}")
+    for key, value in info.configs.items():
+        out.print(f"  {key} = {value}")
+    table = Table("partition", "leader", "in-sync replicas")
+    for part in sorted(info.leaders):
+        table.add_row(str(part), str(info.leaders[part]), f"{info.in_sync[part]}/{info.replication_factor}")
+    out.print(table)
+
+
 @app.command("stream")
 def stream(
     bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
@@ -129,6 +220,7 @@ def stream(
         bootstrap_servers=bootstrap_servers, topic=topic, db=db, checkpoint_dir=checkpoint_dir,
         spark_master=spark_master, max_offsets_per_trigger=max_offsets_per_trigger,
     )  # fmt: skip
+    _topic_or_exit(settings)
     try:
         run_stream(settings, timeout=timeout, until_idle=until_idle)
     except (StoreLockedError, SchemaError, JavaMissingError, RuntimeError) as exc:
@@ -186,6 +278,7 @@ def produce_cmd(
     from sensorstream.schema import parse_time
 
     settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
+    _topic_or_exit(settings)
     begin = parse_time(start) if start else None
     if start and begin is None:
         fail(f"--start {start!r} is not ISO-8601 with a zone (e.g. 2026-11-26T20:00:00Z)", 2)
@@ -226,7 +319,6 @@ def consume_cmd(
     from confluent_kafka import KafkaException
     from rich.highlighter import JSONHighlighter
     from rich.markup import escape
-    from rich.table import Table
 
     from sensorstream.kafka.consume import as_json as message_json
     from sensorstream.kafka.consume import consume, lag_details

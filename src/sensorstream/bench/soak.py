@@ -45,6 +45,7 @@ from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.client import StoreClient
 from sensorstream.store.db import connect
 from sensorstream.store.migrations import TABLES
+from sensorstream.store.retention import apply_retention
 
 console = Console(stderr=True)
 wide = console if console.is_terminal else Console(stderr=True, width=160)
@@ -290,6 +291,11 @@ def full_store_point(
     try:
         point["sink"] = sink_batches(con, s, batches, batch_events, sensors).__dict__
         point["store_readings"] = con.execute("SELECT count(*) FROM readings").fetchone()[0]
+        # Retention's speed on this store: a 12-hour horizon deletes about half of the pre-fill.
+        kept = apply_retention(con, 12 * 3600)
+        point["retention"] = {"deleted": kept.deleted["readings"], "seconds": round(kept.seconds, 2),
+                              "rows_per_second": round(kept.rows_per_second),
+                              "max_chunk_ms": round(kept.max_chunk_ms, 1), "chunks": kept.chunks}  # fmt: skip
     finally:
         con.close()
     point["file_mb"] = round(file_mb(s.db), 1)
@@ -453,14 +459,16 @@ def run_soak_bench(settings: Settings, *, bootstrap_servers: str | None = None,
 
 def _print(result: dict[str, Any]) -> None:
     table = Table("readings stored", "sink ms/batch (median)", "p95", "x of empty", "e2e p50 ms", "e2e p99 ms",
-                  "dups found", "late", title="the same batches on a fuller store")  # fmt: skip
+                  "dups found", "late", "retention rows/s", "longest delete ms",
+                  title="the same batches on a fuller store")  # fmt: skip
     base = result["points"][0]["sink"]["median_ms"] if result["points"] else None
     for p in result["points"]:
         sink, e2e = p["sink"], p.get("e2e", {})
         table.add_row(f"{p['store_readings']:,}", f"{sink['median_ms']:,.0f}", f"{sink['p95_ms']:,.0f}",
                       f"{sink['median_ms'] / base:.2f}" if base else "-",
                       f"{e2e.get('p50_ms') or 0:,.0f}", f"{e2e.get('p99_ms') or 0:,.0f}",
-                      f"{sink['duplicates']:,}", f"{sink['late']:,}")  # fmt: skip
+                      f"{sink['duplicates']:,}", f"{sink['late']:,}",
+                      f"{p['retention']['rows_per_second']:,}", f"{p['retention']['max_chunk_ms']:,.0f}")  # fmt: skip
     wide.print(table)
     if result.get("soak"):
         soak_ = result["soak"]

@@ -298,13 +298,23 @@ class LocalKafka:
         }
 
 
-def create_topic(client_config: dict, topic: str, partitions: int, replication_factor: int = 1) -> bool:
+def create_topic(
+    client_config: dict,
+    topic: str,
+    partitions: int,
+    replication_factor: int = 1,
+    config: dict[str, str] | None = None,
+) -> bool:
     """Create ``topic`` if it does not exist; returns True when it was created."""
     admin = AdminClient({**client_config, "logger": _quiet})
     if topic in admin.list_topics(timeout=10).topics:
         return False
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)],
+        [
+            NewTopic(
+                topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {}
+            )
+        ],
         operation_timeout=30,
     )
     try:

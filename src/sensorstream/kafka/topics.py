@@ -1,0 +1,113 @@
+"""Topics on any Kafka cluster: create, list, describe, and a check that fails at once when one is missing.
+
+The broker here runs with ``auto.create.topics.enable=false`` (a typo in a topic name should not
+create a topic), so a producer or a stream pointed at a missing topic would otherwise wait for
+metadata that never comes: ``require_topic`` turns that into one sentence at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+from sensorstream.kafka.broker import _quiet, create_topic
+
+# The topic settings `describe` shows (the rest is in `kafka-configs.sh --describe`).
+SHOWN_CONFIGS = (
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+    "min.insync.replicas",
+    "compression.type",
+)
+
+
+class TopicError(RuntimeError):
+    """A topic is missing, or the cluster refused an operation on it."""
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    partitions: int
+    replication_factor: int
+    leaders: dict[int, int] = field(default_factory=dict)  # partition -> broker id (-1: none)
+    in_sync: dict[int, int] = field(default_factory=dict)  # partition -> replicas in sync
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def _admin(client_config: dict) -> AdminClient:
+    return AdminClient({**client_config, "logger": _quiet})
+
+
+def list_topics(client_config: dict, timeout: float = 10.0) -> list[TopicInfo]:
+    """Every topic but Kafka's internal ones, by name."""
+    try:
+        md = _admin(client_config).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicError(_unreachable(client_config, exc)) from exc
+    return [
+        _info(t)
+        for name, t in sorted(md.topics.items())
+        if not name.startswith("__")  # __consumer_offsets and friends
+    ]
+
+
+def describe_topic(client_config: dict, topic: str, timeout: float = 10.0) -> TopicInfo:
+    """Partitions, leaders, in-sync replicas and the main settings of ``topic``."""
+    require_topic(client_config, topic, timeout)
+    admin = _admin(client_config)
+    info = _info(admin.list_topics(topic, timeout=timeout).topics[topic])
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
+    info.configs = {k: entries[k].value for k in SHOWN_CONFIGS if k in entries}
+    return info
+
+
+def create(
+    client_config: dict,
+    topic: str,
+    partitions: int,
+    replication_factor: int = 1,
+    retention_ms: int | None = None,
+) -> bool:
+    """Create ``topic``; False when it already exists (its settings are left as they are)."""  # fmt: skip
+    config = {"retention.ms": str(retention_ms)} if retention_ms is not None else None
+    try:
+        return create_topic(client_config, topic, partitions, replication_factor, config=config)
+    except KafkaException as exc:
+        raise TopicError(f"could not create topic {topic!r}: {exc.args[0].str()}") from exc
+
+
+def require_topic(client_config: dict, topic: str, timeout: float = 10.0) -> None:
+    """Raise :class:`TopicError` with one sentence saying what to do when ``topic`` does not exist."""
+    try:
+        md = _admin(client_config).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicError(_unreachable(client_config, exc)) from exc
+    if topic not in md.topics:
+        raise TopicError(
+            f"topic {topic!r} does not exist on {client_config['bootstrap.servers']}: create it with "
+            f"`sensorstream kafka topic create {topic}` (or set SENSORSTREAM_TOPIC to an existing one; "
+            "`sensorstream kafka topic list` shows them)"
+        )
+
+
+def _info(t) -> TopicInfo:
+    parts = t.partitions
+    return TopicInfo(
+        name=t.topic,
+        partitions=len(parts),
+        replication_factor=max((len(p.replicas) for p in parts.values()), default=0),
+        leaders={p.id: p.leader for p in parts.values()},
+        in_sync={p.id: len(p.isrs) for p in parts.values()},
+    )
+
+
+def _unreachable(client_config: dict, exc: KafkaException) -> str:
+    return (
+        f"cannot reach Kafka at {client_config['bootstrap.servers']} ({exc.args[0].str()}): start it with "
+        "`sensorstream kafka start` or set SENSORSTREAM_BOOTSTRAP_SERVERS"
+    )
