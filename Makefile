@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
+.PHONY: run test deps system browser lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
@@ -16,7 +16,17 @@ test: deps browser  ## install what is missing, then the whole test suite (start
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
 
-deps: $(STAMP) $(JARS)
+deps: system $(STAMP) $(JARS)
+
+# A fresh Debian machine as root gets a JRE and Maven here (as `browser` gets Chromium); anyone else
+# gets one sentence saying what to install, from the checks below.
+system:
+	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { echo "installing a Java runtime (openjdk-17-jre-headless) for Kafka and Spark"; \
+	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	@command -v mvn >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  { echo "installing Maven, used once to fetch the Kafka and Spark jars"; \
+	    apt-get update -qq && apt-get install -y -qq maven >/dev/null; }
 
 browser:  ## headless Chromium for the dashboard's browser test (installed when we are root)
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
