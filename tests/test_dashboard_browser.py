@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,11 @@ def test_the_live_dashboard_in_chromium(kafka, spark, topic, make_settings, tmp_
             20,
         )
         assert chart
+        # Time axes on a 24-hour clock in UTC: the labels carry this hour as the UTC wall clock says it.
+        hours = {(datetime.now(UTC) - timedelta(minutes=m)).strftime("%H:") for m in (0, 5)}
+        wait_for("24-hour UTC time labels", lambda: any(h in chart_text(browser) for h in hours), 20)
+        # A viewer's toolbar: no Deploy button for whoever looks at the page.
+        assert not browser.find_elements("xpath", '//*[normalize-space()="Deploy"]')
         wait_for("six sensor tiles", lambda: len(tiles(browser)) == 6, 20)
         assert metrics(browser)["Consumer lag"] == "n/a"  # no monitoring in this test
         ARTIFACTS.mkdir(exist_ok=True)

@@ -9,9 +9,21 @@ import pandas as pd
 MAX_SERIES = 12
 
 
+# Times read as UTC on a 24-hour clock whatever the browser's zone: Vega's own multi-format would
+# show 17:12 UTC as "05:12" (a 12-hour clock without AM/PM) in the viewer's local time.
+TIME_AXIS = alt.Axis(format="%H:%M", labelOverlap=True)
+
+
+def _utc_scale(domain: list[str] | None = None) -> alt.Scale:
+    return alt.Scale(type="utc", domain=domain) if domain else alt.Scale(type="utc")
+
+
 def _time(field: str, title: str = "time (UTC)") -> alt.X:
-    # No fixed format: Vega picks seconds, minutes or days to suit the range shown.
-    return alt.X(f"{field}:T", title=title, axis=alt.Axis(labelOverlap=True))
+    return alt.X(f"{field}:T", title=title, scale=_utc_scale(), axis=TIME_AXIS)
+
+
+def _time_tip(field: str, title: str, fmt: str = "%H:%M:%S") -> alt.Tooltip:
+    return alt.Tooltip(f"{field}:T", title=title, format=fmt, formatType="utc")
 
 
 def window_series(frame: pd.DataFrame) -> list[alt.LayerChart]:
@@ -45,9 +57,7 @@ def window_series(frame: pd.DataFrame) -> list[alt.LayerChart]:
 
 def _type_series(data: pd.DataFrame, kind: str, domain: list[str]) -> alt.LayerChart:
     base = alt.Chart(data, title=alt.Title(kind, anchor="start", fontSize=13)).encode(
-        x=alt.X(
-            "window_start:T", title=None, scale=alt.Scale(domain=domain), axis=alt.Axis(labelOverlap=True)
-        ),
+        x=alt.X("window_start:T", title="window start (UTC)", scale=_utc_scale(domain), axis=TIME_AXIS),
         color=alt.Color("sensor_id:N", title=None, legend=alt.Legend(orient="bottom")),
     )
     band = base.mark_area(opacity=0.15).encode(
@@ -58,7 +68,7 @@ def _type_series(data: pd.DataFrame, kind: str, domain: list[str]) -> alt.LayerC
         y="avg_value:Q",
         tooltip=[
             "sensor_id:N",
-            alt.Tooltip("window_start:T", title="window start (UTC)", format="%Y-%m-%d %H:%M:%S"),
+            _time_tip("window_start", "window start (UTC)", "%Y-%m-%d %H:%M:%S"),
             alt.Tooltip("avg_value:Q", format=".3f"),
             alt.Tooltip("min_value:Q", format=".3f"),
             alt.Tooltip("max_value:Q", format=".3f"),
@@ -96,7 +106,7 @@ def quality_over_time(late: pd.DataFrame, dead: pd.DataFrame) -> alt.Chart | Non
                 title=None,
                 scale=alt.Scale(domain=["late", "dead letter"], range=["#ef6c00", "#6a1b9a"]),
             ),
-            tooltip=[alt.Tooltip("bucket_start:T", format="%H:%M:%S"), "kind:N", "count:Q"],
+            tooltip=[_time_tip("bucket_start", "arrival (UTC)"), "kind:N", "count:Q"],
         )
         .properties(height=220)
     )
@@ -147,7 +157,7 @@ def _lines(data: pd.DataFrame, title: str) -> alt.Chart | None:
             y=alt.Y("value:Q", title=title),
             color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
             tooltip=[
-                alt.Tooltip("committed_at:T", format="%H:%M:%S"),
+                _time_tip("committed_at", "commit (UTC)"),
                 "series:N",
                 alt.Tooltip("value:Q", format=",.2f"),
             ],

@@ -41,6 +41,8 @@ def dashboard_command(settings: Settings) -> list[str]:
         "--server.port", str(settings.dashboard_port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # A viewer's toolbar: no "Deploy" button, no developer menu, on a page for operators.
+        "--client.toolbarMode", "viewer",
         # Watching files serves development only; in a pipeline it just costs inotify handles.
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
