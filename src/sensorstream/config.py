@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SENSORSTREAM_"
@@ -86,6 +86,10 @@ DEFAULT_ANOMALY_THRESHOLDS: dict[str, tuple[float, float]] = {
 }
 
 
+# The endpoint's password when none is set: fine on loopback, refused on any other address.
+DEFAULT_PG_PASSWORD = "sensorstream"
+
+
 class Settings(BaseSettings):
     """Pipeline settings. Env: ``SENSORSTREAM_<NAME>``; nested dicts are JSON."""
 
@@ -143,6 +147,14 @@ class Settings(BaseSettings):
     alert_lag_batches: int = Field(5, ge=1)
     alert_min_lag: int = Field(1000, ge=0)  # lag_growing fires only above this many waiting records
 
+    # --- the PostgreSQL endpoint (read-only, password-protected; for Grafana, Tableau, psql ...) ---
+    pg_port: int = Field(5433, ge=-1, le=65535)  # 0 = any free port, -1 = off
+    pg_host: str = "127.0.0.1"  # a container reaching the host needs e.g. 0.0.0.0 (and a real password)
+    pg_user: str = Field("sensorstream", min_length=1)
+    pg_password: SecretStr = SecretStr(DEFAULT_PG_PASSWORD)
+    pg_max_connections: int = Field(32, ge=1, le=1000)
+    pg_workers: int = Field(4, ge=1, le=64)  # threads running the endpoint's queries
+
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -173,6 +185,17 @@ class Settings(BaseSettings):
         if not (value.startswith("127.") or value in {"localhost", "::1"}):
             raise ValueError("must be a loopback address (127.x.x.x, localhost or ::1)")
         return value
+
+    @model_validator(mode="after")
+    def _pg_exposed_needs_password(self) -> Settings:
+        # Off loopback the endpoint is reachable by others: a password from the README is no lock.
+        loopback = self.pg_host.startswith("127.") or self.pg_host in {"localhost", "::1"}
+        if not loopback and self.pg_password.get_secret_value() == DEFAULT_PG_PASSWORD:
+            raise ValueError(
+                f"SENSORSTREAM_PG_HOST={self.pg_host} exposes the PostgreSQL endpoint beyond this machine: "
+                "set SENSORSTREAM_PG_PASSWORD to a password of your own"
+            )
+        return self
 
     @field_validator("valid_ranges", "anomaly_thresholds")
     @classmethod
