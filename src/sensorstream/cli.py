@@ -534,7 +534,8 @@ def run(
         fail(str(exc))
     console.print(
         f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
-        f"read API {settings.api_url}  metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+        f"read API {settings.api_url}  postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
+        f"metrics http://{settings.host}:{settings.metrics_port}/metrics  "
         "(Ctrl-C stops everything)"
     )
     raise typer.Exit(pipeline.supervise())

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SENSORSTREAM_"
@@ -151,7 +151,8 @@ class Settings(BaseSettings):
     pg_port: int = Field(5433, ge=-1, le=65535)  # 0 = any free port, -1 = off
     pg_host: str = "127.0.0.1"  # a container reaching the host needs e.g. 0.0.0.0 (and a real password)
     pg_user: str = Field("sensorstream", min_length=1)
-    pg_password: SecretStr = SecretStr(DEFAULT_PG_PASSWORD)
+    # A plain string (the stream's subprocess gets it through the environment), kept out of repr().
+    pg_password: str = Field(DEFAULT_PG_PASSWORD, min_length=1, repr=False)
     pg_max_connections: int = Field(32, ge=1, le=1000)
     pg_workers: int = Field(4, ge=1, le=64)  # threads running the endpoint's queries
 
@@ -190,7 +191,7 @@ class Settings(BaseSettings):
     def _pg_exposed_needs_password(self) -> Settings:
         # Off loopback the endpoint is reachable by others: a password from the README is no lock.
         loopback = self.pg_host.startswith("127.") or self.pg_host in {"localhost", "::1"}
-        if not loopback and self.pg_password.get_secret_value() == DEFAULT_PG_PASSWORD:
+        if not loopback and self.pg_password == DEFAULT_PG_PASSWORD:
             raise ValueError(
                 f"SENSORSTREAM_PG_HOST={self.pg_host} exposes the PostgreSQL endpoint beyond this machine: "
                 "set SENSORSTREAM_PG_PASSWORD to a password of your own"

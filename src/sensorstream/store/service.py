@@ -1,8 +1,9 @@
 """``StoreService``: everything the writer's process serves besides the sink, started together.
 
 The stream job calls ``StoreService(con, settings).start()`` after opening the store and
-``.stop()`` at shutdown: the read API (always), retention (``SENSORSTREAM_RETENTION`` > 0) and
-snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL`` > 0), each on its own daemon thread.
+``.stop()`` at shutdown: the read API (always), the PostgreSQL endpoint (``SENSORSTREAM_PG_PORT``
+>= 0), retention (``SENSORSTREAM_RETENTION`` > 0) and snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
+> 0), each on its own daemon thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import duckdb
 from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.background import Periodic
+from sensorstream.store.pgwire import PgServer
 from sensorstream.store.retention import apply_retention
 from sensorstream.store.snapshot import write_snapshot
 
@@ -25,6 +27,7 @@ class StoreService:
         self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
     ) -> None:
         self.api = ReadApi(con, settings, port=api_port)
+        self.pg = PgServer(con, settings) if settings.pg_port >= 0 else None
         self.retention: Periodic | None = None
         self.snapshot: Periodic | None = None
         if settings.retention > 0 and settings.retention_interval > 0:
@@ -45,12 +48,19 @@ class StoreService:
     def start(self) -> StoreService:
         """Start the API first (a busy port fails here, before anything else runs), then the rest."""
         self.api.start()
+        if self.pg is not None:
+            try:
+                self.pg.start()
+            except BaseException:
+                self.api.stop()
+                raise
         for worker in (self.retention, self.snapshot):
             if worker is not None:
                 worker.start()
         log.info(
-            "store service up: api %s, retention %s, snapshots %s",
+            "store service up: api %s, postgres %s, retention %s, snapshots %s",
             self.api.url,
+            self.pg.address if self.pg else "off",
             "on" if self.retention else "off",
             "on" if self.snapshot else "off",
         )
@@ -61,6 +71,8 @@ class StoreService:
         for worker in (self.snapshot, self.retention):
             if worker is not None:
                 worker.stop()
+        if self.pg is not None:
+            self.pg.stop()
         self.api.stop()
 
     def __enter__(self) -> StoreService:

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -44,14 +45,14 @@ type column struct {
 }
 
 type outcome struct {
-	Name    string   `json:"name"`
-	Mode    string   `json:"mode"`
-	SQL     string   `json:"sql"`
-	Columns []column `json:"columns"`
-	Rows    int      `json:"rows"`
-	First   []string `json:"first"`
-	GoTypes []string `json:"go_types"`
-	Error   string   `json:"error,omitempty"`
+	Name    string     `json:"name"`
+	Mode    string     `json:"mode"`
+	SQL     string     `json:"sql"`
+	Columns []column   `json:"columns"`
+	Rows    int        `json:"rows"`
+	Values  [][]string `json:"values"` // the first 100 rows, each value printed by show()
+	GoTypes []string   `json:"go_types"`
+	Error   string     `json:"error,omitempty"`
 }
 
 var macro = regexp.MustCompile(`\$([_a-zA-Z0-9]+)\(([^\)]*)\)`)
@@ -111,6 +112,16 @@ func expandVariables(sql string, in input) string {
 	return sql
 }
 
+// show prints a value; pgx's own types (numeric, intervals) as their SQL text.
+func show(v any) string {
+	if valuer, ok := v.(driver.Valuer); ok {
+		if plain, err := valuer.Value(); err == nil {
+			return fmt.Sprintf("%v", plain)
+		}
+	}
+	return fmt.Sprintf("%v", v)
+}
+
 func run(ctx context.Context, conn *pgx.Conn, name, mode, sql string, args ...any) outcome {
 	res := outcome{Name: name, Mode: mode, SQL: sql}
 	if mode == "simple" {
@@ -131,11 +142,15 @@ func run(ctx context.Context, conn *pgx.Conn, name, mode, sql string, args ...an
 			res.Error = err.Error()
 			return res
 		}
-		if res.Rows == 0 {
-			for _, v := range values {
-				res.First = append(res.First, fmt.Sprintf("%v", v))
-				res.GoTypes = append(res.GoTypes, fmt.Sprintf("%T", v))
+		if res.Rows < 100 {
+			printed := make([]string, len(values))
+			for i, v := range values {
+				printed[i] = show(v)
+				if res.Rows == 0 {
+					res.GoTypes = append(res.GoTypes, fmt.Sprintf("%T", v))
+				}
 			}
+			res.Values = append(res.Values, printed)
 		}
 		res.Rows++
 	}

@@ -40,7 +40,7 @@ class Backend:
     def __init__(self, con: duckdb.DuckDBPyConnection, settings: Settings, limits: Limits) -> None:
         self.con = con
         self.limits = limits
-        self.credentials = Credentials(settings.pg_user, settings.pg_password.get_secret_value())
+        self.credentials = Credentials(settings.pg_user, settings.pg_password)
         self.max_connections = settings.pg_max_connections
         self.pool = ThreadPoolExecutor(max_workers=settings.pg_workers, thread_name_prefix="pg-read")
         self.sessions: set[Session] = set()
