@@ -117,7 +117,7 @@ def run_jdbc(server: PgServer, settings: Settings, *args: str) -> list[list[str]
             settings.pg_user,
             PASSWORD,
             *args,
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=300,
