@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pg_support import build_pgx, endpoint, pg_settings, run_pgx, url
+from pg_support import build_pgx, endpoint, pg_settings, psql, run_pgx, url
 from test_dashboard_support import SENSORS, filled_store
 
 pytestmark = pytest.mark.integration
@@ -85,24 +85,31 @@ def test_the_dashboard_has_the_expected_panels(dashboard):
 
 
 @pytest.fixture(scope="module")
-def answers(dashboard, tmp_path_factory) -> dict[tuple[str, str], dict]:
-    """Every panel query and both variable queries, run once with pgx in each protocol mode."""
+def served(tmp_path_factory):
+    """A filled store behind the PostgreSQL endpoint, for the whole module."""
     from sensorstream.config import load_settings
 
-    binary = build_pgx(tmp_path_factory.mktemp("pgx"))
     data = tmp_path_factory.mktemp("grafana")
     settings = pg_settings(lambda **kw: load_settings(data_dir=data, metrics_port=0, pg_port=0, **kw))
+    with filled_store(settings) as con, endpoint(con, settings) as server:
+        yield server, settings
+
+
+@pytest.fixture(scope="module")
+def answers(dashboard, served, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every panel query and both variable queries, run once with pgx in each protocol mode."""
+    server, settings = served
+    binary = build_pgx(tmp_path_factory.mktemp("pgx"))
     queries = [{"name": title, "sql": t["rawSql"]} for title, t in _targets(dashboard)]
     queries += [{"name": f"var:{v['name']}", "sql": v["query"]} for v in dashboard["templating"]["list"]]
     one_sensor = [q for q in queries if q["name"] == "Anomalies feed"]
-    with filled_store(settings) as con, endpoint(con, settings) as server:
-        request = {"conn": url(server, settings), **TIME_RANGE}
-        everything = run_pgx(
-            binary, {**request, "vars": {"sensor": list(SENSORS), "site": list(SITES)}, "queries": queries}
-        )
-        filtered = run_pgx(
-            binary, {**request, "vars": {"sensor": ["sensor-a1"], "site": list(SITES)}, "queries": one_sensor}
-        )
+    request = {"conn": url(server, settings), **TIME_RANGE}
+    everything = run_pgx(
+        binary, {**request, "vars": {"sensor": list(SENSORS), "site": list(SITES)}, "queries": queries}
+    )
+    filtered = run_pgx(
+        binary, {**request, "vars": {"sensor": ["sensor-a1"], "site": list(SITES)}, "queries": one_sensor}
+    )
     result = {(r["name"], r["mode"]): r for r in everything}
     result.update({("sensor-a1:" + r["name"], r["mode"]): r for r in filtered})
     return result
@@ -134,6 +141,19 @@ def test_panel_answers_match_the_store(answers):
     # $__timeGroupAlias gives epoch seconds on whole minutes, as Grafana's PostgreSQL macro does.
     first = float(series["values"][0][0])
     assert first % 60 == 0 and datetime.fromtimestamp(first, UTC).date().isoformat() == "2026-11-26"
+
+
+def test_psql_runs_every_panel_query(answers, served):
+    """The same SQL Grafana would send (as pgx got it), through psql: row counts agree."""
+    server, settings = served
+    for title in EXPECTED:
+        answer = answers[(title, "simple")]
+        done = psql(server, settings, "\\pset format unaligned", "\\pset tuples_only on", answer["sql"])
+        assert done.returncode == 0, f"{title}: {done.stderr}"
+        rows = [
+            line for line in done.stdout.splitlines() if not line.startswith(("Output format", "Tuples only"))
+        ]
+        assert len(rows) == answer["rows"], title
 
 
 def test_the_variable_queries_run(answers):
