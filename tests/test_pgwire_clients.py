@@ -169,7 +169,7 @@ def test_writes_copy_and_file_readers_are_refused(served, conn, sql, sqlstate):
 
 
 def test_catalog_answers_reveal_no_engine_settings_or_paths(served, conn):
-    con, _, settings = served
+    _, _, settings = served
     rows = conn.execute("SELECT name, setting FROM pg_catalog.pg_settings").fetchall()
     text = repr(rows) + repr(conn.execute("SELECT current_setting('data_directory')").fetchone())
     assert ("timezone", "UTC") in rows
