@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-scale bench-store faults dashboard clean distclean
+.PHONY: run test deps browser psql lint fmt bench bench-kafka bench-stream bench-scale bench-store faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-test: deps browser  ## install what is missing, then the whole test suite (starts and stops its own broker)
+test: deps browser psql  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
@@ -22,6 +22,12 @@ browser:  ## headless Chromium for the dashboard's browser test (installed when 
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	@command -v chromium >/dev/null || echo "note: no chromium; the browser test will be skipped (apt-get install chromium chromium-driver)"
+
+psql:  ## Debian's psql for the PostgreSQL endpoint's client tests (installed when we are root)
+	@command -v psql >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && apt-get install -y -qq postgresql-client)
+	@command -v psql >/dev/null || echo "note: no psql; the psql tests will be skipped (apt-get install postgresql-client)"
+	@command -v go >/dev/null || echo "note: no go; the pgx (Grafana's driver) tests will be skipped"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
