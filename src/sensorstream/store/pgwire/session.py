@@ -390,14 +390,7 @@ def _fields(result: ReadResult, formats: list[int]) -> list[tuple[str, int, int,
 
 
 def _encoders(result: ReadResult, formats: list[int]) -> list[Callable[[Any], bytes]]:
-    encoders = []
-    for i, duck_type in enumerate(result.types):
-        oid = t.pg_type(duck_type).oid
-        if _format(formats, i) == 1:
-            encoders.append(lambda v, oid=oid: t.encode_binary(oid, v))
-        else:
-            encoders.append(lambda v, oid=oid: t.encode_text(oid, v))
-    return encoders
+    return [t.encoder(t.pg_type(duck).oid, _format(formats, i) == 1) for i, duck in enumerate(result.types)]
 
 
 def _encode_row(row: tuple[Any, ...], encoders: list[Callable[[Any], bytes]]) -> list[bytes | None]:

@@ -164,10 +164,6 @@ _TEXT_OUT: dict[int, Callable[[Any], str]] = {
 }
 
 
-def encode_text(oid: int, value: Any) -> bytes:
-    return _TEXT_OUT.get(oid, _generic_text)(value).encode()
-
-
 def _micros_since(value: datetime, epoch: datetime) -> int:
     delta = value - epoch
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -225,9 +221,14 @@ _BINARY_OUT: dict[int, Callable[[Any], bytes]] = {
 }
 
 
-def encode_binary(oid: int, value: Any) -> bytes:
-    encoder = _BINARY_OUT.get(oid)
-    return encoder(value) if encoder is not None else _generic_text(value).encode()
+def encoder(oid: int, binary: bool) -> Callable[[Any], bytes]:
+    """The encoder for one result column, looked up once per column rather than once per value."""
+    if binary:
+        found = _BINARY_OUT.get(oid)
+        if found is not None:
+            return found
+    text = _TEXT_OUT.get(oid, _generic_text)
+    return lambda value: text(value).encode()
 
 
 # --- parameters: bytes in the client's type -> Python value for DuckDB -------------------------------
