@@ -3,6 +3,10 @@
 The stream job calls ``StoreService(con, settings).start()`` after opening the store and
 ``.stop()`` at shutdown: the read API (always), retention (``SENSORSTREAM_RETENTION`` > 0) and
 snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL`` > 0), each on its own daemon thread.
+
+``.gate`` is the process's one :class:`~sensorstream.store.reads.ReadGate`: creating it locks the
+store's DuckDB instance down for reads, and every endpoint that serves outside readers (the read
+API, a PostgreSQL-wire server) must use it, so they share its guard, limits and read slots.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import duckdb
 from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.background import Periodic
+from sensorstream.store.reads import ReadGate
 from sensorstream.store.retention import apply_retention
 from sensorstream.store.snapshot import write_snapshot
 
@@ -24,7 +29,8 @@ class StoreService:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
     ) -> None:
-        self.api = ReadApi(con, settings, port=api_port)
+        self.gate = ReadGate(con, settings)
+        self.api = ReadApi(con, settings, port=api_port, gate=self.gate)
         self.retention: Periodic | None = None
         self.snapshot: Periodic | None = None
         if settings.retention > 0 and settings.retention_interval > 0:
