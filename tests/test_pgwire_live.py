@@ -2,8 +2,9 @@
 
 * answers are current: a client polling over the wire sees each commit within 1 s (p99);
 * writes, COPY and file readers are refused while batches land, and the store is unchanged by them;
-* hostile clients (queries that run until the time limit, on every worker) slow the writer no more
-  than the same queries sent to the HTTP read API do: both go through one gate with one limit.
+* hostile clients (queries that run until the time limit, from several connections) slow the
+  writer no more than the same queries sent to the HTTP read API do: both go through one gate
+  with one time limit and one set of read slots.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from pg_support import conninfo, endpoint, pg_settings
-from sensorstream.store.pgwire.gate import Limits
+from sensorstream.store.reads import ReadGate
 from test_store_support import serving, writer_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,11 +77,12 @@ class Writer:
 
 
 def test_answers_are_current_refusals_hold_and_hostile_clients_are_bounded(make_settings):
-    settings = pg_settings(make_settings)
+    settings = pg_settings(make_settings, read_timeout=LIMIT_S)
     with (
         writer_store(settings, batches=1) as (con, fake),
-        serving(con, settings, port=0, query_timeout=LIMIT_S) as api,
-        endpoint(con, settings, limits=Limits(timeout=LIMIT_S)) as server,
+        # One gate for both endpoints, as in the writer's process (StoreService.gate).
+        serving(con, settings, port=0, gate=(gate := ReadGate(con, settings))) as api,
+        endpoint(con, settings, gate=gate) as server,
         Writer(fake) as writer,
         psycopg.connect(conninfo(server, settings), autocommit=True) as conn,
     ):
@@ -126,6 +128,8 @@ def test_answers_are_current_refusals_hold_and_hostile_clients_are_bounded(make_
                     answer = client.post("/sql", json={"sql": HEAVY})
                     if answer.status_code == 400 and "interrupted" in answer.text:
                         timeouts["http"] += 1
+                    elif answer.status_code == 429:  # all read slots taken: wait as asked
+                        stop.wait(float(answer.headers.get("retry-after", 1)))
 
         quiet = writer.run_for(3)
         over_http = writer.run_for(4, hostile_http)

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, ByteSize, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "SENSORSTREAM_"
 
@@ -56,6 +56,16 @@ def _duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(_duration)]
 """A duration in seconds, given as a number or a string like ``"1 minute"``."""
+
+
+def _names(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+NameList = Annotated[list[str], NoDecode, BeforeValidator(_names)]
+"""A list of names, given comma-separated (``"a,b"``) or as a list."""
 
 
 def spark_interval(seconds: float) -> str:
@@ -137,6 +147,18 @@ class Settings(BaseSettings):
     snapshot_path: Path = Path("data/snapshot.duckdb")
     snapshot_interval: Duration = 0.0  # 0 = off
 
+    # --- reads: the read API, `sensorstream sql` and any other endpoint (store.reads) ----------
+    # Host header values the read API answers to; a page using DNS rebinding sends its own name.
+    api_allowed_hosts: NameList = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    read_timeout: Duration = 10.0  # wall clock per read
+    read_max_rows: int = Field(10_000, ge=1, le=1_000_000)
+    read_max_bytes: ByteSize = Field(ByteSize(16 * 2**20), ge=1024)  # an answer's size
+    read_max_sql_bytes: ByteSize = Field(ByteSize(16_384), ge=256, le=2**20)  # the SQL text's size
+    read_max_columns: int = Field(200, ge=1, le=10_000)
+    read_max_concurrent: int = Field(2, ge=1, le=64)  # ad-hoc SQL reads at once
+    read_memory_limit: ByteSize = Field(ByteSize(512 * 2**20), ge=16 * 2**20)  # growth per read
+    db_memory_limit: ByteSize | None = None  # DuckDB's buffer manager, writer included; None: 80 % of RAM
+
     # --- serving and monitoring ----------------------------------------------------------------
     host: str = "127.0.0.1"
     dashboard_port: int = Field(8501, ge=1, le=65535)
@@ -197,6 +219,13 @@ class Settings(BaseSettings):
                 "set SENSORSTREAM_PG_PASSWORD to a password of your own"
             )
         return self
+
+    @field_validator("read_timeout")
+    @classmethod
+    def _read_timeout(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("must be more than 0 and at most 1 hour")
+        return value
 
     @field_validator("valid_ranges", "anomaly_thresholds")
     @classmethod

@@ -4,6 +4,10 @@ The stream job calls ``StoreService(con, settings).start()`` after opening the s
 ``.stop()`` at shutdown: the read API (always), the PostgreSQL endpoint (``SENSORSTREAM_PG_PORT``
 >= 0), retention (``SENSORSTREAM_RETENTION`` > 0) and snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
 > 0), each on its own daemon thread.
+
+``.gate`` is the process's one :class:`~sensorstream.store.reads.ReadGate`: creating it locks the
+store's DuckDB instance down for reads, and every endpoint that serves outside readers (the read
+API, a PostgreSQL-wire server) must use it, so they share its guard, limits and read slots.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.background import Periodic
 from sensorstream.store.pgwire import PgServer
+from sensorstream.store.reads import ReadGate
 from sensorstream.store.retention import apply_retention
 from sensorstream.store.snapshot import write_snapshot
 
@@ -26,8 +31,9 @@ class StoreService:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
     ) -> None:
-        self.api = ReadApi(con, settings, port=api_port)
-        self.pg = PgServer(con, settings) if settings.pg_port >= 0 else None
+        self.gate = ReadGate(con, settings)
+        self.api = ReadApi(con, settings, port=api_port, gate=self.gate)
+        self.pg = PgServer(con, settings, gate=self.gate) if settings.pg_port >= 0 else None
         self.retention: Periodic | None = None
         self.snapshot: Periodic | None = None
         if settings.retention > 0 and settings.retention_interval > 0:

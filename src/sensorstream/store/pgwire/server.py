@@ -3,7 +3,7 @@
 ``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
 port fails start-up with a sentence naming the setting, like the read API) and serves until
 ``stop()``. The protocol runs on the loop; DuckDB reads run on a small thread pool, each through
-the read API's gate (``gate.run_read``).
+the process's shared read gate (``gate.run_read``), the one the HTTP read API uses.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import duckdb
 from sensorstream.config import Settings
 from sensorstream.store.pgwire import translate
 from sensorstream.store.pgwire.auth import Credentials
-from sensorstream.store.pgwire.gate import Limits, ReadError, ReadResult, is_syntax_problem, run_read
+from sensorstream.store.pgwire.gate import ReadError, is_syntax_problem, run_read
 from sensorstream.store.pgwire.params import infer_param_types
 from sensorstream.store.pgwire.session import Outcome, Session
+from sensorstream.store.reads import ReadGate, ReadResult
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,10 @@ class PgStartError(RuntimeError):
 
 
 class Backend:
-    """What sessions share: the store connection, the credentials, the thread pool, the limits."""
+    """What sessions share: the read gate, the credentials, the thread pool."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, settings: Settings, limits: Limits) -> None:
-        self.con = con
-        self.limits = limits
+    def __init__(self, gate: ReadGate, settings: Settings) -> None:
+        self.gate = gate
         self.credentials = Credentials(settings.pg_user, settings.pg_password)
         self.max_connections = settings.pg_max_connections
         self.pool = ThreadPoolExecutor(max_workers=settings.pg_workers, thread_name_prefix="pg-read")
@@ -65,7 +65,7 @@ class Backend:
         items = tuple(sorted(settings.items()))
         first = translate.to_duckdb(sql, user, items) if translate.wants_rewrite_first(sql) else sql
         try:
-            return run_read(self.con, first, _bound(first, params), self.limits)
+            return run_read(self.gate, first, _bound(first, params))
         except ReadError as exc:
             if not is_syntax_problem(exc):
                 raise
@@ -74,7 +74,7 @@ class Backend:
                 log.debug("postgres endpoint: %s\n  as run: %s", exc, first)
                 raise
             try:
-                return run_read(self.con, rewritten, _bound(rewritten, params), self.limits)
+                return run_read(self.gate, rewritten, _bound(rewritten, params))
             except ReadError as second:
                 log.debug("postgres endpoint: %s\n  as sent: %s\n  rewritten: %s", second, sql, rewritten)
                 raise exc from None
@@ -85,7 +85,7 @@ class Backend:
         notice = None
         if result.truncated:
             notice = (
-                f"result truncated to {self.limits.max_rows} rows, the store's limit for one query; "
+                f"result truncated to {self.gate.limits.max_rows} rows, the store's limit for one read; "
                 "aggregate or filter further"
             )
         return Outcome("SELECT", result=result, notice=notice)
@@ -106,11 +106,9 @@ class Backend:
         """Column name -> DuckDB type over the store's tables (the schema is fixed while we run)."""
         if self._columns is None:
             result = run_read(
-                self.con,
+                self.gate,
                 "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
                 "ORDER BY table_name, column_index",
-                None,
-                self.limits,
             )
             columns: dict[str, str] = {}
             for name, data_type in result.rows:
@@ -159,11 +157,13 @@ class PgServer:
         settings: Settings,
         *,
         port: int | None = None,
-        limits: Limits = Limits(),
+        gate: ReadGate | None = None,
     ) -> None:
+        """``gate``: the process's shared gate (``StoreService.gate``), so the HTTP API and this
+        endpoint share read slots; without one (a test, a script) a gate of its own on ``con``."""
         self.host = settings.pg_host
         self.port = settings.pg_port if port is None else port
-        self.backend = Backend(con, settings, limits)
+        self.backend = Backend(gate or ReadGate(con, settings), settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
