@@ -97,6 +97,8 @@ def _values_table(columns: tuple[str, ...], rows: list[tuple[str | int | bool, .
             return str(value).lower()
         return "'" + value.replace("'", "''") + "'"
 
+    if not rows:
+        return "SELECT " + ", ".join(f"NULL::VARCHAR AS {c}" for c in columns) + " WHERE false"
     body = ", ".join("(" + ", ".join(quote(v) for v in row) + ")" for row in rows)
     return f"SELECT * FROM (VALUES {body}) AS v({', '.join(columns)})"
 

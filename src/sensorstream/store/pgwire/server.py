@@ -80,8 +80,7 @@ class Backend:
                 raise exc from None
 
     async def run(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> Outcome:
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.pool, self._read, sql, params, user, settings)
+        result = await self._on_pool(sql, params, user, settings)
         notice = None
         if result.truncated:
             notice = (
@@ -95,9 +94,22 @@ class Backend:
     ) -> ReadResult | None:
         """The columns ``sql`` returns, from a ``LIMIT 0`` run with NULL parameters."""
         wrapped = f"SELECT * FROM (\n{sql}\n) AS described LIMIT 0"
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self.pool, self._read, wrapped, [None] * n_params, user, settings)
+        result = await self._on_pool(wrapped, [None] * n_params, user, settings)
         return result if result.columns else None
+
+    async def _on_pool(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.pool, self._read, sql, params, user, settings)
+        except ReadError:
+            raise
+        except Exception as exc:
+            # A bug of ours (a rewrite sqlglot chokes on...) must cost the client one statement,
+            # not the connection; the log keeps the details.
+            log.exception("postgres endpoint: internal error on %r", sql[:500])
+            raise ReadError(
+                "XX000", f"internal error in the PostgreSQL endpoint: {type(exc).__name__}"
+            ) from None
 
     def param_types(self, sql: str, declared: list[int]) -> list[int]:
         return infer_param_types(sql, declared, self.store_columns())

@@ -74,13 +74,17 @@ def split_statements(sql: str) -> list[str]:
     tokens = _tokens(sql)
     if not tokens:
         return [sql] if sql.strip() and sql.strip().strip(";").strip() else []
-    pieces, start = [], 0
+    pieces, start, has_tokens = [], 0, False
     for token in tokens:
         if token.token_type == TokenType.SEMICOLON:
-            pieces.append(sql[start : token.start])
-            start = token.end + 1
-    pieces.append(sql[start:])
-    return [p for p in (piece.strip() for piece in pieces) if p]
+            if has_tokens:  # a piece of only comments or blanks is no statement
+                pieces.append(sql[start : token.start].strip())
+            start, has_tokens = token.end + 1, False
+        else:
+            has_tokens = True
+    if has_tokens:
+        pieces.append(sql[start:].strip())
+    return pieces
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|'(?:[^']|'')*'|\"[^\"]*\"|[^\s,=]+")
@@ -296,13 +300,14 @@ def _unqualify_pg_catalog_calls(tree: exp.Expression) -> None:
 @lru_cache(maxsize=512)
 def to_duckdb(sql: str, user: str, settings_items: tuple[tuple[str, str], ...]) -> str:
     """``sql`` as DuckDB SQL, or unchanged when sqlglot cannot read it (DuckDB may still)."""
-    settings = dict(settings_items)
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
+        return _rewrite(tree, user, dict(settings_items)).sql(dialect="duckdb") if tree else sql
     except SqlglotError:
         return sql
-    if tree is None:
-        return sql
+
+
+def _rewrite(tree: exp.Expression, user: str, settings: dict[str, str]) -> exp.Expression:
     _unqualify_pg_catalog_calls(tree)
     _patch_catalog_tables(tree, user, settings)
     for column in list(tree.find_all(exp.Column)):
@@ -320,10 +325,7 @@ def to_duckdb(sql: str, user: str, settings_items: tuple[tuple[str, str], ...]) 
                 tree = new
             else:
                 node.replace(new)
-    try:
-        return tree.sql(dialect="duckdb")
-    except SqlglotError:
-        return sql
+    return tree
 
 
 # Words that mark a query as PostgreSQL-flavoured or catalog-bound: rewrite before the first try.

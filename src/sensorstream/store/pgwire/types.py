@@ -283,7 +283,7 @@ def _numeric_from_binary(data: bytes) -> Decimal:
     if sign == 0xC000:
         return Decimal("NaN")
     digits = struct.unpack_from(f"!{ndigits}H", data, 8)
-    value = sum(Decimal(d) * Decimal(10000) ** (weight - i) for i, d in enumerate(digits))
+    value = sum((Decimal(d) * Decimal(10000) ** (weight - i) for i, d in enumerate(digits)), Decimal(0))
     value = value.quantize(Decimal(1).scaleb(-dscale)) if dscale else value.to_integral_value()
     return -value if sign == 0x4000 else value
 
