@@ -91,6 +91,12 @@ EXTRA_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
+# Columns DuckDB's views have but leave untyped (NULL), which PostgreSQL functions cannot take.
+RETYPED_COLUMNS: dict[str, dict[str, str]] = {
+    "pg_class": {"reloptions": "CAST(NULL AS VARCHAR[])", "relacl": "CAST(NULL AS VARCHAR[])"},
+}
+
+
 def _values_table(columns: tuple[str, ...], rows: list[tuple[str | int | bool, ...]]) -> str:
     def quote(value: str | int | bool) -> str:
         if isinstance(value, bool | int):

@@ -153,6 +153,7 @@ _PLAIN_TYPES = {"TEXT": "TEXT", "NAME": "TEXT", "VARCHAR": "TEXT", "INT2": "SMAL
                 "INT8": "BIGINT", "BOOL": "BOOLEAN", "FLOAT8": "DOUBLE", "FLOAT4": "FLOAT", "CHAR": "TEXT",
                 "BPCHAR": "TEXT", "TIMESTAMPTZ": "TIMESTAMPTZ", "TIMESTAMP": "TIMESTAMP", "NUMERIC": "DECIMAL"}  # fmt: skip
 _FALSE_FUNCTIONS = {"pg_relation_is_publishable", "pg_is_in_recovery"}
+_SIZE_FUNCTIONS = {"pg_table_size", "pg_relation_size", "pg_total_relation_size", "pg_indexes_size"}
 
 
 def _type_name(data_type: exp.DataType) -> str:
@@ -230,6 +231,8 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
             return _named(node, lookup, name)
         if name in _NULL_FUNCTIONS:
             return _named(node, exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), name)
+        if name in _SIZE_FUNCTIONS:  # DuckDB keeps no per-table size; unknown, not zero
+            return _named(node, exp.cast(exp.Null(), exp.DataType.build("BIGINT")), name)
         if name in ("to_regtype", "to_regclass") and args:
             return _named(node, _oid_lookup(*_REG_TYPES["REG" + name[6:].upper()], args[0]), name)
         if name == "format_type" and args:
@@ -274,7 +277,9 @@ def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, s
             body = sqlglot.parse_one(catalog.empty_table_sql(name), read="duckdb")
         elif name in catalog.EXTRA_COLUMNS:
             extras = ", ".join(f"{v} AS {k}" for k, v in catalog.EXTRA_COLUMNS[name].items())
-            body = sqlglot.parse_one(f"SELECT *, {extras} FROM pg_catalog.{name}", read="duckdb")
+            retyped = ", ".join(f"{v} AS {k}" for k, v in catalog.RETYPED_COLUMNS.get(name, {}).items())
+            star = f"* REPLACE ({retyped})" if retyped else "*"
+            body = sqlglot.parse_one(f"SELECT {star}, {extras} FROM pg_catalog.{name}", read="duckdb")
         else:
             if table.db and not table.alias:
                 # DuckDB binds "pg_catalog.t" joined to another pg_catalog table under a name
@@ -330,7 +335,7 @@ def _rewrite(tree: exp.Expression, user: str, settings: dict[str, str]) -> exp.E
 
 # Words that mark a query as PostgreSQL-flavoured or catalog-bound: rewrite before the first try.
 _PG_MARKERS = re.compile(
-    r"pg_catalog|pg_get_|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*",
+    r"pg_catalog|pg_get_|_size\s*\(|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*",
     re.IGNORECASE,
 )
 
