@@ -20,6 +20,7 @@ import pytest
 
 from pg_support import conninfo, endpoint, pg_settings
 from sensorstream.store.reads import ReadGate
+from test_dashboard_support import free_port
 from test_store_support import serving, writer_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -143,3 +144,59 @@ def test_answers_are_current_refusals_hold_and_hostile_clients_are_bounded(make_
         f"writer batch p99: quiet {_p99(quiet):.1f} ms, hostile over HTTP {_p99(over_http):.1f} ms, "
         f"hostile over the wire {_p99(over_pg):.1f} ms"
     )
+
+
+def test_answers_follow_the_real_stream(kafka, spark, topic, make_settings):
+    """The real job (Kafka -> Spark -> sink) commits; a client on the wire sees each batch at once."""
+    from sensorstream.kafka.broker import create_topic
+    from sensorstream.produce.plan import ProducePlan
+    from sensorstream.produce.runner import produce
+    from sensorstream.store.client import StoreClient
+    from sensorstream.stream.runner import StreamRuntime
+
+    settings = pg_settings(
+        make_settings,
+        bootstrap_servers=kafka.bootstrap_servers,
+        topic=topic,
+        api_port=free_port(),
+        trigger="300 ms",
+    )
+    create_topic({"bootstrap.servers": kafka.bootstrap_servers}, topic, 3)
+    seen: dict[int, float] = {}
+    committed: dict[int, float] = {}
+    stop = threading.Event()
+
+    def poll(server) -> None:
+        with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+            while not stop.is_set():
+                # An answer holds every batch committed before the query started (its snapshot is
+                # taken then); what it lacks at that moment is its staleness.
+                asked = time.time()
+                (newest,) = conn.execute("SELECT max(batch_id) FROM pipeline_metrics").fetchone()
+                if newest is not None:
+                    seen.setdefault(newest, asked)
+                stop.wait(0.02)
+
+    with StreamRuntime(settings) as runtime:
+        server = runtime.store_service.pg
+        # Observers run once the batch's transaction has committed: from then on it is readable.
+        runtime.job.on_batch.append(lambda result: committed.setdefault(result.batch_id, time.time()))
+        poller = threading.Thread(target=poll, args=(server,), daemon=True)
+        poller.start()
+        sent = 0
+        for seed in range(3):  # a few rounds, so several batches commit while the poller watches
+            sent += produce(settings, ProducePlan(sensors=10, count=300, rate=0, seed=seed)).sent
+            runtime.job.wait_idle(timeout=180, min_offsets=sent)
+        stop.set()
+        poller.join(10)
+        with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("DELETE FROM readings")
+            over_wire = conn.execute("SELECT count(*), sum(reading_count) FROM window_stats").fetchone()
+        with StoreClient(settings) as client:
+            over_http = client.sql("SELECT count(*) AS n, sum(reading_count) AS s FROM window_stats").iloc[0]
+    # Clamped at 0: the observer runs a moment after the commit, a poll may start in between.
+    lags = [max(0.0, seen[b] - committed[b]) for b in seen if b in committed]
+    assert len(lags) >= 3, f"only {len(lags)} batches seen"
+    assert _p99(lags) < 1.0, f"staleness p99 {_p99(lags):.3f} s over {len(lags)} batches"
+    assert over_wire == (int(over_http["n"]), int(over_http["s"]))  # one store, two paths, one answer

@@ -234,7 +234,9 @@ class PgServer:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
-        self.backend.pool.shutdown(wait=False, cancel_futures=True)
+        # Reads in flight finish (each is bounded by the gate's time limit) before the caller
+        # closes the store connection under them.
+        self.backend.pool.shutdown(wait=True, cancel_futures=True)
         self._thread = self._loop = self._server = None
 
     def __enter__(self) -> PgServer:
