@@ -93,10 +93,10 @@ class ReaderStats:
 class Reader:
     """Start the reader process; ``stop(down)`` ends it and classifies failures by down intervals."""
 
-    def __init__(self, url: str, out: Path) -> None:
+    def __init__(self, url: str, out: Path, *args: str, module: str = "sensorstream.faults.reader") -> None:
         self.out = out
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sensorstream.faults.reader", url, str(out)],
+            [sys.executable, "-m", module, url, str(out), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -105,15 +105,19 @@ class Reader:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self, down: list[tuple[float, float]], grace: float = 0.5) -> ReaderStats:
-        """``down``: (from, to) epoch intervals when the job was not serving (killed, starting)."""
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """SIGTERM, wait for the process to write its report, and read it."""
         self.proc.terminate()
         try:
-            self.proc.wait(30)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError("the reader did not stop") from None
-        doc = json.loads(self.out.read_text())
+            raise RuntimeError(f"the reader ({self.proc.args[2]}) did not stop") from None
+        return json.loads(self.out.read_text())
+
+    def stop(self, down: list[tuple[float, float]], grace: float = 0.5) -> ReaderStats:
+        """``down``: (from, to) epoch intervals when the job was not serving (killed, starting)."""
+        doc = self.finish(30)
         lat = sorted(doc["latencies_ms"])
         stats = ReaderStats(
             requests=len(lat) + len(doc["failures"]), ok=len(lat), count_decreases=doc["count_decreases"]

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -81,7 +83,7 @@ class ReadLimits:
     max_columns: int = 200  # output columns of any one SELECT
     max_concurrent: int = 2  # ad-hoc SQL reads at once; the named queries get their own lane
     max_concurrent_named: int = 4
-    memory: int = 512 * 2**20  # how much the process may grow while one read runs
+    memory: int = 256 * 2**20  # how much the process may grow while one read runs
     retry_after: float = 1.0  # seconds a busy client is asked to wait
 
     @classmethod
@@ -108,6 +110,22 @@ class ReadResult(Result):
             "rows": [[jsonable(v) for v in row] for row in self.rows],
             "truncated": self.truncated,
         }
+
+
+READ_NICE = 10  # how much lower the readers' CPU priority is than the writer's (Linux nice steps)
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread), so a busy core serves the writer.
+
+    Only on Linux, where a thread id is a valid ``setpriority`` target; it cannot be raised again
+    without privileges, which is why the readers have threads of their own.
+    """
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_NICE)
+        except OSError as exc:
+            log.debug("could not lower the read thread's priority: %s", exc)
 
 
 def _rss() -> int | None:
@@ -209,6 +227,10 @@ class ReadGate:
         self.limits = limits or (ReadLimits.from_settings(settings) if settings else ReadLimits())
         limit = settings.db_memory_limit if settings else None
         lock_down(con, memory_limit=f"{int(limit)}B" if limit else None)
+        # Ad-hoc reads run on these threads, at a lower CPU priority than the writer's (see below).
+        self._readers = ThreadPoolExecutor(
+            self.limits.max_concurrent, thread_name_prefix="store-read", initializer=_lower_priority
+        )
         self._slots = {
             "sql": threading.BoundedSemaphore(self.limits.max_concurrent),
             "named": threading.BoundedSemaphore(self.limits.max_concurrent_named),
@@ -255,16 +277,20 @@ class ReadGate:
         ``max_rows``/``max_bytes``/``timeout`` may only tighten the gate's limits, never widen them.
         ``admit=False`` is for a caller that already holds :meth:`admit`.
         """
-        if admit:
-            with self.admit("sql"):
-                return self.run(
-                    sql, params, max_rows=max_rows, max_bytes=max_bytes, timeout=timeout, admit=False
-                )
         limits = self.limits
-        rows_cap = min(max_rows if max_rows is not None else limits.max_rows, limits.max_rows)
-        bytes_cap = min(max_bytes or limits.max_bytes, limits.max_bytes)
-        seconds = min(timeout or limits.timeout, limits.timeout)
+        caps = (
+            min(max_rows if max_rows is not None else limits.max_rows, limits.max_rows),
+            min(max_bytes or limits.max_bytes, limits.max_bytes),
+            min(timeout or limits.timeout, limits.timeout),
+        )
         params = _check_params(params)
+        if not admit:
+            return self._readers.submit(self._run_sql, sql, params, *caps).result()
+        with self.admit("sql"):
+            return self._readers.submit(self._run_sql, sql, params, *caps).result()
+
+    def _run_sql(self, sql: str, params: Params, rows_cap: int, bytes_cap: int, seconds: float) -> ReadResult:
+        limits = self.limits
         cur = read_cursor(self.con)
         try:
             text = sqlguard.check(
@@ -322,6 +348,7 @@ class ReadGate:
         self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> Result:
         """A named query (``store.queries``) in its own lane; its rows are already JSON values."""
+        # The caller's thread at its normal priority: these are the dashboard's short, static reads.
         with self.admit("named"):
             return queries.run_query(
                 self.con, name, params, timeout=min(timeout or self.limits.timeout, self.limits.timeout)

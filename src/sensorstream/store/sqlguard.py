@@ -160,9 +160,13 @@ def check(
     if len(statements) != 1:
         raise SqlRefused(f"exactly one statement is allowed; got {len(statements)}")
     statement = statements[0]
-    if statement.type != duckdb.StatementType.SELECT:
-        kind = getattr(statement.type, "name", str(statement.type))
-        raise SqlRefused(f"only SELECT (or WITH … SELECT) is allowed, not {kind}")
+    try:
+        kind = statement.type
+    except ValueError:  # a statement type the Python binding has no name for (UPDATE EXTENSIONS)
+        kind = None
+    if kind != duckdb.StatementType.SELECT:
+        name = getattr(kind, "name", None) or "this kind of statement"
+        raise SqlRefused(f"only SELECT (or WITH … SELECT) is allowed, not {name}")
     text = statement.query.strip().rstrip(";").strip()
     try:
         raw = cur.execute("SELECT json_serialize_sql($q)", {"q": text}).fetchone()
