@@ -421,7 +421,7 @@ def faults_cmd(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="kill9, broker-restart, malformed-storm, reader, disk, cluster or all (repeatable)"
+            help="kill9, broker-restart, malformed-storm, hostile-reader, reader, disk, cluster or all (repeatable)"
         ),
     ] = None,
     events: Annotated[int | None, typer.Option(help="readings per scenario (default: per scenario)")] = None,

@@ -236,6 +236,16 @@ class ReadGate:
             "named": threading.BoundedSemaphore(self.limits.max_concurrent_named),
         }
 
+    def close(self) -> None:
+        """Let the reader threads go (reads in flight finish first). The connection stays open."""
+        self._readers.shutdown(wait=True)
+
+    def __enter__(self) -> ReadGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- admission -----------------------------------------------------------------------------
     @contextmanager
     def admit(self, lane: Lane = "sql") -> Iterator[None]:
