@@ -11,7 +11,7 @@ own stream job and store:
 Both stores must equal the expectation (nothing lost, doubled or wrong); every hostile request
 must get a right answer (a 4xx with one sentence, or an answer for a legal heavy query); the job
 must survive. The latency the stream pays is event -> store (``ingested_at - kafka_timestamp``
-over every reading): its p99 in the hostile run must stay within :data:`LATENCY_FACTOR` of the
+over every reading after the first batch): its p99 in the hostile run must stay within :data:`LATENCY_FACTOR` of the
 calm run's (checked in the full run; the quick run is too short and too noisy for a ratio, so it
 only records both).
 """
@@ -33,11 +33,16 @@ PHASES = ("calm", "hostile")
 
 
 def latency_p99_ms(db: str | Path) -> float | None:
-    """p99 of event -> store latency (``ingested_at - kafka_timestamp``) over all readings, in ms."""
+    """p99 of event -> store latency (``ingested_at - kafka_timestamp``) in ms, after the first batch.
+
+    The first batch is left out: it waits for Spark's start-up, which is the same with or without
+    readers and would hide what they cost.
+    """
     con = duckdb.connect(str(db), read_only=True)
     try:
         row = con.execute(
-            "SELECT quantile_cont(epoch_ms(ingested_at) - epoch_ms(kafka_timestamp), 0.99) FROM readings"
+            "SELECT quantile_cont(epoch_ms(ingested_at) - epoch_ms(kafka_timestamp), 0.99) FROM readings "
+            "WHERE batch_id > (SELECT min(batch_id) FROM readings)"
         ).fetchone()
     finally:
         con.close()
@@ -67,6 +72,10 @@ def run(opts: FaultOptions) -> ScenarioResult:
                 env = ws.stream_env(bootstrap, topic, tag=phase, max_offsets_per_trigger=5_000)
                 job = ws.start_stream(env)
                 wait_until(lambda e=env: api_up(api_url(e)), 180, "the read API", job)
+                # Produce once Spark's query runs: its start-up is not what this scenario measures.
+                wait_until(
+                    lambda j=job: "stream started" in j.log_tail(1000), 300, "the stream to start", job
+                )
                 reader = start_reader(ws, env)
                 hostile = None
                 if phase == "hostile":

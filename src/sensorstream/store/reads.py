@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 
 Lane = Literal["sql", "named"]
 Params = Sequence[Any] | Mapping[str, Any] | None
-_FETCH_ROWS = 256  # rows per fetched chunk: small enough that one chunk cannot blow the byte cap
+_FETCH_ROWS = 256  # at most this many rows per fetched chunk
+_CHUNK_BYTES = 256 * 1024  # about this many bytes per fetched chunk
 _POLL_S = 0.05
 
 
@@ -82,7 +83,7 @@ class ReadLimits:
     max_sql_bytes: int = 16_384  # bytes of SQL text
     max_columns: int = 200  # output columns of any one SELECT
     max_concurrent: int = 2  # ad-hoc SQL reads at once; the named queries get their own lane
-    max_concurrent_named: int = 4
+    max_concurrent_named: int = 8
     memory: int = 256 * 2**20  # how much the process may grow while one read runs
     retry_after: float = 1.0  # seconds a busy client is asked to wait
 
@@ -95,7 +96,7 @@ class ReadLimits:
             max_sql_bytes=int(settings.read_max_sql_bytes),
             max_columns=settings.read_max_columns,
             max_concurrent=settings.read_max_concurrent,
-            max_concurrent_named=max(4, 2 * settings.read_max_concurrent),
+            max_concurrent_named=max(8, 4 * settings.read_max_concurrent),
             memory=int(settings.read_memory_limit),
         )
 
@@ -294,18 +295,21 @@ class ReadGate:
             min(timeout or limits.timeout, limits.timeout),
         )
         params = _check_params(params)
+        # The guard before admission: a refusal is cheap (the text is capped) and should say why,
+        # not "busy".
+        text = self.check(sql)
         if not admit:
-            return self._readers.submit(self._run_sql, sql, params, *caps).result()
+            return self._readers.submit(self._run_sql, text, params, *caps).result()
         with self.admit("sql"):
-            return self._readers.submit(self._run_sql, sql, params, *caps).result()
+            return self._readers.submit(self._run_sql, text, params, *caps).result()
 
-    def _run_sql(self, sql: str, params: Params, rows_cap: int, bytes_cap: int, seconds: float) -> ReadResult:
+    def _run_sql(
+        self, text: str, params: Params, rows_cap: int, bytes_cap: int, seconds: float
+    ) -> ReadResult:
+        """Run ``text`` (already checked) on a reader thread."""
         limits = self.limits
         cur = read_cursor(self.con)
         try:
-            text = sqlguard.check(
-                cur, sql, max_sql_bytes=limits.max_sql_bytes, max_columns=limits.max_columns
-            )
             # The read's sorts and hash tables spill past this instead of taking the writer's share.
             cur.execute(f"SET operator_memory_limit = '{limits.memory}B'")
             with _Watchdog(cur, seconds, limits.memory) as dog:
@@ -334,12 +338,16 @@ class ReadGate:
         cur.execute(text, params)
         description = cur.description or []
         rows: list[tuple[Any, ...]] = []
-        size = 0
+        size, step = 0, 16
         while len(rows) <= rows_cap:
-            chunk = cur.fetchmany(min(_FETCH_ROWS, rows_cap + 1 - len(rows)))
+            chunk = cur.fetchmany(min(step, rows_cap + 1 - len(rows)))
             if not chunk:
                 break
-            size += sum(_size(list(row)) for row in chunk)
+            chunk_size = sum(_size(list(row)) for row in chunk)
+            size += chunk_size
+            # Building Python rows holds the GIL (the writer's thread waits for it): aim at chunks
+            # of about _CHUNK_BYTES, and never convert much past the byte cap.
+            step = max(1, min(_FETCH_ROWS, _CHUNK_BYTES * len(chunk) // max(chunk_size, 1)))
             if size > bytes_cap:
                 raise TooLarge(
                     f"the answer is larger than {bytes_cap:,} bytes (the limit); select fewer rows "

@@ -68,6 +68,7 @@ class StoreService:
             if worker is not None:
                 worker.stop()
         self.api.stop()
+        self.gate.close()
 
     def __enter__(self) -> StoreService:
         return self.start()

@@ -32,13 +32,13 @@ import duckdb
 from sensorstream.store.errors import SqlRefused, SqlSyntaxError, TooLarge
 
 # Table functions a dashboard query may use: generators and the catalog, nothing touching files.
-# duckdb_databases() is not here: it shows the file's path.
+# duckdb_databases() and pragma_database_size() are not here: a path, the memory limit.
 ALLOWED_TABLE_FUNCTIONS = frozenset(
     {
         "range", "generate_series", "unnest", "json_each", "json_tree",
         "duckdb_tables", "duckdb_views", "duckdb_columns", "duckdb_indexes", "duckdb_constraints",
         "duckdb_schemas", "duckdb_types", "duckdb_functions", "duckdb_keywords",
-        "pragma_table_info", "pragma_storage_info", "pragma_version", "pragma_database_size",
+        "pragma_table_info", "pragma_storage_info", "pragma_version",
         "show", "describe", "summarize",
     }
 )  # fmt: skip
