@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     read_max_sql_bytes: ByteSize = Field(ByteSize(16_384), ge=256, le=2**20)  # the SQL text's size
     read_max_columns: int = Field(200, ge=1, le=10_000)
     read_max_concurrent: int = Field(2, ge=1, le=64)  # ad-hoc SQL reads at once
-    read_memory_limit: ByteSize = Field(ByteSize(512 * 2**20), ge=16 * 2**20)  # growth per read
+    read_memory_limit: ByteSize = Field(ByteSize(256 * 2**20), ge=16 * 2**20)  # growth per read
     db_memory_limit: ByteSize | None = None  # DuckDB's buffer manager, writer included; None: 80 % of RAM
 
     # --- serving and monitoring ----------------------------------------------------------------

@@ -65,7 +65,7 @@ class StoreClient:
         return to_frame(
             self._either(
                 lambda: self._get(f"/query/{name}", params=given),
-                lambda con: ReadGate(con, self.settings).run_named(name, given).to_json(),
+                lambda gate: gate.run_named(name, given).to_json(),
             )
         )
 
@@ -81,7 +81,7 @@ class StoreClient:
         return to_frame(
             self._either(
                 lambda: self._post("/sql", {"sql": text, "params": wire}),
-                lambda con: ReadGate(con, self.settings).run(text, params).to_json(),
+                lambda gate: gate.run(text, params).to_json(),
             )
         )
 
@@ -89,11 +89,7 @@ class StoreClient:
         """``ok``, ``mode`` (api/file), schema version, last batch id and age."""
         return self._either(
             lambda: self._get("/health"),
-            lambda con: {
-                "ok": True,
-                "mode": "file",
-                **ReadGate(con, self.settings).health(),
-            },
+            lambda gate: {"ok": True, "mode": "file", **gate.health()},
         )
 
     def close(self) -> None:
@@ -106,7 +102,7 @@ class StoreClient:
         self.close()
 
     # --- the two paths -------------------------------------------------------------------------
-    def _either(self, over_api: Callable[[], T], from_file: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def _either(self, over_api: Callable[[], T], from_file: Callable[[ReadGate], T]) -> T:
         try:
             answer = over_api()
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -117,7 +113,9 @@ class StoreClient:
         con = self._open_file()
         try:
             self.mode = "file"
-            return from_file(con)
+            # The same gate as the writer's API: a read of the file obeys the same rules.
+            with ReadGate(con, self.settings) as gate:
+                return from_file(gate)
         finally:
             con.close()
 

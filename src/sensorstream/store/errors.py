@@ -55,10 +55,3 @@ class ReadBusy(QueryError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class HostRefused(QueryError):
-    """The request's Host header is not one this server answers to (DNS rebinding)."""
-
-    sqlstate = "28000"
-    http_status = 421  # misdirected request

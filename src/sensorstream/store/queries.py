@@ -393,7 +393,7 @@ def parse_time(value: Any, name: str) -> datetime:
         try:
             ts = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidParameter(f"parameter {name}={value!r} is not an ISO-8601 time") from None
+            raise InvalidParameter(f"parameter {name}={value!r:.40} is not an ISO-8601 time") from None
     # A time without a zone is read as UTC, the store's zone.
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
@@ -413,7 +413,7 @@ def _convert(p: Param, value: Any) -> dict[str, Any]:
         if minutes is not None:
             if not math.isfinite(minutes) or not 0 <= minutes <= MAX_SINCE_MINUTES:
                 raise InvalidParameter(
-                    f"parameter {p.name}={value!r}: minutes must be a number from 0 to {MAX_SINCE_MINUTES:,}"
+                    f"parameter {p.name}={value!r:.40}: minutes must be a number from 0 to {MAX_SINCE_MINUTES:,}"
                 )
             return {f"{p.name}_ts": None, f"{p.name}_minutes": minutes}
         return {f"{p.name}_ts": parse_time(value, p.name), f"{p.name}_minutes": None}
@@ -425,7 +425,7 @@ def _convert(p: Param, value: Any) -> dict[str, Any]:
         try:
             number = int(str(value).strip()) if not isinstance(value, int) else value
         except ValueError:
-            raise InvalidParameter(f"parameter {p.name}={value!r} is not an integer") from None
+            raise InvalidParameter(f"parameter {p.name}={value!r:.40} is not an integer") from None
         if (p.low is not None and number < p.low) or (p.high is not None and number > p.high):
             raise InvalidParameter(f"parameter {p.name}={number} is out of range {p.low}..{p.high}")
         return {p.name: number}

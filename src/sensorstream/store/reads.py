@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -66,7 +68,8 @@ log = logging.getLogger(__name__)
 
 Lane = Literal["sql", "named"]
 Params = Sequence[Any] | Mapping[str, Any] | None
-_FETCH_ROWS = 256  # rows per fetched chunk: small enough that one chunk cannot blow the byte cap
+_FETCH_ROWS = 256  # at most this many rows per fetched chunk
+_CHUNK_BYTES = 256 * 1024  # about this many bytes per fetched chunk
 _POLL_S = 0.05
 
 
@@ -80,8 +83,8 @@ class ReadLimits:
     max_sql_bytes: int = 16_384  # bytes of SQL text
     max_columns: int = 200  # output columns of any one SELECT
     max_concurrent: int = 2  # ad-hoc SQL reads at once; the named queries get their own lane
-    max_concurrent_named: int = 4
-    memory: int = 512 * 2**20  # how much the process may grow while one read runs
+    max_concurrent_named: int = 8
+    memory: int = 256 * 2**20  # how much the process may grow while one read runs
     retry_after: float = 1.0  # seconds a busy client is asked to wait
 
     @classmethod
@@ -93,7 +96,7 @@ class ReadLimits:
             max_sql_bytes=int(settings.read_max_sql_bytes),
             max_columns=settings.read_max_columns,
             max_concurrent=settings.read_max_concurrent,
-            max_concurrent_named=max(4, 2 * settings.read_max_concurrent),
+            max_concurrent_named=max(8, 4 * settings.read_max_concurrent),
             memory=int(settings.read_memory_limit),
         )
 
@@ -108,6 +111,22 @@ class ReadResult(Result):
             "rows": [[jsonable(v) for v in row] for row in self.rows],
             "truncated": self.truncated,
         }
+
+
+READ_NICE = 10  # how much lower the readers' CPU priority is than the writer's (Linux nice steps)
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread), so a busy core serves the writer.
+
+    Only on Linux, where a thread id is a valid ``setpriority`` target; it cannot be raised again
+    without privileges, which is why the readers have threads of their own.
+    """
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_NICE)
+        except OSError as exc:
+            log.debug("could not lower the read thread's priority: %s", exc)
 
 
 def _rss() -> int | None:
@@ -209,10 +228,24 @@ class ReadGate:
         self.limits = limits or (ReadLimits.from_settings(settings) if settings else ReadLimits())
         limit = settings.db_memory_limit if settings else None
         lock_down(con, memory_limit=f"{int(limit)}B" if limit else None)
+        # Ad-hoc reads run on these threads, at a lower CPU priority than the writer's (see below).
+        self._readers = ThreadPoolExecutor(
+            self.limits.max_concurrent, thread_name_prefix="store-read", initializer=_lower_priority
+        )
         self._slots = {
             "sql": threading.BoundedSemaphore(self.limits.max_concurrent),
             "named": threading.BoundedSemaphore(self.limits.max_concurrent_named),
         }
+
+    def close(self) -> None:
+        """Let the reader threads go (reads in flight finish first). The connection stays open."""
+        self._readers.shutdown(wait=True)
+
+    def __enter__(self) -> ReadGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- admission -----------------------------------------------------------------------------
     @contextmanager
@@ -255,21 +288,28 @@ class ReadGate:
         ``max_rows``/``max_bytes``/``timeout`` may only tighten the gate's limits, never widen them.
         ``admit=False`` is for a caller that already holds :meth:`admit`.
         """
-        if admit:
-            with self.admit("sql"):
-                return self.run(
-                    sql, params, max_rows=max_rows, max_bytes=max_bytes, timeout=timeout, admit=False
-                )
         limits = self.limits
-        rows_cap = min(max_rows if max_rows is not None else limits.max_rows, limits.max_rows)
-        bytes_cap = min(max_bytes or limits.max_bytes, limits.max_bytes)
-        seconds = min(timeout or limits.timeout, limits.timeout)
+        caps = (
+            min(max_rows if max_rows is not None else limits.max_rows, limits.max_rows),
+            min(max_bytes or limits.max_bytes, limits.max_bytes),
+            min(timeout or limits.timeout, limits.timeout),
+        )
         params = _check_params(params)
+        # The guard before admission: a refusal is cheap (the text is capped) and should say why,
+        # not "busy".
+        text = self.check(sql)
+        if not admit:
+            return self._readers.submit(self._run_sql, text, params, *caps).result()
+        with self.admit("sql"):
+            return self._readers.submit(self._run_sql, text, params, *caps).result()
+
+    def _run_sql(
+        self, text: str, params: Params, rows_cap: int, bytes_cap: int, seconds: float
+    ) -> ReadResult:
+        """Run ``text`` (already checked) on a reader thread."""
+        limits = self.limits
         cur = read_cursor(self.con)
         try:
-            text = sqlguard.check(
-                cur, sql, max_sql_bytes=limits.max_sql_bytes, max_columns=limits.max_columns
-            )
             # The read's sorts and hash tables spill past this instead of taking the writer's share.
             cur.execute(f"SET operator_memory_limit = '{limits.memory}B'")
             with _Watchdog(cur, seconds, limits.memory) as dog:
@@ -298,12 +338,16 @@ class ReadGate:
         cur.execute(text, params)
         description = cur.description or []
         rows: list[tuple[Any, ...]] = []
-        size = 0
+        size, step = 0, 16
         while len(rows) <= rows_cap:
-            chunk = cur.fetchmany(min(_FETCH_ROWS, rows_cap + 1 - len(rows)))
+            chunk = cur.fetchmany(min(step, rows_cap + 1 - len(rows)))
             if not chunk:
                 break
-            size += sum(_size(list(row)) for row in chunk)
+            chunk_size = sum(_size(list(row)) for row in chunk)
+            size += chunk_size
+            # Building Python rows holds the GIL (the writer's thread waits for it): aim at chunks
+            # of about _CHUNK_BYTES, and never convert much past the byte cap.
+            step = max(1, min(_FETCH_ROWS, _CHUNK_BYTES * len(chunk) // max(chunk_size, 1)))
             if size > bytes_cap:
                 raise TooLarge(
                     f"the answer is larger than {bytes_cap:,} bytes (the limit); select fewer rows "
@@ -322,6 +366,7 @@ class ReadGate:
         self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> Result:
         """A named query (``store.queries``) in its own lane; its rows are already JSON values."""
+        # The caller's thread at its normal priority: these are the dashboard's short, static reads.
         with self.admit("named"):
             return queries.run_query(
                 self.con, name, params, timeout=min(timeout or self.limits.timeout, self.limits.timeout)

@@ -80,6 +80,7 @@ class StoreService:
         if self.pg is not None:
             self.pg.stop()
         self.api.stop()
+        self.gate.close()
 
     def __enter__(self) -> StoreService:
         return self.start()

@@ -32,13 +32,13 @@ import duckdb
 from sensorstream.store.errors import SqlRefused, SqlSyntaxError, TooLarge
 
 # Table functions a dashboard query may use: generators and the catalog, nothing touching files.
-# duckdb_databases() is not here: it shows the file's path.
+# duckdb_databases() and pragma_database_size() are not here: a path, the memory limit.
 ALLOWED_TABLE_FUNCTIONS = frozenset(
     {
         "range", "generate_series", "unnest", "json_each", "json_tree",
         "duckdb_tables", "duckdb_views", "duckdb_columns", "duckdb_indexes", "duckdb_constraints",
         "duckdb_schemas", "duckdb_types", "duckdb_functions", "duckdb_keywords",
-        "pragma_table_info", "pragma_storage_info", "pragma_version", "pragma_database_size",
+        "pragma_table_info", "pragma_storage_info", "pragma_version",
         "show", "describe", "summarize",
     }
 )  # fmt: skip
@@ -160,9 +160,13 @@ def check(
     if len(statements) != 1:
         raise SqlRefused(f"exactly one statement is allowed; got {len(statements)}")
     statement = statements[0]
-    if statement.type != duckdb.StatementType.SELECT:
-        kind = getattr(statement.type, "name", str(statement.type))
-        raise SqlRefused(f"only SELECT (or WITH … SELECT) is allowed, not {kind}")
+    try:
+        kind = statement.type
+    except ValueError:  # a statement type the Python binding has no name for (UPDATE EXTENSIONS)
+        kind = None
+    if kind != duckdb.StatementType.SELECT:
+        name = getattr(kind, "name", None) or "this kind of statement"
+        raise SqlRefused(f"only SELECT (or WITH … SELECT) is allowed, not {name}")
     text = statement.query.strip().rstrip(";").strip()
     try:
         raw = cur.execute("SELECT json_serialize_sql($q)", {"q": text}).fetchone()
