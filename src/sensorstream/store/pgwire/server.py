@@ -175,6 +175,7 @@ class PgServer:
         endpoint share read slots; without one (a test, a script) a gate of its own on ``con``."""
         self.host = settings.pg_host
         self.port = settings.pg_port if port is None else port
+        self._own_gate = gate is None  # ours to close at stop()
         self.backend = Backend(gate or ReadGate(con, settings), settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -237,6 +238,9 @@ class PgServer:
         # Reads in flight finish (each is bounded by the gate's time limit) before the caller
         # closes the store connection under them.
         self.backend.pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_gate:
+            self.backend.gate.close()
+            self._own_gate = False
         self._thread = self._loop = self._server = None
 
     def __enter__(self) -> PgServer:
