@@ -243,6 +243,14 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
             return _named(node, cases.else_(fallback), name)
         if name == "array_upper" and args:
             return exp.Anonymous(this="len", expressions=args[:1])
+        if name == "_pg_expandarray" and args:
+            # information_schema._pg_expandarray(a): one row (x, n) per element, as pgJDBC's
+            # getPrimaryKeys and getIndexInfo use it.
+            expand = sqlglot.parse_one(
+                "UNNEST(list_transform(_arr, (v, i) -> struct_pack(x := v, n := i)))", read="duckdb"
+            )
+            expand.find(exp.Column).replace(args[0])
+            return expand
         if name in _RENAMED:
             return exp.Anonymous(this=_RENAMED[name], expressions=args)
         if name in _FALSE_FUNCTIONS:
@@ -296,7 +304,7 @@ def _unqualify_pg_catalog_calls(tree: exp.Expression) -> None:
         qualifier = dot.this
         if (
             isinstance(qualifier, exp.Identifier | exp.Column)
-            and qualifier.name.lower() == "pg_catalog"
+            and qualifier.name.lower() in ("pg_catalog", "information_schema")
             and isinstance(dot.expression, exp.Func)
         ):
             dot.replace(dot.expression)
@@ -335,7 +343,7 @@ def _rewrite(tree: exp.Expression, user: str, settings: dict[str, str]) -> exp.E
 
 # Words that mark a query as PostgreSQL-flavoured or catalog-bound: rewrite before the first try.
 _PG_MARKERS = re.compile(
-    r"pg_catalog|pg_get_|_size\s*\(|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*",
+    r"pg_catalog|_pg_expandarray|pg_get_|_size\s*\(|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*",
     re.IGNORECASE,
 )
 
