@@ -251,6 +251,7 @@ def test_jdbc_lists_tables_columns_and_runs_a_timestamp_range(served):
         con, "SELECT count(*) FROM window_stats WHERE window_start >= ? AND window_start < ? AND sensor_id = ?",
         [FROM, TO, "sensor-a1"],
     )  # fmt: skip
+    assert "primary_keys" in facts and "indexes" in facts  # answered, not failed
     assert len(facts["range"]) == 7  # past the driver's prepareThreshold: named statements, binary results
     for _, rows, type_name, first_time, sensor, *_ in facts["range"]:
         assert (int(rows), type_name, sensor) == (expected, "timestamptz", "sensor-a1")

@@ -14,6 +14,14 @@ import java.util.ArrayList;
 import java.util.List;
 
 public class JdbcCheck {
+    static int count(ResultSet rs) throws Exception {
+        int n = 0;
+        while (rs.next()) {
+            n++;
+        }
+        return n;
+    }
+
     public static void main(String[] args) throws Exception {
         try (Connection conn = DriverManager.getConnection(args[0], args[1], args[2])) {
             DatabaseMetaData meta = conn.getMetaData();
@@ -30,6 +38,13 @@ public class JdbcCheck {
                     System.out.println("column\t" + rs.getString("COLUMN_NAME") + "\t" + rs.getString("TYPE_NAME")
                             + "\t" + rs.getInt("DATA_TYPE") + "\t" + rs.getString("IS_NULLABLE"));
                 }
+            }
+            // What Metabase and DBeaver ask next when they sync a table: these must answer, not fail.
+            try (ResultSet rs = meta.getPrimaryKeys(null, "main", "window_stats")) {
+                System.out.println("primary_keys\t" + count(rs));
+            }
+            try (ResultSet rs = meta.getIndexInfo(null, "main", "window_stats", false, true)) {
+                System.out.println("indexes\t" + count(rs));
             }
             String sql = "SELECT window_start, sensor_id, avg_value, reading_count FROM window_stats "
                     + "WHERE window_start >= ? AND window_start < ? AND sensor_id = ? ORDER BY window_start";
