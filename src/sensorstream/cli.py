@@ -533,10 +533,14 @@ def run(
     except (BrokerError, JavaMissingError, RuntimeError) as exc:
         pipeline.stop()
         fail(str(exc))
+    postgres = (
+        f"postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
+        if settings.pg_port >= 0
+        else ""
+    )
     console.print(
         f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
-        f"read API {settings.api_url}  postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
-        f"metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+        f"read API {settings.api_url}  {postgres}metrics http://{settings.host}:{settings.metrics_port}/metrics  "
         "(Ctrl-C stops everything)"
     )
     raise typer.Exit(pipeline.supervise())
