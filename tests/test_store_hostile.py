@@ -93,35 +93,47 @@ def settings(make_settings):
 
 def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, tmp_path):
     with writer_store(settings, batches=20) as (con, writer), serving(con, settings) as api:
-        with BatchLoop(writer).running() as before:
-            time.sleep(3)
-
+        # Idle and attacked windows alternate, idle, attacks, idle, attacks, idle: the machine's
+        # own load drifts, so the idle figure is taken around the attacks, not once before them.
         # The attacks come from another process, as they would: its HTTP work is not the writer's.
-        out = tmp_path / "attacks.json"
-        attacker = [sys.executable, "-m", "sensorstream.faults.hostile", api.url, str(out), "2", "once"]
-        with BatchLoop(writer).running() as busy, peak_rss() as peak:
-            subprocess.run(attacker, check=True, timeout=300)
-        doc = json.loads(out.read_text())
-        busy_median = statistics.median(busy.durations)
-        with BatchLoop(writer).running() as after:
-            time.sleep(3)
-        # Idle measured on both sides of the attacks: the machine's own load drifts meanwhile.
-        idle_median = statistics.median(before.durations + after.durations)
+        attacker = [sys.executable, "-m", "sensorstream.faults.hostile", api.url, "", "2", "once"]
+        idle: list[BatchLoop] = []
+        busy: list[BatchLoop] = []
+        docs = []
+        with peak_rss() as peak:
+            for round_ in range(3):
+                with BatchLoop(writer).running() as loop:
+                    time.sleep(3)
+                idle.append(loop)
+                if round_ == 2:
+                    break
+                attacker[4] = str(tmp_path / f"attacks-{round_}.json")
+                with BatchLoop(writer).running() as loop:
+                    subprocess.run(attacker, check=True, timeout=300)
+                busy.append(loop)
+                docs.append(json.loads(Path(attacker[4]).read_text()))
+        idle_medians = [statistics.median(w.durations) for w in idle]
+        idle_median = statistics.median([d for w in idle for d in w.durations])
+        busy_median = statistics.median([d for w in busy for d in w.durations])
         print(
-            f"writer batch median: idle {idle_median * 1000:.1f} ms, under attack {busy_median * 1000:.1f} ms "
-            f"({len(busy.durations)} batches); peak RSS {peak[0] / 2**20:.0f} MB"
+            f"writer batch median: idle {idle_median * 1000:.1f} ms (windows {[round(m * 1000) for m in idle_medians]}), "
+            f"under attack {busy_median * 1000:.1f} ms ({sum(len(w.durations) for w in busy)} batches); "
+            f"peak RSS {peak[0] / 2**20:.0f} MB"
         )
 
-        assert doc["problems"] == [], doc["answers"]
-        assert sorted(doc["answers"]) == sorted(a.name for a in ATTACKS)
-        assert len(busy.durations) > 20, "the attacks ran too briefly to say anything about the writer"
-        assert busy_median <= 2 * idle_median, (idle_median, busy_median)
+        for doc in docs:
+            assert doc["problems"] == [], doc["answers"]
+            assert sorted(doc["answers"]) == sorted(a.name for a in ATTACKS)
         assert peak[0] < RSS_BOUND, f"peak RSS {peak[0] / 2**20:.0f} MB"
         # The store is whole and still serves: nothing was dropped, written outside or attached.
         counts = dict(httpx.get(f"{api.url}/query/table_counts").json()["rows"])
         assert counts["readings"] == con.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
         assert not Path("/tmp/sensorstream-hostile.csv").exists()
         assert ("other",) not in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+        assert sum(len(w.durations) for w in busy) > 20, "the attacks ran too briefly to judge the writer"
+        if max(idle_medians) > 2 * min(idle_medians):
+            pytest.skip(f"the machine is too busy to measure the writer's pace: idle windows {idle_medians}")
+        assert busy_median <= 2 * idle_median, (idle_median, busy_median)
 
 
 def test_beyond_the_read_slots_a_429_while_health_and_named_queries_answer(make_settings):

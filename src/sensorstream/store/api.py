@@ -12,8 +12,9 @@ Routes:
     POST /sql             {"sql": "SELECT …", "params": [...] | {...}}  guarded read-only SQL
 
 Every refused request is a 4xx with ``{"error": "<one sentence>", "kind": ..., "sqlstate": ...}``:
-400 bad SQL or parameters, 413 over a size limit, 421 a Host header this server does not answer
-to, 429 (with ``Retry-After``) when the read slots are taken.
+400 bad SQL or parameters, 413 over a size limit, 429 (with ``Retry-After``) when the read slots
+are taken; a ``Host`` header not in ``SENSORSTREAM_API_ALLOWED_HOSTS`` (a page using DNS
+rebinding) gets Starlette's plain 400 "Invalid host header".
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def make_app(
     gate = gate or ReadGate(con, settings)
     app = FastAPI(title="sensorstream store (read-only)", docs_url="/docs", redoc_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_allowed_hosts, www_redirect=False)
+    started = time.time()
 
     @app.exception_handler(QueryError)
     def _refused(_: Request, exc: QueryError) -> JSONResponse:
@@ -125,7 +127,7 @@ def make_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"ok": True, "mode": "api", **gate.health()}
+        return {"ok": True, "mode": "api", "uptime_seconds": round(time.time() - started, 3), **gate.health()}
 
     @app.get("/queries")
     def list_queries() -> dict[str, Any]:
