@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps system browser lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
+.PHONY: run test deps system browser psql lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-test: deps browser  ## install what is missing, then the whole test suite (starts and stops its own broker)
+test: deps browser psql  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
@@ -22,8 +22,8 @@ deps: system $(STAMP) $(JARS)
 # gets one sentence saying what to install, from the checks below.
 system:
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
-	  { echo "installing a Java runtime (openjdk-17-jre-headless) for Kafka and Spark"; \
-	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+	  { echo "installing Java 17 (openjdk-17-jdk-headless) for Kafka and Spark"; \
+	    apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless >/dev/null; }
 	@command -v mvn >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 	  { echo "installing Maven, used once to fetch the Kafka and Spark jars"; \
 	    apt-get update -qq && apt-get install -y -qq maven >/dev/null; }
@@ -33,11 +33,17 @@ browser:  ## headless Chromium for the dashboard's browser test (installed when 
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	@command -v chromium >/dev/null || echo "note: no chromium; the browser test will be skipped (apt-get install chromium chromium-driver)"
 
+psql:  ## Debian's psql for the PostgreSQL endpoint's client tests (installed when we are root)
+	@command -v psql >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && apt-get install -y -qq postgresql-client)
+	@command -v psql >/dev/null || echo "note: no psql; the psql tests will be skipped (apt-get install postgresql-client)"
+	@command -v go >/dev/null || echo "note: no go; the pgx (Grafana's driver) tests will be skipped"
+
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
 	  { echo "sensorstream needs Python 3.11+; set PYTHON=/path/to/python3.11"; exit 1; }
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || \
-	  { echo "Java 17+ is needed for Kafka and Spark: install a JDK (apt-get install openjdk-17-jre-headless) or set JAVA_HOME"; exit 1; }
+	  { echo "Java 17+ is needed for Kafka and Spark: install a JDK (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# constraints.txt is the lock: a fresh machine gets exactly the versions we test with.

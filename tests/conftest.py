@@ -51,6 +51,7 @@ def make_settings(tmp_path: Path):
             "cache_dir": ROOT / ".cache",
             "shuffle_partitions": 2,
             "metrics_port": 0,
+            "pg_port": 0,  # any free port: tests run side by side
         }
         base.update(overrides)
         return load_settings(**base)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorstream.faults import broker_restart, kill9, malformed_storm
+from sensorstream.faults import broker_restart, hostile_reader, kill9, malformed_storm
 from sensorstream.faults.base import FaultOptions, ScenarioResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -61,3 +61,14 @@ def test_malformed_storm_every_bad_message_in_dead_letters(opts):
     assert_clean(result)
     assert result.verdict.dead_kinds >= 10
     assert 0.09 <= result.numbers["malformed_share"] <= 0.11
+
+
+def test_hostile_reader_changes_nothing_and_gets_a_sentence_for_everything(opts):
+    # The bounded form: 6K events at 2K/s per phase; the 1.5x latency check is the full run's.
+    result = hostile_reader.run(opts(events=6_000))
+    hostile = result.numbers.get("hostile", {})
+    assert hostile.get("requests", 0) > 20 and hostile["problems"] == 0, hostile.get("problem_samples")
+    assert_clean(result)
+    assert "latency p99 within 1.5x of the calm run" not in result.checks
+    assert set(hostile["statuses"]) <= {"200", "400", "413", "429"}, hostile["statuses"]
+    assert all(result.numbers["latency_p99_ms"].values())

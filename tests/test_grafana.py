@@ -1,31 +1,35 @@
-"""Grafana provisioning: the dashboard has its panels, and every SQL in it runs on a real snapshot.
+"""Grafana provisioning: the dashboard has its panels, and every SQL in it runs on the live store
+through the PostgreSQL endpoint with Go's pgx (the driver of Grafana's PostgreSQL data source), in
+the simple and the extended protocol, after Grafana's macros and variables are expanded the way
+Grafana expands them (``tests/pgclients/pgx``).
 
-The snapshot is made the way the pipeline makes it: batches through ``BatchMerger`` into a DuckDB
-store, then ``write_snapshot``. Grafana's macros are replaced by concrete SQL first.
+The store is filled the way the pipeline fills it: batches through ``BatchMerger``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from sensorstream.store.snapshot import write_snapshot
+from pg_support import build_pgx, endpoint, pg_settings, psql, run_pgx, url
 from test_dashboard_support import SENSORS, filled_store
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "sensorstream.json"
-DATASOURCE_UID = "sensorstream-duckdb"
-PLUGIN = "motherduck-duckdb-datasource"
+DATASOURCE = {"type": "grafana-postgresql-datasource", "uid": "sensorstream-pg"}
+SNAPSHOT_PLUGIN = "motherduck-duckdb-datasource"
 
 # Panel title -> the columns its SQL must answer, in order (what the panel's fields refer to).
 EXPECTED: dict[str, tuple[str, ...]] = {
     "Last batch age": ("age_seconds",),
-    "Snapshot age": ("snapshot_age_seconds",),
+    "Sensors reporting": ("sensors",),
     "Readings": ("readings",),
     "Anomalies": ("anomalies",),
     "Late events": ("late_events",),
@@ -43,38 +47,18 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "Latency and batch duration": ("time", "latency_p50_s", "latency_p95_s", "batch_duration_s"),
     "Consumer lag": ("time", "consumer_lag"),
 }
-# Panels that must have rows on the test snapshot (the rest may legitimately be empty or NULL).
+# Panels that must have rows on the test store (the rest may legitimately be empty or NULL).
 NON_EMPTY = set(EXPECTED) - {"Consumer lag"}
-
-
-def grafana_sql(sql: str, sensors: tuple[str, ...] = SENSORS) -> str:
-    """Grafana's substitutions, made concrete: a time filter wide enough for any test data, and
-    the ``sensor`` variable as "All" (every sensor, quoted the way ``:sqlstring`` quotes)."""
-    sql = re.sub(
-        r"\$__timeFilter\(([^)]+)\)",
-        r"(\1 >= TIMESTAMPTZ '2000-01-01 00:00:00+00' AND \1 <= TIMESTAMPTZ '2100-01-01 00:00:00+00')",
-        sql,
-    )
-    sql = sql.replace("${sensor:sqlstring}", ", ".join("'" + s.replace("'", "''") + "'" for s in sensors))
-    assert "$" not in sql, f"a Grafana macro or variable is left in: {sql}"
-    return sql
+# A dashboard range wide enough for the test data (2026-11-26 20:00 UTC) and the commits (now).
+TIME_RANGE = {"from": "2026-11-26T19:00:00Z", "to": "2100-01-01T00:00:00Z", "interval": "1m"}
+SITES = ("plant-a",)
+# OIDs: float8 for $__timeGroupAlias (epoch seconds, as on PostgreSQL), timestamptz for a timestamp.
+TIME_OIDS = {701, 1184}
 
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
-
-
-@pytest.fixture(scope="module")
-def snapshot(tmp_path_factory) -> Path:
-    from sensorstream.config import load_settings
-
-    data = tmp_path_factory.mktemp("grafana")
-    settings = load_settings(data_dir=data, metrics_port=0)
-    target = data / "snapshot.duckdb"
-    with filled_store(settings) as con:
-        write_snapshot(con, target)
-    return target
 
 
 def _targets(dashboard: dict) -> list[tuple[str, dict]]:
@@ -86,69 +70,117 @@ def test_the_dashboard_has_the_expected_panels(dashboard):
     assert sorted(titles) == sorted(EXPECTED)
     assert len(set(p["id"] for p in dashboard["panels"])) == len(titles)
     for title, target in _targets(dashboard):
-        assert target["datasource"] == {"type": PLUGIN, "uid": DATASOURCE_UID}, title
+        assert target["datasource"] == DATASOURCE, title
         assert target["rawQuery"] and target["rawSql"].lstrip().upper().startswith(("SELECT", "WITH")), title
+        assert "${sensor:sqlstring}" not in target["rawSql"]  # the PostgreSQL data source quotes itself
     kinds = {p["title"]: p["type"] for p in dashboard["panels"]}
     assert kinds["Window averages (min/max in tooltip)"] == "timeseries"
     assert kinds["Current state"] == "table" and kinds["Last batch age"] == "stat"
+    every_sql = " ".join(t["rawSql"] for _, t in _targets(dashboard))
+    for used in ("$__timeFilter(", "$__timeGroupAlias(", "$sensor", "$site"):
+        assert used in every_sql
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"sensor", "site"}
+    assert all(v["datasource"] == DATASOURCE and v["multi"] and v["includeAll"] for v in variables.values())
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A filled store behind the PostgreSQL endpoint, for the whole module."""
+    from sensorstream.config import load_settings
+
+    data = tmp_path_factory.mktemp("grafana")
+    settings = pg_settings(lambda **kw: load_settings(data_dir=data, metrics_port=0, pg_port=0, **kw))
+    with filled_store(settings) as con, endpoint(con, settings) as server:
+        yield server, settings
+
+
+@pytest.fixture(scope="module")
+def answers(dashboard, served, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every panel query and both variable queries, run once with pgx in each protocol mode."""
+    server, settings = served
+    binary = build_pgx(tmp_path_factory.mktemp("pgx"))
+    queries = [{"name": title, "sql": t["rawSql"]} for title, t in _targets(dashboard)]
+    queries += [{"name": f"var:{v['name']}", "sql": v["query"]} for v in dashboard["templating"]["list"]]
+    one_sensor = [q for q in queries if q["name"] == "Anomalies feed"]
+    request = {"conn": url(server, settings), **TIME_RANGE}
+    everything = run_pgx(
+        binary, {**request, "vars": {"sensor": list(SENSORS), "site": list(SITES)}, "queries": queries}
+    )
+    filtered = run_pgx(
+        binary, {**request, "vars": {"sensor": ["sensor-a1"], "site": list(SITES)}, "queries": one_sensor}
+    )
+    result = {(r["name"], r["mode"]): r for r in everything}
+    result.update({("sensor-a1:" + r["name"], r["mode"]): r for r in filtered})
+    return result
+
+
+@pytest.mark.parametrize("mode", ["simple", "extended"])
 @pytest.mark.parametrize("title", sorted(EXPECTED))
-def test_every_panel_query_runs_on_a_real_snapshot(dashboard, snapshot, title):
-    con = duckdb.connect(str(snapshot), read_only=True)  # as the plugin opens it (readOnly: true)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        for panel_title, target in _targets(dashboard):
-            if panel_title != title:
-                continue
-            cur = con.execute(grafana_sql(target["rawSql"]))
-            columns = tuple(d[0] for d in cur.description)
-            rows = cur.fetchall()
-            assert columns == EXPECTED[title]
-            if title in NON_EMPTY:
-                assert rows, f"{title}: no rows on a snapshot with data"
-    finally:
-        con.close()
+def test_every_panel_query_runs_through_pgx(answers, title, mode):
+    answer = answers[(title, mode)]
+    assert not answer.get("error"), f"{title} ({mode}): {answer.get('error')}\n{answer['sql']}"
+    assert "$" not in answer["sql"], "a Grafana macro or variable was left in"
+    assert tuple(c["name"] for c in answer["columns"]) == EXPECTED[title]
+    if title in NON_EMPTY:
+        assert answer["rows"] > 0, f"{title}: no rows on a store with data"
+    if EXPECTED[title][0] == "time":  # a time series: Grafana needs the time column first
+        assert answer["columns"][0]["oid"] in TIME_OIDS
+        if answer["values"]:
+            assert answer["go_types"][0] in ("time.Time", "float64")
 
 
-def test_panel_answers_match_the_store(dashboard, snapshot):
-    con = duckdb.connect(str(snapshot), read_only=True)
-    try:
-        by_title = dict(_targets(dashboard))
-        readings = con.execute(grafana_sql(by_title["Readings"]["rawSql"])).fetchone()[0]
-        status = dict(
-            (r[0], r[-1]) for r in con.execute(grafana_sql(by_title["Current state"]["rawSql"])).fetchall()
-        )
-        one = con.execute(
-            grafana_sql(by_title["Anomalies feed"]["rawSql"], sensors=("sensor-a1",))
-        ).fetchall()
-    finally:
-        con.close()
-    assert readings == 93  # 92 on time + 1 late, as the sink counted them
+def test_panel_answers_match_the_store(answers):
+    readings = answers[("Readings", "extended")]["values"][0][0]
+    status = {row[0]: row[-1] for row in answers[("Current state", "simple")]["values"]}
+    feed = answers[("sensor-a1:Anomalies feed", "extended")]
+    series = answers[("Window averages (min/max in tooltip)", "extended")]
+    assert readings == "93"  # 92 on time + 1 late, as the sink counted them
     assert status == {"sensor-a1": "ok", "sensor-a2": "anomaly", "sensor-b1": "ok"}
-    assert one == []  # the sensor filter reaches the SQL: sensor-a1 had no anomaly
+    assert feed["rows"] == 0 and not feed.get("error")  # the sensor variable reaches the SQL
+    # $__timeGroupAlias gives epoch seconds on whole minutes, as Grafana's PostgreSQL macro does.
+    first = float(series["values"][0][0])
+    assert first % 60 == 0 and datetime.fromtimestamp(first, UTC).date().isoformat() == "2026-11-26"
 
 
-def test_the_sensor_variable_query_runs(dashboard, snapshot):
-    (variable,) = dashboard["templating"]["list"]
-    con = duckdb.connect(str(snapshot), read_only=True)
-    try:
-        values = [r[0] for r in con.execute(variable["query"]).fetchall()]
-    finally:
-        con.close()
-    assert values == sorted(SENSORS)
+def test_psql_runs_every_panel_query(answers, served):
+    """The same SQL Grafana would send (as pgx got it), through psql: row counts agree."""
+    server, settings = served
+    for title in EXPECTED:
+        answer = answers[(title, "simple")]
+        done = psql(server, settings, "\\pset format unaligned", "\\pset tuples_only on", answer["sql"])
+        assert done.returncode == 0, f"{title}: {done.stderr}"
+        rows = [
+            line for line in done.stdout.splitlines() if not line.startswith(("Output format", "Tuples only"))
+        ]
+        assert len(rows) == answer["rows"], title
 
 
-def test_provisioning_points_at_the_snapshot_read_only():
-    datasource = (GRAFANA / "provisioning" / "datasources" / "duckdb.yaml").read_text()
-    assert re.search(rf"^\s+type: {PLUGIN}$", datasource, re.M)
-    assert re.search(rf"^\s+uid: {DATASOURCE_UID}$", datasource, re.M)
-    assert re.search(r"^\s+path: \$\{SENSORSTREAM_SNAPSHOT_PATH\}$", datasource, re.M)
-    assert re.search(r"^\s+readOnly: true$", datasource, re.M)
+def test_the_variable_queries_run(answers):
+    for mode in ("simple", "extended"):
+        assert [row[0] for row in answers[("var:site", mode)]["values"]] == list(SITES)
+        assert [row[0] for row in answers[("var:sensor", mode)]["values"]] == sorted(SENSORS)
+
+
+def test_provisioning_points_at_the_endpoint_and_keeps_the_snapshot():
+    datasources = GRAFANA / "provisioning" / "datasources"
+    live = (datasources / "postgres.yaml").read_text()
+    assert re.search(rf"^\s+type: {DATASOURCE['type']}$", live, re.M)
+    assert re.search(rf"^\s+uid: {DATASOURCE['uid']}$", live, re.M)
+    assert re.search(r"^\s+url: \$\{SENSORSTREAM_PG_ADDRESS\}$", live, re.M)
+    assert re.search(r"^\s+password: \$\{SENSORSTREAM_PG_PASSWORD\}$", live, re.M)
+    assert re.search(r"^\s+isDefault: true$", live, re.M)
+    snapshot = (datasources / "duckdb.yaml").read_text()
+    assert re.search(rf"^\s+type: {SNAPSHOT_PLUGIN}$", snapshot, re.M)
+    assert re.search(r"^\s+path: \$\{SENSORSTREAM_SNAPSHOT_PATH\}$", snapshot, re.M)
+    assert re.search(r"^\s+readOnly: true$", snapshot, re.M)
     provider = (GRAFANA / "provisioning" / "dashboards" / "sensorstream.yaml").read_text()
     compose = (ROOT / "docker-compose.yml").read_text()
     mount = re.search(r"^\s+path: (\S+)$", provider, re.M).group(1)
     assert f"./grafana/dashboards:{mount}:ro" in compose
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in compose
+    # The container reaches the stream's endpoint on the host.
+    assert '"host.docker.internal:host-gateway"' in compose
+    assert "SENSORSTREAM_PG_ADDRESS: host.docker.internal:5433" in compose
     assert "SENSORSTREAM_SNAPSHOT_PATH: /var/lib/sensorstream/snapshot.duckdb" in compose
     assert "./data:/var/lib/sensorstream:ro" in compose

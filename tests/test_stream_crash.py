@@ -77,6 +77,7 @@ def test_kill_minus_9_and_restart_equals_an_uninterrupted_run(kafka, spark, topi
         "SENSORSTREAM_TRIGGER": "200 ms", "SENSORSTREAM_SPARK_MASTER": "local[2]",
         "SENSORSTREAM_SHUFFLE_PARTITIONS": "2", "SENSORSTREAM_METRICS_PORT": "0",
         "SENSORSTREAM_CACHE_DIR": str(ref.cache_dir), "SENSORSTREAM_API_PORT": "0",
+        "SENSORSTREAM_PG_PORT": "0",
     }  # fmt: skip
     commits = ckpt / "sensorstream" / "commits"
     kills = 0

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -485,34 +486,34 @@ def bench_store(
 
 
 # --- the store from the command line -------------------------------------------------------------
+def _print_read(read: Callable[[Any], Any]) -> None:
+    """Print what ``read(client)`` returns; a refusal or an unreachable store is one sentence."""
+    from sensorstream.store.client import QueryError, StoreClient, StoreUnavailableError
+
+    settings = settings_or_exit()
+    try:
+        with StoreClient(settings) as client:
+            print(read(client).to_string(index=False))
+    except QueryError as exc:
+        fail(f"refused: {exc}")
+    except (StoreUnavailableError, RuntimeError) as exc:
+        fail(str(exc))
+
+
 @app.command("query")
 def query_cmd(
     name: Annotated[str, typer.Argument(help="a named query (see GET /queries)")],
     params: Annotated[list[str] | None, typer.Argument(help="parameters as key=value")] = None,
 ) -> None:
     """Run a named read query through the store's read API (or the file when no writer runs)."""
-    from sensorstream.store.client import StoreClient, StoreUnavailableError
-
-    settings = settings_or_exit()
     kwargs = dict(p.split("=", 1) for p in params or [] if "=" in p)
-    try:
-        with StoreClient(settings) as client:
-            print(client.query(name, **kwargs).to_string(index=False))
-    except (StoreUnavailableError, RuntimeError) as exc:
-        fail(str(exc))
+    _print_read(lambda client: client.query(name, **kwargs))
 
 
 @app.command("sql")
 def sql_cmd(text: Annotated[str, typer.Argument(help="one read-only SELECT")]) -> None:
     """Ad-hoc read-only SQL against the store (writes, ATTACH, COPY, file readers are refused)."""
-    from sensorstream.store.client import StoreClient, StoreUnavailableError
-
-    settings = settings_or_exit()
-    try:
-        with StoreClient(settings) as client:
-            print(client.sql(text).to_string(index=False))
-    except (StoreUnavailableError, RuntimeError) as exc:
-        fail(str(exc))
+    _print_read(lambda client: client.sql(text))
 
 
 @app.command("snapshot")
@@ -540,7 +541,7 @@ def faults_cmd(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="kill9, broker-restart, malformed-storm, reader, disk, cluster or all (repeatable)"
+            help="kill9, broker-restart, malformed-storm, hostile-reader, reader, disk, cluster or all (repeatable)"
         ),
     ] = None,
     events: Annotated[int | None, typer.Option(help="readings per scenario (default: per scenario)")] = None,
@@ -652,9 +653,14 @@ def run(
     except (BrokerError, JavaMissingError, RuntimeError) as exc:
         pipeline.stop()
         fail(str(exc))
+    postgres = (
+        f"postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
+        if settings.pg_port >= 0
+        else ""
+    )
     console.print(
         f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
-        f"read API {settings.api_url}  metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+        f"read API {settings.api_url}  {postgres}metrics http://{settings.host}:{settings.metrics_port}/metrics  "
         "(Ctrl-C stops everything)"
     )
     raise typer.Exit(pipeline.supervise())

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, ByteSize, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "SENSORSTREAM_"
 
@@ -58,6 +58,16 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 """A duration in seconds, given as a number or a string like ``"1 minute"``."""
 
 
+def _names(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+NameList = Annotated[list[str], NoDecode, BeforeValidator(_names)]
+"""A list of names, given comma-separated (``"a,b"``) or as a list."""
+
+
 def spark_interval(seconds: float) -> str:
     """Spark interval text for a duration (Spark wants words, not floats)."""
     millis = round(seconds * 1000)
@@ -84,6 +94,10 @@ DEFAULT_ANOMALY_THRESHOLDS: dict[str, tuple[float, float]] = {
     "pressure": (950.0, 1060.0),
     "vibration": (0.0, 12.0),
 }
+
+
+# The endpoint's password when none is set: fine on loopback, refused on any other address.
+DEFAULT_PG_PASSWORD = "sensorstream"
 
 
 class Settings(BaseSettings):
@@ -137,6 +151,18 @@ class Settings(BaseSettings):
     snapshot_path: Path = Path("data/snapshot.duckdb")
     snapshot_interval: Duration = 0.0  # 0 = off
 
+    # --- reads: the read API, `sensorstream sql` and any other endpoint (store.reads) ----------
+    # Host header values the read API answers to; a page using DNS rebinding sends its own name.
+    api_allowed_hosts: NameList = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    read_timeout: Duration = 10.0  # wall clock per read
+    read_max_rows: int = Field(10_000, ge=1, le=1_000_000)
+    read_max_bytes: ByteSize = Field(ByteSize(16 * 2**20), ge=1024)  # an answer's size
+    read_max_sql_bytes: ByteSize = Field(ByteSize(16_384), ge=256, le=2**20)  # the SQL text's size
+    read_max_columns: int = Field(200, ge=1, le=10_000)
+    read_max_concurrent: int = Field(2, ge=1, le=64)  # ad-hoc SQL reads at once
+    read_memory_limit: ByteSize = Field(ByteSize(256 * 2**20), ge=16 * 2**20)  # growth per read
+    db_memory_limit: ByteSize | None = None  # DuckDB's buffer manager, writer included; None: 80 % of RAM
+
     # --- serving and monitoring ----------------------------------------------------------------
     host: str = "127.0.0.1"
     dashboard_port: int = Field(8501, ge=1, le=65535)
@@ -146,6 +172,15 @@ class Settings(BaseSettings):
     stale_after: Duration = 30.0
     alert_lag_batches: int = Field(5, ge=1)
     alert_min_lag: int = Field(1000, ge=0)  # lag_growing fires only above this many waiting records
+
+    # --- the PostgreSQL endpoint (read-only, password-protected; for Grafana, Tableau, psql ...) ---
+    pg_port: int = Field(5433, ge=-1, le=65535)  # 0 = any free port, -1 = off
+    pg_host: str = "127.0.0.1"  # a container reaching the host needs e.g. 0.0.0.0 (and a real password)
+    pg_user: str = Field("sensorstream", min_length=1)
+    # A plain string (the stream's subprocess gets it through the environment), kept out of repr().
+    pg_password: str = Field(DEFAULT_PG_PASSWORD, min_length=1, repr=False)
+    pg_max_connections: int = Field(32, ge=1, le=1000)
+    pg_workers: int = Field(4, ge=1, le=64)  # threads running the endpoint's queries
 
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -176,6 +211,24 @@ class Settings(BaseSettings):
         # The dashboard, API and metrics are unauthenticated: keep them on this machine.
         if not (value.startswith("127.") or value in {"localhost", "::1"}):
             raise ValueError("must be a loopback address (127.x.x.x, localhost or ::1)")
+        return value
+
+    @model_validator(mode="after")
+    def _pg_exposed_needs_password(self) -> Settings:
+        # Off loopback the endpoint is reachable by others: a password from the README is no lock.
+        loopback = self.pg_host.startswith("127.") or self.pg_host in {"localhost", "::1"}
+        if not loopback and self.pg_password == DEFAULT_PG_PASSWORD:
+            raise ValueError(
+                f"SENSORSTREAM_PG_HOST={self.pg_host} exposes the PostgreSQL endpoint beyond this machine: "
+                "set SENSORSTREAM_PG_PASSWORD to a password of your own"
+            )
+        return self
+
+    @field_validator("read_timeout")
+    @classmethod
+    def _read_timeout(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("must be more than 0 and at most 1 hour")
         return value
 
     @field_validator("valid_ranges", "anomaly_thresholds")

@@ -51,7 +51,7 @@ def _settings(base: Settings, bootstrap: str, topic: str, work: Path, **over: An
     return base.model_copy(
         update={
             "bootstrap_servers": bootstrap, "topic": topic, "data_dir": work, "db": work / "bench.duckdb",
-            "checkpoint_dir": work / "checkpoints", "api_port": 0, "metrics_port": 0, **over,
+            "checkpoint_dir": work / "checkpoints", "api_port": 0, "metrics_port": 0, "pg_port": -1, **over,
         }
     )  # fmt: skip
 

@@ -154,7 +154,7 @@ class Workspace:
             "db": self.dir / tag / "store.duckdb", "checkpoint_dir": self.dir / tag / "checkpoints",
             "cache_dir": self.cache_dir, "spark_master": "local[2]", "shuffle_partitions": 2,
             "trigger": "500 ms", "metrics_port": 0, "api_port": free_ports(1, self.rng),
-            "log_level": "INFO",
+            "pg_port": 0, "log_level": "INFO",
         }  # fmt: skip
         base.update(settings)
         return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in base.items()}

@@ -40,7 +40,7 @@ def run(url: str, out: Path, pause: float = 0.005) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     latencies: list[float] = []
     failures: list[tuple[float, str]] = []
-    last_count, decreases, i = -1, 0, 0
+    last_count, decreases, busy, i = -1, 0, 0, 0
     # A short connect timeout: a refused connection is immediate, a hung one is an error.
     client = httpx.Client(base_url=url, timeout=httpx.Timeout(10.0, connect=1.0), trust_env=False)
     while not stop.is_set():
@@ -49,7 +49,9 @@ def run(url: str, out: Path, pause: float = 0.005) -> None:
         t0 = time.perf_counter()
         try:
             r = client.request(method, path, json=body)
-            if r.status_code != 200:
+            if r.status_code == 429:
+                busy += 1  # the read slots are taken (a hostile reader): the API's defined answer
+            elif r.status_code != 200:
                 failures.append((time.time(), f"http_{r.status_code}"))
             else:
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -65,7 +67,9 @@ def run(url: str, out: Path, pause: float = 0.005) -> None:
         stop.wait(pause)
     client.close()
     out.write_text(
-        json.dumps({"latencies_ms": latencies, "failures": failures, "count_decreases": decreases})
+        json.dumps(
+            {"latencies_ms": latencies, "failures": failures, "count_decreases": decreases, "busy": busy}
+        )
     )
 
 
@@ -77,6 +81,7 @@ class ReaderStats:
     refused_while_down: int = 0  # the job was killed or restarting: expected
     failed_while_down: int = 0  # other failures inside a down interval (a request cut by the kill)
     count_decreases: int = 0  # readings count went down between two reads: must be 0
+    busy: int = 0  # answered 429: every read slot was taken (by a hostile reader); not an error
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -93,10 +98,10 @@ class ReaderStats:
 class Reader:
     """Start the reader process; ``stop(down)`` ends it and classifies failures by down intervals."""
 
-    def __init__(self, url: str, out: Path) -> None:
+    def __init__(self, url: str, out: Path, *args: str, module: str = "sensorstream.faults.reader") -> None:
         self.out = out
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sensorstream.faults.reader", url, str(out)],
+            [sys.executable, "-m", module, url, str(out), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -105,18 +110,25 @@ class Reader:
             self.proc.kill()
             self.proc.wait()
 
-    def stop(self, down: list[tuple[float, float]], grace: float = 0.5) -> ReaderStats:
-        """``down``: (from, to) epoch intervals when the job was not serving (killed, starting)."""
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """SIGTERM, wait for the process to write its report, and read it."""
         self.proc.terminate()
         try:
-            self.proc.wait(30)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError("the reader did not stop") from None
-        doc = json.loads(self.out.read_text())
+            raise RuntimeError(f"the reader ({self.proc.args[2]}) did not stop") from None
+        return json.loads(self.out.read_text())
+
+    def stop(self, down: list[tuple[float, float]], grace: float = 0.5) -> ReaderStats:
+        """``down``: (from, to) epoch intervals when the job was not serving (killed, starting)."""
+        doc = self.finish(30)
         lat = sorted(doc["latencies_ms"])
         stats = ReaderStats(
-            requests=len(lat) + len(doc["failures"]), ok=len(lat), count_decreases=doc["count_decreases"]
+            requests=len(lat) + len(doc["failures"]) + doc.get("busy", 0),
+            ok=len(lat),
+            count_decreases=doc["count_decreases"],
+            busy=doc.get("busy", 0),
         )
         for when, kind in doc["failures"]:
             inside = any(a - grace <= when <= b + grace for a, b in down)

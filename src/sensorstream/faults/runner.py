@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sensorstream.faults import broker_restart, cluster_run, disk, kill9, malformed_storm
+from sensorstream.faults import broker_restart, cluster_run, disk, hostile_reader, kill9, malformed_storm
 from sensorstream.faults.base import FaultOptions, ScenarioResult
 from sensorstream.faults.reader import ReaderStats
 
@@ -26,11 +26,12 @@ SCENARIOS: dict[str, list[Scenario]] = {
     "kill9": [kill9.run],
     "broker-restart": [broker_restart.run, lambda o: broker_restart.run(o, nodes=3)],
     "malformed-storm": [malformed_storm.run],
+    "hostile-reader": [hostile_reader.run],
     "reader": [],
     "disk": [disk.run],
     "cluster": [cluster_run.run],
 }
-ALL = ("kill9", "broker-restart", "malformed-storm", "disk", "cluster", "reader")
+ALL = ("kill9", "broker-restart", "malformed-storm", "hostile-reader", "disk", "cluster", "reader")
 
 
 def run_faults(
@@ -71,7 +72,7 @@ def reader_summary(results: list[ScenarioResult]) -> ScenarioResult:
         requests=sum(s.requests for s in stats), ok=sum(s.ok for s in stats), errors=sum(s.errors for s in stats),
         refused_while_down=sum(s.refused_while_down for s in stats),
         failed_while_down=sum(s.failed_while_down for s in stats),
-        count_decreases=sum(s.count_decreases for s in stats),
+        count_decreases=sum(s.count_decreases for s in stats), busy=sum(s.busy for s in stats),
         p50_ms=max((s.p50_ms for s in stats if s.p50_ms is not None), default=None),
         p99_ms=max((s.p99_ms for s in stats if s.p99_ms is not None), default=None),
         max_ms=max((s.max_ms for s in stats if s.max_ms is not None), default=None),

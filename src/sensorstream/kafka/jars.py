@@ -21,6 +21,7 @@ POM_DIR = Path(__file__).parent / "maven"
 _INCLUDE = {
     "kafka": None,
     "spark-kafka": "spark-sql-kafka-0-10_2.13,spark-token-provider-kafka-0-10_2.13,kafka-clients,commons-pool2",
+    "pgjdbc": None,  # the PostgreSQL JDBC driver, for the endpoint's client tests
 }
 
 
@@ -50,7 +51,7 @@ def jar_dir(cache_dir: Path, name: str) -> Path:
 
 
 def ensure_jars(cache_dir: Path, name: str) -> list[Path]:
-    """The jars for ``name`` ("kafka" or "spark-kafka"), fetching them with Maven on first use."""
+    """The jars for ``name`` ("kafka", "spark-kafka" or "pgjdbc"), fetching them with Maven on first use."""
     target = jar_dir(cache_dir, name)
     marker = target / ".complete"
     if not marker.exists():

@@ -1,22 +1,27 @@
 """The store's read API: HTTP on 127.0.0.1, served from the writer's own process.
 
 DuckDB lets one process open the file while it is written, so the dashboard, ``sensorstream
-status`` and scripts read through here. Each request runs on its own cursor (a separate DuckDB
-connection to the same database): MVCC gives it the last committed batch, and a slow read never
-holds up the writer's transaction.
+status`` and scripts read through here. Every read goes through one :class:`~sensorstream.store.reads.ReadGate`
+(guard, limits, engine lock-down; shared with any other endpoint), each on its own cursor: MVCC
+gives it the last committed batch, and a slow read never holds up the writer's transaction.
 
 Routes:
-    GET  /health          ok, writer pid, schema version, last batch id/age
+    GET  /health          ok, schema version, last batch id/age (nothing about the machine)
     GET  /queries         the named queries with their parameters and columns
     GET  /query/{name}    ?param=value…  -> {"columns": [...], "types": [...], "rows": [[...]]}
     POST /sql             {"sql": "SELECT …", "params": [...] | {...}}  guarded read-only SQL
+
+Every refused request is a 4xx with ``{"error": "<one sentence>", "kind": ..., "sqlstate": ...}``:
+400 bad SQL or parameters, 413 over a size limit, 429 (with ``Retry-After``) when the read slots
+are taken; a ``Host`` header not in ``SENSORSTREAM_API_ALLOWED_HOSTS`` (a page using DNS
+rebinding) gets Starlette's plain 400 "Invalid host header".
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import math
 import socket
 import threading
 import time
@@ -25,13 +30,17 @@ from typing import Any
 import duckdb
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from sensorstream.config import Settings
 from sensorstream.store import queries
-from sensorstream.store.queries import DEFAULT_TIMEOUT_S, MAX_ROWS, QueryError, Result
-from sensorstream.store.sqlguard import run_sql
+from sensorstream.store.errors import QueryError, ReadBusy
+from sensorstream.store.queries import Result
+from sensorstream.store.reads import ReadGate
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +59,75 @@ def _json(result: Result) -> Response:
     return Response(json.dumps(result.to_json(), allow_nan=False), media_type="application/json")
 
 
+def _error(status: int, message: str, kind: str, sqlstate: str, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "kind": kind, "sqlstate": sqlstate}, status_code=status, headers=headers
+    )
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over ``max_bytes`` (413) or of unknown length (411) unread."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            refusal = None
+            if length is None:
+                refusal = _error(
+                    411, "send the request body with a Content-Length", "LengthRequired", "08P01"
+                )
+            elif not length.isdigit() or int(length) > self.max_bytes:
+                refusal = _error(
+                    413, f"the request body is over {self.max_bytes:,} bytes", "TooLarge", "54000"
+                )
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def make_app(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     *,
-    query_timeout: float = DEFAULT_TIMEOUT_S,
-    max_rows: int = MAX_ROWS,
+    gate: ReadGate | None = None,
+    query_timeout: float | None = None,
+    max_rows: int | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``con``. Handlers are plain ``def``: they run in a thread pool."""
+    gate = gate or ReadGate(con, settings)
     app = FastAPI(title="sensorstream store (read-only)", docs_url="/docs", redoc_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_allowed_hosts, www_redirect=False)
     started = time.time()
 
     @app.exception_handler(QueryError)
-    def _bad_request(_: Request, exc: QueryError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=400)
+    def _refused(_: Request, exc: QueryError) -> JSONResponse:
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))} if isinstance(exc, ReadBusy) else {}
+        return _error(exc.http_status, str(exc), type(exc).__name__, exc.sqlstate, **headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "the request"
+        message = f"{where}: {first.get('msg', 'is not valid')}" if first else "the request is not valid"
+        return _error(400, f"bad request body, {message}", "InvalidRequest", "22023")
+
+    @app.exception_handler(HTTPException)
+    def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "HTTPException", "42000")
+
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Our bug, not the user's: logged with its traceback here, one sentence over the wire.
+        log.exception("read API request failed")
+        return _error(500, f"the read API failed on this request ({type(exc).__name__})", "Internal", "XX000")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {
-            "ok": True,
-            "mode": "api",
-            "writer_pid": os.getpid(),
-            "db": str(settings.db),
-            "uptime_seconds": round(time.time() - started, 3),
-            **queries.health(con),
-        }
+        return {"ok": True, "mode": "api", "uptime_seconds": round(time.time() - started, 3), **gate.health()}
 
     @app.get("/queries")
     def list_queries() -> dict[str, Any]:
@@ -83,12 +136,14 @@ def make_app(
     @app.get("/query/{name}")
     def query(name: str, request: Request) -> Response:
         params = dict(request.query_params)
-        return _json(queries.run_query(con, name, params, timeout=query_timeout))
+        return _json(gate.run_named(name, params, timeout=query_timeout))
 
     @app.post("/sql")
     def sql(body: SqlRequest) -> Response:
-        return _json(run_sql(con, body.sql, body.params, max_rows=max_rows, timeout=query_timeout))
+        return _json(gate.run(body.sql, body.params, max_rows=max_rows, timeout=query_timeout))
 
+    # Added last, so outermost: a huge body is refused before the host check or JSON parsing.
+    app.add_middleware(BodyLimit, max_bytes=gate.limits.max_sql_bytes * 4 + 65_536)
     return app
 
 
@@ -120,13 +175,15 @@ class ReadApi:
         settings: Settings,
         *,
         port: int | None = None,
-        query_timeout: float = DEFAULT_TIMEOUT_S,
-        max_rows: int = MAX_ROWS,
+        gate: ReadGate | None = None,
+        query_timeout: float | None = None,
+        max_rows: int | None = None,
     ) -> None:
         self.settings = settings
         self.host = settings.host
         self.port = settings.api_port if port is None else port
-        self.app = make_app(con, settings, query_timeout=query_timeout, max_rows=max_rows)
+        self.gate = gate or ReadGate(con, settings)
+        self.app = make_app(con, settings, gate=self.gate, query_timeout=query_timeout, max_rows=max_rows)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None

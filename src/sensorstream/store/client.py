@@ -3,7 +3,7 @@
 It asks the writer's read API first (``store.api``; short timeouts). When nothing answers on
 ``SENSORSTREAM_API_PORT`` it opens the DuckDB file read-only for the one call and closes it again,
 because a reader that keeps the file open would stop the writer from starting. Both paths run
-the same code (``queries.run_query`` / ``sqlguard.run_sql``) and go through the same JSON shape
+the same code (``store.reads.ReadGate``: the guard, the limits, the engine lock-down) and go through the same JSON shape
 (:func:`to_frame`), so a DataFrame looks the same whichever path produced it.
 """
 
@@ -19,10 +19,10 @@ import httpx
 import pandas as pd
 
 from sensorstream.config import Settings
-from sensorstream.store import queries
 from sensorstream.store.db import StoreLockedError, connect
-from sensorstream.store.queries import DEFAULT_TIMEOUT_S, QueryError, Result
-from sensorstream.store.sqlguard import run_sql
+from sensorstream.store.errors import QueryError
+from sensorstream.store.queries import Result
+from sensorstream.store.reads import ReadGate
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ class StoreClient:
         return to_frame(
             self._either(
                 lambda: self._get(f"/query/{name}", params=given),
-                lambda con: queries.run_query(con, name, given).to_json(),
+                lambda gate: gate.run_named(name, given).to_json(),
             )
         )
 
@@ -81,21 +81,15 @@ class StoreClient:
         return to_frame(
             self._either(
                 lambda: self._post("/sql", {"sql": text, "params": wire}),
-                lambda con: run_sql(con, text, params, timeout=DEFAULT_TIMEOUT_S).to_json(),
+                lambda gate: gate.run(text, params).to_json(),
             )
         )
 
     def health(self) -> dict[str, Any]:
-        """``ok``, ``mode`` (api/file), writer pid, schema version, last batch id and age."""
+        """``ok``, ``mode`` (api/file), schema version, last batch id and age."""
         return self._either(
             lambda: self._get("/health"),
-            lambda con: {
-                "ok": True,
-                "mode": "file",
-                "writer_pid": None,
-                "db": str(self.db),
-                **queries.health(con),
-            },
+            lambda gate: {"ok": True, "mode": "file", **gate.health()},
         )
 
     def close(self) -> None:
@@ -108,7 +102,7 @@ class StoreClient:
         self.close()
 
     # --- the two paths -------------------------------------------------------------------------
-    def _either(self, over_api: Callable[[], T], from_file: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    def _either(self, over_api: Callable[[], T], from_file: Callable[[ReadGate], T]) -> T:
         try:
             answer = over_api()
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -119,7 +113,9 @@ class StoreClient:
         con = self._open_file()
         try:
             self.mode = "file"
-            return from_file(con)
+            # The same gate as the writer's API: a read of the file obeys the same rules.
+            with ReadGate(con, self.settings) as gate:
+                return from_file(gate)
         finally:
             con.close()
 
@@ -152,8 +148,13 @@ class StoreClient:
 
     @staticmethod
     def _answer(response: httpx.Response) -> Any:
-        if response.status_code == 400:
-            raise QueryError(response.json().get("error", response.text))
+        if 400 <= response.status_code < 500:
+            # The API's refusals are one sentence in "error"; anything else (a proxy's page) as text.
+            try:
+                message = response.json().get("error")
+            except ValueError:
+                message = None
+            raise QueryError(message or f"the read API refused the request: HTTP {response.status_code}")
         response.raise_for_status()
         return response.json()
 

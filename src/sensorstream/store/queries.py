@@ -24,20 +24,14 @@ from uuid import UUID
 
 import duckdb
 
+from sensorstream.store.errors import InvalidParameter, QueryError, QueryTimeout
 from sensorstream.store.migrations import TABLES
 
 MAX_ROWS = 10_000
 DEFAULT_TIMEOUT_S = 10.0
+MAX_SINCE_MINUTES = 100 * 366 * 24 * 60  # a century: more overflows DuckDB's microsecond arithmetic
 
 ParamKind = Literal["str", "int", "time", "since"]
-
-
-class QueryError(ValueError):
-    """A bad request: unknown query, bad parameter, refused or failed SQL. Maps to HTTP 400."""
-
-
-class QueryTimeout(QueryError):
-    """The query ran longer than allowed and was interrupted."""
 
 
 @dataclass(frozen=True)
@@ -399,7 +393,7 @@ def parse_time(value: Any, name: str) -> datetime:
         try:
             ts = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
-            raise QueryError(f"parameter {name}={value!r} is not an ISO-8601 time") from None
+            raise InvalidParameter(f"parameter {name}={value!r:.40} is not an ISO-8601 time") from None
     # A time without a zone is read as UTC, the store's zone.
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
@@ -417,8 +411,10 @@ def _convert(p: Param, value: Any) -> dict[str, Any]:
             except ValueError:
                 minutes = None
         if minutes is not None:
-            if not math.isfinite(minutes) or minutes < 0:
-                raise QueryError(f"parameter {p.name}={value!r}: minutes must be a finite number >= 0")
+            if not math.isfinite(minutes) or not 0 <= minutes <= MAX_SINCE_MINUTES:
+                raise InvalidParameter(
+                    f"parameter {p.name}={value!r:.40}: minutes must be a number from 0 to {MAX_SINCE_MINUTES:,}"
+                )
             return {f"{p.name}_ts": None, f"{p.name}_minutes": minutes}
         return {f"{p.name}_ts": parse_time(value, p.name), f"{p.name}_minutes": None}
     if value is None:
@@ -429,9 +425,9 @@ def _convert(p: Param, value: Any) -> dict[str, Any]:
         try:
             number = int(str(value).strip()) if not isinstance(value, int) else value
         except ValueError:
-            raise QueryError(f"parameter {p.name}={value!r} is not an integer") from None
+            raise InvalidParameter(f"parameter {p.name}={value!r:.40} is not an integer") from None
         if (p.low is not None and number < p.low) or (p.high is not None and number > p.high):
-            raise QueryError(f"parameter {p.name}={number} is out of range {p.low}..{p.high}")
+            raise InvalidParameter(f"parameter {p.name}={number} is out of range {p.low}..{p.high}")
         return {p.name: number}
     return {p.name: str(value)}
 
@@ -441,7 +437,7 @@ def bind(query: NamedQuery, given: Mapping[str, Any]) -> dict[str, Any]:
     known = {p.name for p in query.params}
     unknown = sorted(set(given) - known)
     if unknown:
-        raise QueryError(
+        raise InvalidParameter(
             f"query {query.name!r} has no parameter(s) {unknown}; it takes {sorted(known) or 'none'}"
         )
     bound: dict[str, Any] = {}
@@ -510,7 +506,10 @@ def execute(
         except duckdb.InterruptException:
             raise
         except duckdb.Error as exc:
-            raise QueryError(f"{type(exc).__name__}: {exc}") from exc
+            # The first line only: the rest is DuckDB's caret diagram or hints, not a sentence.
+            raise QueryError(
+                f"the store could not run this query: {str(exc).strip().splitlines()[0]}"
+            ) from exc
     description = cur.description or []
     truncated = len(rows) > max_rows
     return Result(

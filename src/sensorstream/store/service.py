@@ -1,8 +1,13 @@
 """``StoreService``: everything the writer's process serves besides the sink, started together.
 
 The stream job calls ``StoreService(con, settings).start()`` after opening the store and
-``.stop()`` at shutdown: the read API (always), retention (``SENSORSTREAM_RETENTION`` > 0) and
-snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL`` > 0), each on its own daemon thread.
+``.stop()`` at shutdown: the read API (always), the PostgreSQL endpoint (``SENSORSTREAM_PG_PORT``
+>= 0), retention (``SENSORSTREAM_RETENTION`` > 0) and snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
+> 0), each on its own daemon thread.
+
+``.gate`` is the process's one :class:`~sensorstream.store.reads.ReadGate`: creating it locks the
+store's DuckDB instance down for reads, and every endpoint that serves outside readers (the read
+API, a PostgreSQL-wire server) must use it, so they share its guard, limits and read slots.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import duckdb
 from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.background import Periodic
+from sensorstream.store.pgwire import PgServer
+from sensorstream.store.reads import ReadGate
 from sensorstream.store.retention import apply_retention
 from sensorstream.store.snapshot import write_snapshot
 
@@ -24,7 +31,9 @@ class StoreService:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
     ) -> None:
-        self.api = ReadApi(con, settings, port=api_port)
+        self.gate = ReadGate(con, settings)
+        self.api = ReadApi(con, settings, port=api_port, gate=self.gate)
+        self.pg = PgServer(con, settings, gate=self.gate) if settings.pg_port >= 0 else None
         self.retention: Periodic | None = None
         self.snapshot: Periodic | None = None
         if settings.retention > 0 and settings.retention_interval > 0:
@@ -50,12 +59,19 @@ class StoreService:
     def start(self) -> StoreService:
         """Start the API first (a busy port fails here, before anything else runs), then the rest."""
         self.api.start()
+        if self.pg is not None:
+            try:
+                self.pg.start()
+            except BaseException:
+                self.api.stop()
+                raise
         for worker in (self.retention, self.snapshot):
             if worker is not None:
                 worker.start()
         log.info(
-            "store service up: api %s, retention %s, snapshots %s",
+            "store service up: api %s, postgres %s, retention %s, snapshots %s",
             self.api.url,
+            self.pg.address if self.pg else "off",
             "on" if self.retention else "off",
             "on" if self.snapshot else "off",
         )
@@ -66,7 +82,10 @@ class StoreService:
         for worker in (self.snapshot, self.retention):
             if worker is not None:
                 worker.stop()
+        if self.pg is not None:
+            self.pg.stop()
         self.api.stop()
+        self.gate.close()
 
     def __enter__(self) -> StoreService:
         return self.start()

@@ -4,11 +4,13 @@ Those tools cannot open the live file while the pipeline writes it, so every
 ``SENSORSTREAM_SNAPSHOT_INTERVAL`` seconds (0 = off) the writer's process copies the tables
 into a new DuckDB file and renames it over ``SENSORSTREAM_SNAPSHOT_PATH``:
 
-1. ``ATTACH`` a temporary file next to the target (same file system, so the rename is atomic);
-2. one transaction on a cursor: ``CREATE TABLE … AS SELECT`` per table. The cursor reads one
-   MVCC snapshot (one committed batch) and never takes ``writer_lock``: batches keep committing
-   while it copies, and it writes only to the attached file, so it cannot conflict with them;
-3. ``CHECKPOINT`` and ``DETACH`` (the file is complete and closed), then ``os.replace``.
+1. open a temporary file next to the target (same file system, so the rename is atomic) as a
+   separate DuckDB instance: the store's own instance has file access locked off while it serves
+   reads (``store.lockdown``), so it cannot ``ATTACH`` it;
+2. one transaction on a cursor of the store: each table's ``SELECT`` streams as Arrow record
+   batches into ``CREATE TABLE … AS`` in the new file. The cursor reads one MVCC snapshot (one
+   committed batch) and never takes ``writer_lock``: batches keep committing while it copies;
+3. ``CHECKPOINT`` and close the new file (it is complete), then ``os.replace``.
 
 A reader therefore sees the old snapshot or the new one, never half a file. Tables keep the
 store's names and columns, so the named queries run on a snapshot too; ``dead_letters`` loses its
@@ -21,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,17 +49,15 @@ _COPIES: dict[str, str] = {
 }
 
 
+_BATCH_ROWS = 100_000
+
+
 @dataclass
 class SnapshotResult:
     path: Path
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     bytes: int = 0
-
-
-def _quote(path: Path) -> str:
-    # ATTACH takes no parameters; the path comes from settings, not from a request.
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def write_snapshot(
@@ -71,18 +70,18 @@ def write_snapshot(
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)  # from a crash mid-snapshot
-    alias = f"snapshot_{uuid.uuid4().hex[:12]}"  # attachments are shared by all cursors: be unique
     result = SnapshotResult(target)
     cur = read_cursor(con)
     try:
         source = cur.execute(
             "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
         ).fetchone()
-        cur.execute(f"ATTACH {_quote(tmp)} AS {alias}")
+        out = duckdb.connect(str(tmp))
         try:
-            _copy(cur, alias, readings_minutes, source[0] if source else None, result)
+            _copy(cur, out, readings_minutes, source[0] if source else None, result)
+            out.execute("CHECKPOINT")  # everything in the file itself: no .wal is left beside it
         finally:
-            cur.execute(f"DETACH {alias}")
+            out.close()
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -97,7 +96,7 @@ def write_snapshot(
 
 def _copy(
     cur: duckdb.DuckDBPyConnection,
-    alias: str,
+    out: duckdb.DuckDBPyConnection,
     readings_minutes: float,
     source: str | None,
     result: SnapshotResult,
@@ -106,17 +105,21 @@ def _copy(
     try:
         for table, select in _COPIES.items():
             params = {"readings_minutes": readings_minutes} if "$readings_minutes" in select else None
-            cur.execute(f"CREATE TABLE {alias}.main.{table} AS {select}", params)
-            result.rows[table] = cur.execute(f"SELECT count(*) FROM {alias}.main.{table}").fetchone()[0]
-        cur.execute(
-            f"CREATE TABLE {alias}.main.snapshot_info AS SELECT now() AS taken_at, $db AS source_db, "
-            "(SELECT max(batch_id) FROM pipeline_metrics) AS last_batch_id",
-            {"db": source},
+            # Record batches, not one Arrow table: a large `readings` never sits in memory whole.
+            out.register("source", cur.sql(select, params=params).to_arrow_reader(_BATCH_ROWS))
+            try:
+                out.execute(f"CREATE TABLE {table} AS SELECT * FROM source")
+            finally:
+                out.unregister("source")
+            result.rows[table] = out.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        last = cur.execute("SELECT max(batch_id) FROM pipeline_metrics").fetchone()
+        out.execute(
+            "CREATE TABLE snapshot_info AS SELECT now() AS taken_at, CAST($db AS VARCHAR) AS source_db, "
+            "CAST($last AS BIGINT) AS last_batch_id",
+            {"db": source, "last": last[0] if last else None},
         )
         cur.execute("COMMIT")
     except BaseException:
         with suppress(duckdb.Error):
             cur.execute("ROLLBACK")
         raise
-    # Write everything into the file itself now, so no .wal is left beside it after DETACH.
-    cur.execute(f"CHECKPOINT {alias}")

@@ -1,0 +1,119 @@
+"""hostile-reader: a reader process throws hostile and heavy queries at the read API during a run.
+
+The same known stream is produced live (at a fixed rate) twice, into two topics, each read by its
+own stream job and store:
+
+1. **calm**: only the usual reader (``faults.reader``) reads the API;
+2. **hostile**: the usual reader plus ``faults.hostile`` in another process, several threads
+   sending :data:`~sensorstream.faults.hostile.ATTACKS` (files, extension downloads, huge SQL,
+   huge values and answers, endless queries, the machine's settings...) round and round.
+
+Both stores must equal the expectation (nothing lost, doubled or wrong); every hostile request
+must get a right answer (a 4xx with one sentence, or an answer for a legal heavy query); the job
+must survive. The latency the stream pays is event -> store (``ingested_at - kafka_timestamp``
+over every reading after the first batch): its p99 in the hostile run must stay within :data:`LATENCY_FACTOR` of the
+calm run's (checked in the full run; the quick run is too short and too noisy for a ratio, so it
+only records both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from sensorstream.faults.base import FaultOptions, ScenarioResult
+from sensorstream.faults.common import Background, for_kafka, start_reader, summary_numbers
+from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, wait_until
+from sensorstream.faults.events import Expectation, StreamSpec, build
+from sensorstream.faults.hostile import HostileReader, HostileStats
+
+LATENCY_FACTOR = 1.5
+PHASES = ("calm", "hostile")
+
+
+def latency_p99_ms(db: str | Path) -> float | None:
+    """p99 of event -> store latency (``ingested_at - kafka_timestamp``) in ms, after the first batch.
+
+    The first batch is left out: it waits for Spark's start-up, which is the same with or without
+    readers and would hide what they cost.
+    """
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT quantile_cont(epoch_ms(ingested_at) - epoch_ms(kafka_timestamp), 0.99) FROM readings "
+            "WHERE batch_id > (SELECT min(batch_id) FROM readings)"
+        ).fetchone()
+    finally:
+        con.close()
+    return round(float(row[0]), 1) if row and row[0] is not None else None
+
+
+def run(opts: FaultOptions) -> ScenarioResult:
+    events = opts.size(200_000, 20_000)
+    rate = 2_000.0 if opts.quick else 5_000.0
+    result = ScenarioResult(
+        "hostile-reader", faults="hostile and heavy queries from another process throughout the run"
+    )
+    with Workspace("hostile", opts.settings, opts.workdir, opts.keep) as ws:
+        try:
+            bootstrap = opts.bootstrap or ws.kafka().bootstrap_servers
+            ranges = opts.settings.valid_ranges
+            # As in broker-restart: event time at half the producer's pace and no late events, so
+            # the expectation holds however the batches fall (this scenario is about the reads).
+            spec = StreamSpec(
+                events=events, seed=opts.seed, step_ms=500.0 / rate, sensors=200, late=0.0, malformed=0.005
+            )
+            messages = build(spec, ranges)
+            expected = Expectation(messages, ranges, behind=5_000 + int(rate * 10), ahead=int(rate * 10))
+            p99: dict[str, float | None] = {}
+            for phase in PHASES:
+                topic = ws.topic(bootstrap, f"faults-hostile-{phase}-{ws.dir.name[-6:]}")
+                env = ws.stream_env(bootstrap, topic, tag=phase, max_offsets_per_trigger=5_000)
+                job = ws.start_stream(env)
+                wait_until(lambda e=env: api_up(api_url(e)), 180, "the read API", job)
+                # Produce once Spark's query runs: its start-up is not what this scenario measures.
+                wait_until(
+                    lambda j=job: "stream started" in j.log_tail(1000), 300, "the stream to start", job
+                )
+                reader = start_reader(ws, env)
+                hostile = None
+                if phase == "hostile":
+                    hostile = HostileReader(api_url(env), ws.dir / "hostile.json")
+                    ws.on_exit(hostile.kill)
+                producer = Background(ws, for_kafka(opts.settings, bootstrap, topic), messages, rate).start()
+                summary = producer.join(len(messages) / rate * 3 + 300)
+                wait_until(
+                    lambda e=env, t=topic: caught_up(api_url(e), bootstrap, t),
+                    600,
+                    "the job to catch up",
+                    job,
+                )
+                stats: HostileStats | None = hostile.stop() if hostile else None
+                reader_stats = reader.stop([])
+                result.checks[f"{phase}: producer acked every message"] = summary.acked == len(messages)
+                result.checks[f"{phase}: stream job survived"] = job.alive
+                result.checks[f"{phase}: stream job stopped cleanly (exit 0)"] = job.terminate() == 0
+                verdict = expected.compare(env["SENSORSTREAM_DB"])
+                result.checks[f"{phase}: store equals the expectation"] = verdict.ok
+                p99[phase] = latency_p99_ms(env["SENSORSTREAM_DB"])
+                if phase == "hostile":
+                    result.events, result.verdict, result.reader = summary.sent, verdict, reader_stats
+                    result.numbers.update(summary_numbers(summary))
+                    assert stats is not None
+                    result.numbers["hostile"] = stats.to_dict()
+                    result.checks["every hostile request got a right answer"] = stats.ok_verdict
+                else:
+                    result.numbers["calm_reader_p99_ms"] = reader_stats.p99_ms
+            result.numbers["latency_p99_ms"] = p99
+            calm, hostile_p99 = p99["calm"], p99["hostile"]
+            ratio = round(hostile_p99 / calm, 2) if calm and hostile_p99 else None
+            result.numbers["latency_p99_ratio"] = ratio
+            if not opts.quick:
+                result.checks[f"latency p99 within {LATENCY_FACTOR}x of the calm run"] = (
+                    ratio is not None and ratio <= LATENCY_FACTOR
+                )
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        ws.failed = not result.passed
+    return result.finish()

@@ -1,0 +1,167 @@
+"""What the endpoint tells clients about the "server": start-up parameters, ``SHOW``, ``version()``.
+
+Drivers decide how to talk from these values: ``integer_datetimes`` and ``TimeZone`` tell them
+how to read binary timestamps, ``standard_conforming_strings`` how to quote, ``server_version``
+which catalog queries to send (psql 15 and pgJDBC ask for PostgreSQL 10+ features). Only fixed,
+harmless values are served here; DuckDB's own settings (paths, memory, threads) never are.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+SERVER_VERSION = "15.0"
+SERVER_VERSION_NUM = "150000"
+# SQLAlchemy, pgJDBC and Grafana read the version from this text ("PostgreSQL <major>.<minor> ...").
+VERSION_TEXT = (
+    f"PostgreSQL {SERVER_VERSION} (sensorstream read-only endpoint on DuckDB {duckdb.__version__}), 64-bit"
+)
+
+# Reported at start-up as ParameterStatus, and answered by SHOW / current_setting().
+STARTUP_PARAMETERS: dict[str, str] = {
+    "server_version": SERVER_VERSION,
+    "server_encoding": "UTF8",
+    "client_encoding": "UTF8",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "integer_datetimes": "on",
+    "standard_conforming_strings": "on",
+    "is_superuser": "off",
+    "default_transaction_read_only": "on",
+    "in_hot_standby": "off",
+}
+
+_MORE_SETTINGS: dict[str, str] = {
+    "server_version_num": SERVER_VERSION_NUM,
+    # DuckDB gives each read a snapshot of the last commit: PostgreSQL calls that repeatable read.
+    "transaction_isolation": "repeatable read",
+    "transaction isolation level": "repeatable read",
+    "transaction_read_only": "on",
+    "search_path": '"$user", public, main',
+    "max_identifier_length": "63",
+    "max_index_keys": "32",
+    "lc_collate": "C",
+    "lc_ctype": "C",
+    "extra_float_digits": "3",
+    "statement_timeout": "0",
+    "lock_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+    "bytea_output": "hex",
+    "datestyle": "ISO, MDY",
+    "timezone": "UTC",
+    "max_connections": "32",
+    "block_size": "8192",
+}
+
+
+def settings_for(session_values: dict[str, str]) -> dict[str, str]:
+    """Every SHOW-able name (lower case) with its value; ``application_name`` is the client's own."""
+    merged = {k.lower(): v for k, v in {**STARTUP_PARAMETERS, **_MORE_SETTINGS}.items()}
+    for name, value in session_values.items():
+        # Values that change how we encode data stay ours; the client cannot switch them.
+        if name.lower() not in {k.lower() for k in STARTUP_PARAMETERS}:
+            merged[name.lower()] = value
+    return merged
+
+
+# Columns PostgreSQL 15 clients read that DuckDB's pg_catalog views lack: added with PostgreSQL's
+# value for an ordinary, unpartitioned, unsecured object.
+EXTRA_COLUMNS: dict[str, dict[str, str]] = {
+    "pg_class": {"relforcerowsecurity": "false"},
+    "pg_index": {"indnullsnotdistinct": "false"},
+    "pg_collation": {
+        "collnamespace": "0",
+        "collprovider": "'c'",
+        "collencoding": "-1",
+        "collcollate": "'C'",
+        "collctype": "'C'",
+    },
+    "pg_database": {
+        "datdba": "10",
+        "encoding": "6",  # UTF8
+        "datcollate": "'C'",
+        "datctype": "'C'",
+        "daticulocale": "NULL::VARCHAR",
+        "datlocprovider": "'c'",
+        "datacl": "NULL::VARCHAR[]",
+        "datconnlimit": "-1",
+        "dattablespace": "0",
+    },
+}
+
+
+# Columns DuckDB's views have but leave untyped (NULL), which PostgreSQL functions cannot take.
+RETYPED_COLUMNS: dict[str, dict[str, str]] = {
+    "pg_class": {"reloptions": "CAST(NULL AS VARCHAR[])", "relacl": "CAST(NULL AS VARCHAR[])"},
+}
+
+
+def _values_table(columns: tuple[str, ...], rows: list[tuple[str | int | bool, ...]]) -> str:
+    def quote(value: str | int | bool) -> str:
+        if isinstance(value, bool | int):
+            return str(value).lower()
+        return "'" + value.replace("'", "''") + "'"
+
+    if not rows:
+        return "SELECT " + ", ".join(f"NULL::VARCHAR AS {c}" for c in columns) + " WHERE false"
+    body = ", ".join("(" + ", ".join(quote(v) for v in row) + ")" for row in rows)
+    return f"SELECT * FROM (VALUES {body}) AS v({', '.join(columns)})"
+
+
+def replaced_tables(user: str, settings: dict[str, str]) -> dict[str, str]:
+    """Catalog tables answered from our own values: DuckDB's pg_settings would show the engine's
+    settings (file paths among them), and DuckDB has no roles."""
+    role = (user, False, True, False, False, True, False, -1, 10)
+    role_columns = (
+        "rolname", "rolsuper", "rolinherit", "rolcreaterole", "rolcreatedb", "rolcanlogin",
+        "rolreplication", "rolconnlimit", "oid",
+    )  # fmt: skip
+    return {
+        "pg_settings": _values_table(
+            ("name", "setting", "short_desc", "vartype"),
+            [(name, value, "", "string") for name, value in sorted(settings.items())],
+        ),
+        "pg_roles": _values_table(role_columns, [role]),
+        "pg_user": _values_table(
+            ("usename", "usesysid", "usecreatedb", "usesuper"), [(user, 10, False, False)]
+        ),
+    }
+
+
+# Catalog tables for features the store does not have (policies, publications, inheritance,
+# triggers, extended statistics): empty, with the columns psql and drivers select from them.
+EMPTY_TABLES: dict[str, str] = {
+    "pg_policy": "oid BIGINT, polname VARCHAR, polrelid BIGINT, polcmd VARCHAR, polpermissive BOOLEAN, "
+    "polroles BIGINT[], polqual VARCHAR, polwithcheck VARCHAR",
+    "pg_statistic_ext": "oid BIGINT, stxrelid BIGINT, stxname VARCHAR, stxnamespace BIGINT, stxowner BIGINT, "
+    "stxstattarget INTEGER, stxkeys INTEGER[], stxkind VARCHAR[], stxexprs VARCHAR",
+    "pg_publication": "oid BIGINT, pubname VARCHAR, pubowner BIGINT, puballtables BOOLEAN, pubinsert BOOLEAN, "
+    "pubupdate BOOLEAN, pubdelete BOOLEAN, pubtruncate BOOLEAN, pubviaroot BOOLEAN",
+    "pg_publication_rel": "oid BIGINT, prpubid BIGINT, prrelid BIGINT, prqual VARCHAR, prattrs INTEGER[]",
+    "pg_publication_namespace": "oid BIGINT, pnpubid BIGINT, pnnspid BIGINT",
+    "pg_inherits": "inhrelid BIGINT, inhparent BIGINT, inhseqno INTEGER, inhdetachpending BOOLEAN",
+    "pg_trigger": "oid BIGINT, tgrelid BIGINT, tgparentid BIGINT, tgname VARCHAR, tgfoid BIGINT, "
+    "tgtype INTEGER, tgenabled VARCHAR, tgisinternal BOOLEAN, tgconstraint BIGINT",
+    "pg_rewrite": "oid BIGINT, rulename VARCHAR, ev_class BIGINT, ev_type VARCHAR, is_instead BOOLEAN",
+    "pg_partitioned_table": "partrelid BIGINT, partstrat VARCHAR, partnatts INTEGER, partdefid BIGINT",
+    "pg_foreign_table": "ftrelid BIGINT, ftserver BIGINT, ftoptions VARCHAR[]",
+    "pg_opclass": "oid BIGINT, opcname VARCHAR, opcmethod BIGINT, opcnamespace BIGINT, opcdefault BOOLEAN",
+    "pg_extension": "oid BIGINT, extname VARCHAR, extowner BIGINT, extnamespace BIGINT, extversion VARCHAR",
+}
+
+
+def empty_table_sql(name: str) -> str:
+    columns = [part.strip().split(" ", 1) for part in EMPTY_TABLES[name].split(", ")]
+    select = ", ".join(f"CAST(NULL AS {kind}) AS {col}" for col, kind in columns)
+    return f"SELECT {select} WHERE false"
+
+
+# format_type() as PostgreSQL spells types (DuckDB's gives "int8", "varchar"; SQLAlchemy's
+# reflection and psql's \d expect "bigint", "character varying").
+FORMAT_TYPE_NAMES: dict[int, str] = {
+    16: "boolean", 17: "bytea", 20: "bigint", 21: "smallint", 23: "integer", 25: "text", 114: "json",
+    700: "real", 701: "double precision", 1043: "character varying", 1082: "date",
+    1083: "time without time zone", 1114: "timestamp without time zone",
+    1184: "timestamp with time zone", 1186: "interval", 1700: "numeric", 2950: "uuid",
+}  # fmt: skip

@@ -1,0 +1,250 @@
+"""The PostgreSQL endpoint: an asyncio server on its own thread in the writer's process.
+
+``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
+port fails start-up with a sentence naming the setting, like the read API) and serves until
+``stop()``. The protocol runs on the loop; DuckDB reads run on a small thread pool, each through
+the process's shared read gate (``gate.run_read``), the one the HTTP read API uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import duckdb
+
+from sensorstream.config import Settings
+from sensorstream.store.pgwire import translate
+from sensorstream.store.pgwire.auth import Credentials
+from sensorstream.store.pgwire.gate import ReadError, is_syntax_problem, run_read
+from sensorstream.store.pgwire.params import infer_param_types
+from sensorstream.store.pgwire.session import Outcome, Session
+from sensorstream.store.reads import ReadGate, ReadResult
+
+log = logging.getLogger(__name__)
+
+
+class PgStartError(RuntimeError):
+    """The PostgreSQL endpoint could not start (most often: its port is taken)."""
+
+
+class Backend:
+    """What sessions share: the read gate, the credentials, the thread pool."""
+
+    def __init__(self, gate: ReadGate, settings: Settings) -> None:
+        self.gate = gate
+        self.credentials = Credentials(settings.pg_user, settings.pg_password)
+        self.max_connections = settings.pg_max_connections
+        self.pool = ThreadPoolExecutor(max_workers=settings.pg_workers, thread_name_prefix="pg-read")
+        self.sessions: set[Session] = set()
+        self._pids = itertools.count(os.getpid() * 100 % 2_000_000_000)
+        self._columns: dict[str, str] | None = None
+
+    def next_pid(self) -> int:
+        return next(self._pids)
+
+    def admit(self, session: Session) -> bool:
+        if len(self.sessions) >= self.max_connections:
+            return False
+        self.sessions.add(session)
+        return True
+
+    def forget(self, session: Session) -> None:
+        self.sessions.discard(session)
+
+    # --- reads (on the pool) -----------------------------------------------------------------------
+    def _read(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
+        """Run ``sql`` as DuckDB SQL; PostgreSQL-only syntax is rewritten first or on a syntax error."""
+        items = tuple(sorted(settings.items()))
+        first = translate.to_duckdb(sql, user, items) if translate.wants_rewrite_first(sql) else sql
+        try:
+            return run_read(self.gate, first, _bound(first, params))
+        except ReadError as exc:
+            if not is_syntax_problem(exc):
+                raise
+            rewritten = translate.to_duckdb(sql, user, items)
+            if rewritten == first:
+                log.debug("postgres endpoint: %s\n  as run: %s", exc, first)
+                raise
+            try:
+                return run_read(self.gate, rewritten, _bound(rewritten, params))
+            except ReadError as second:
+                log.debug("postgres endpoint: %s\n  as sent: %s\n  rewritten: %s", second, sql, rewritten)
+                raise exc from None
+
+    async def run(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> Outcome:
+        result = await self._on_pool(sql, params, user, settings)
+        notice = None
+        if result.truncated:
+            notice = (
+                f"result truncated to {self.gate.limits.max_rows} rows, the store's limit for one read; "
+                "aggregate or filter further"
+            )
+        return Outcome("SELECT", result=result, notice=notice)
+
+    async def describe(
+        self, sql: str, n_params: int, user: str, settings: dict[str, str]
+    ) -> ReadResult | None:
+        """The columns ``sql`` returns, from a ``LIMIT 0`` run with NULL parameters."""
+        wrapped = f"SELECT * FROM (\n{sql}\n) AS described LIMIT 0"
+        result = await self._on_pool(wrapped, [None] * n_params, user, settings)
+        return result if result.columns else None
+
+    async def _on_pool(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.pool, self._read, sql, params, user, settings)
+        except ReadError:
+            raise
+        except Exception as exc:
+            # A bug of ours (a rewrite sqlglot chokes on...) must cost the client one statement,
+            # not the connection; the log keeps the details.
+            log.exception("postgres endpoint: internal error on %r", sql[:500])
+            raise ReadError(
+                "XX000", f"internal error in the PostgreSQL endpoint: {type(exc).__name__}"
+            ) from None
+
+    def param_types(self, sql: str, declared: list[int]) -> list[int]:
+        return infer_param_types(sql, declared, self.store_columns())
+
+    def store_columns(self) -> dict[str, str]:
+        """Column name -> DuckDB type over the store's tables (the schema is fixed while we run)."""
+        if self._columns is None:
+            result = run_read(
+                self.gate,
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+                "ORDER BY table_name, column_index",
+            )
+            columns: dict[str, str] = {}
+            for name, data_type in result.rows:
+                columns.setdefault(str(name).lower(), str(data_type))
+            self._columns = columns
+        return self._columns
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _bound(sql: str, params: list[Any]) -> list[Any] | dict[str, Any] | None:
+    """``params`` for ``sql``; by number when a rewrite dropped some ``$n`` (DuckDB refuses extras)."""
+    if not params:
+        return None
+    used = {int(n) for n in _PLACEHOLDER.findall(sql)}
+    if used == set(range(1, len(params) + 1)):
+        return params
+    return {str(n): params[n - 1] for n in used if n <= len(params)}
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PgStartError(
+            f"the store's PostgreSQL endpoint cannot listen on {host}:{port} ({exc.strerror}); "
+            "set SENSORSTREAM_PG_PORT to a free port (or stop the process that holds it)."
+        ) from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    sock.set_inheritable(False)
+    return sock
+
+
+class PgServer:
+    """The endpoint on a daemon thread with its own event loop: ``start()`` / ``stop()``."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        settings: Settings,
+        *,
+        port: int | None = None,
+        gate: ReadGate | None = None,
+    ) -> None:
+        """``gate``: the process's shared gate (``StoreService.gate``), so the HTTP API and this
+        endpoint share read slots; without one (a test, a script) a gate of its own on ``con``."""
+        self.host = settings.pg_host
+        self.port = settings.pg_port if port is None else port
+        self._own_gate = gate is None  # ours to close at stop()
+        self.backend = Backend(gate or ReadGate(con, settings), settings)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> PgServer:
+        if self._thread is not None:
+            return self
+        sock = bind_socket(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._serve, args=(sock,), name="store-pg-endpoint", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout) or self._error is not None:
+            self.stop()
+            raise PgStartError(
+                f"the store's PostgreSQL endpoint did not start on {self.address}: {self._error}"
+            )
+        log.info("store PostgreSQL endpoint on %s (user %s)", self.address, self.backend.credentials.user)
+        return self
+
+    def _serve(self, sock: socket.socket) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await Session(self.backend, reader, writer).serve()
+
+        try:
+            self._server = loop.run_until_complete(asyncio.start_server(handle, sock=sock))
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            self._server.close()
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every session, then the pool. Safe to call twice."""
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        # Reads in flight finish (each is bounded by the gate's time limit) before the caller
+        # closes the store connection under them.
+        self.backend.pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_gate:
+            self.backend.gate.close()
+            self._own_gate = False
+        self._thread = self._loop = self._server = None
+
+    def __enter__(self) -> PgServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,402 @@
+"""One client connection: start-up, SCRAM, then the simple and extended query protocols.
+
+The session runs on the endpoint's asyncio loop; every DuckDB read goes to the endpoint's thread
+pool (``Backend.run``), so a slow query holds up only its own client. Transactions are accepted
+and tracked for the status byte clients check (I / T / E) but change nothing: every statement
+reads the newest committed batch, which is what a dashboard wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sensorstream.store.pgwire import codec, translate
+from sensorstream.store.pgwire import types as t
+from sensorstream.store.pgwire.auth import AuthFailed
+from sensorstream.store.pgwire.catalog import STARTUP_PARAMETERS, settings_for
+from sensorstream.store.pgwire.codec import ProtocolError, Reader
+from sensorstream.store.pgwire.gate import ReadError
+from sensorstream.store.reads import ReadResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What one statement produced: a tag, and for row-returning ones the columns and rows."""
+
+    tag: str
+    result: ReadResult | None = None
+    notice: str | None = None
+    tx_state: str = ""
+
+
+@dataclass
+class Prepared:
+    sql: str
+    command: translate.Command
+    param_oids: list[int]
+    described: ReadResult | None = None  # columns only (from a LIMIT 0 run)
+
+
+@dataclass
+class Portal:
+    statement: Prepared
+    params: list[Any]
+    result_formats: list[int]
+    outcome: Outcome | None = None
+    sent: int = 0
+    encoders: list[Callable[[Any], bytes]] = field(default_factory=list)
+
+
+class Session:
+    def __init__(self, backend: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.backend = backend
+        self.reader = reader
+        self.writer = writer
+        self.user = ""
+        self.values: dict[str, str] = {}
+        self.tx = "I"
+        self.pid = backend.next_pid()
+        self.secret = secrets.randbits(31)
+        self.statements: dict[str, Prepared] = {}
+        self.portals: dict[str, Portal] = {}
+        self._out: list[bytes] = []
+
+    # --- plumbing --------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    async def flush(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out))
+            self._out.clear()
+            await self.writer.drain()
+
+    async def serve(self) -> None:
+        try:
+            if await self._startup():
+                await self._loop()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away; nothing to tell it
+        except ProtocolError as exc:
+            self.send(codec.error_response("08P01", str(exc), severity="FATAL"))
+            await self._safe_flush()
+        finally:
+            self.backend.forget(self)
+            self.writer.close()
+
+    async def _safe_flush(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.flush()
+
+    # --- start-up and authentication -------------------------------------------------------------
+    async def _startup(self) -> bool:
+        while True:
+            code, body = await codec.read_startup(self.reader)
+            if code in (codec.SSL_REQUEST, codec.GSSENC_REQUEST):
+                # No TLS here: the endpoint binds loopback by default; 'N' makes clients go on in clear.
+                self.writer.write(b"N")
+                await self.writer.drain()
+                continue
+            if code == codec.CANCEL_REQUEST:
+                return False
+            break
+        if code >> 16 != 3:
+            raise ProtocolError(f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: only 3.0 is")
+        params = codec.parse_startup_params(body)
+        if code & 0xFFFF or any(k.startswith("_pq_.") for k in params):
+            unknown = [k for k in params if k.startswith("_pq_.")]
+            payload = codec.struct.pack("!ii", codec.PROTOCOL_3_0, len(unknown))
+            self.send(codec.message(b"v", payload + b"".join(codec.cstr(k) for k in unknown)))
+        self.user = params.get("user", "")
+        if not self.backend.admit(self):
+            self.send(codec.error_response("53300", "sorry, too many clients already", severity="FATAL"))
+            await self.flush()
+            return False
+        if not await self._authenticate():
+            return False
+        self.values["application_name"] = params.get("application_name", "")
+        self.send(codec.auth_request(0))
+        for name, value in STARTUP_PARAMETERS.items():
+            self.send(codec.parameter_status(name, value))
+        self.send(codec.parameter_status("application_name", self.values["application_name"]))
+        self.send(codec.parameter_status("session_authorization", self.user))
+        self.send(codec.backend_key_data(self.pid, self.secret))
+        self.send(codec.ready_for_query("I"))
+        await self.flush()
+        return True
+
+    async def _authenticate(self) -> bool:
+        exchange = self.backend.credentials.exchange(self.user)
+        self.send(codec.auth_request(10, codec.cstr("SCRAM-SHA-256") + b"\x00"))
+        await self.flush()
+        try:
+            kind, body = await codec.read_message(self.reader)
+            if kind != b"p":
+                raise ProtocolError("expected a SASLInitialResponse")
+            msg = Reader(body)
+            mechanism = msg.cstring()
+            if mechanism != "SCRAM-SHA-256":
+                raise AuthFailed(f"unsupported SASL mechanism {mechanism}")
+            length = msg.int32()
+            self.send(codec.auth_request(11, exchange.first(msg.bytes_(length))))
+            await self.flush()
+            kind, body = await codec.read_message(self.reader)
+            if kind != b"p":
+                raise ProtocolError("expected a SASLResponse")
+            self.send(codec.auth_request(12, exchange.final(body)))
+            return True
+        except AuthFailed as exc:
+            log.info("postgres endpoint: authentication failed for user %r: %s", self.user, exc)
+            self.send(
+                codec.error_response(
+                    "28P01",
+                    f'password authentication failed for user "{self.user}"',
+                    severity="FATAL",
+                    hint="use the user and password set by SENSORSTREAM_PG_USER and SENSORSTREAM_PG_PASSWORD",
+                )
+            )
+            await self.flush()
+            return False
+
+    # --- the message loop ------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        skipping = False  # after an error in the extended protocol, until Sync
+        while True:
+            kind, body = await codec.read_message(self.reader)
+            if kind == b"X":
+                return
+            if kind == b"Q":
+                await self._simple_query(Reader(body).cstring())
+                continue
+            if kind == b"S":
+                skipping = False
+                self._close_unnamed_portal()
+                self.send(codec.ready_for_query(self.tx))
+                await self.flush()
+                continue
+            if kind == b"H":
+                await self.flush()
+                continue
+            if skipping:
+                continue
+            handler = {
+                b"P": self._parse,
+                b"B": self._bind,
+                b"D": self._describe,
+                b"E": self._execute,
+                b"C": self._close,
+            }.get(kind)
+            try:
+                if handler is None:
+                    raise ReadError("0A000", f"message type {kind!r} is not supported by this endpoint")
+                await handler(Reader(body))
+            except ReadError as exc:
+                self._error(exc)
+                skipping = True
+
+    def _error(self, exc: ReadError) -> None:
+        self.send(codec.error_response(exc.sqlstate, str(exc)))
+        if self.tx == "T":
+            self.tx = "E"
+
+    # --- running one statement -------------------------------------------------------------------
+    async def _run(self, command: translate.Command, params: list[Any]) -> Outcome:
+        if self.tx == "E" and command.kind != "tx":
+            raise ReadError(
+                "25P02", "current transaction is aborted, commands ignored until end of transaction block"
+            )
+        if command.kind == "tx":
+            return Outcome(command.tag, tx_state=command.tx_state)
+        if command.kind == "noop":
+            return Outcome(command.tag)
+        if command.kind == "set":
+            if command.name:
+                self.values[command.name] = command.value
+            return Outcome("SET")
+        if command.kind == "show":
+            return Outcome("SHOW", result=self._show(command.name))
+        return await self.backend.run(command.sql, params, self.user, self._settings())
+
+    def _settings(self) -> dict[str, str]:
+        return settings_for(self.values)
+
+    def _show(self, name: str) -> ReadResult:
+        settings = self._settings()
+        if name == "all":
+            rows = [(k, v, "") for k, v in sorted(settings.items())]
+            return ReadResult(["name", "setting", "description"], ["VARCHAR"] * 3, rows)
+        if name not in settings:
+            raise ReadError("42704", f'unrecognized configuration parameter "{name}"')
+        column = name.replace(" ", "_")
+        return ReadResult([column], ["VARCHAR"], [(settings[name],)])
+
+    def _apply(self, outcome: Outcome) -> None:
+        if outcome.tx_state:
+            self.tx = outcome.tx_state
+        if outcome.notice:
+            self.send(codec.notice_response("01000", outcome.notice))
+
+    # --- simple query protocol -------------------------------------------------------------------
+    async def _simple_query(self, sql: str) -> None:
+        statements = translate.split_statements(sql)
+        if not statements:
+            self.send(codec.EMPTY_QUERY)
+        for text in statements:
+            try:
+                outcome = await self._run(translate.classify(text), [])
+            except ReadError as exc:
+                self._error(exc)
+                break
+            self._apply(outcome)
+            if outcome.result is not None:
+                encoders = _encoders(outcome.result, [])
+                self.send(codec.row_description(_fields(outcome.result, [])))
+                for row in outcome.result.rows:
+                    self.send(codec.data_row(_encode_row(row, encoders)))
+            self.send(
+                codec.command_complete(_tag(outcome, len(outcome.result.rows) if outcome.result else 0))
+            )
+            if len(self._out) > 256:
+                await self.flush()
+        self.send(codec.ready_for_query(self.tx))
+        await self.flush()
+
+    # --- extended query protocol -----------------------------------------------------------------
+    async def _parse(self, msg: Reader) -> None:
+        name, sql = msg.cstring(), msg.cstring()
+        declared = msg.int32s_after_int16_count()
+        command = translate.classify(sql.strip().rstrip(";"))
+        oids = self.backend.param_types(sql, declared) if command.kind == "query" else declared
+        self.statements[name] = Prepared(sql.strip().rstrip(";").strip(), command, oids)
+        self.send(codec.PARSE_COMPLETE)
+
+    async def _bind(self, msg: Reader) -> None:
+        portal_name, statement_name = msg.cstring(), msg.cstring()
+        statement = self.statements.get(statement_name)
+        if statement is None:
+            raise ReadError("26000", f'prepared statement "{statement_name}" does not exist')
+        formats = msg.int16s()
+        count = msg.int16()
+        if count != len(statement.param_oids):
+            raise ReadError(
+                "08P01",
+                f"bind message supplies {count} parameters, but prepared statement requires "
+                f"{len(statement.param_oids)}",
+            )
+        params = []
+        for i in range(count):
+            length = msg.int32()
+            data = None if length < 0 else msg.bytes_(length)
+            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
+            try:
+                params.append(t.decode_param(statement.param_oids[i], data, fmt == 1))
+            except t.ParamDecodeError as exc:
+                raise ReadError("22P02", str(exc)) from None
+        self.portals[portal_name] = Portal(statement, params, msg.int16s())
+        self.send(codec.BIND_COMPLETE)
+
+    async def _describe(self, msg: Reader) -> None:
+        what, name = msg.bytes_(1), msg.cstring()
+        if what == b"S":
+            statement = self.statements.get(name)
+            if statement is None:
+                raise ReadError("26000", f'prepared statement "{name}" does not exist')
+            self.send(codec.parameter_description(statement.param_oids))
+            columns = await self._statement_columns(statement)
+            self.send(codec.row_description(_fields(columns, [])) if columns else codec.NO_DATA)
+            return
+        portal = self._portal(name)
+        outcome = await self._portal_outcome(portal)
+        if outcome.result is None:
+            self.send(codec.NO_DATA)
+        else:
+            self.send(codec.row_description(_fields(outcome.result, portal.result_formats)))
+
+    async def _statement_columns(self, statement: Prepared) -> ReadResult | None:
+        command = statement.command
+        if command.kind == "show":
+            return self._show(command.name)
+        if command.kind != "query":
+            return None
+        if statement.described is None:
+            statement.described = await self.backend.describe(
+                statement.sql, len(statement.param_oids), self.user, self._settings()
+            )
+        return statement.described
+
+    async def _portal_outcome(self, portal: Portal) -> Outcome:
+        if portal.outcome is None:
+            portal.outcome = await self._run(portal.statement.command, portal.params)
+            self._apply(portal.outcome)
+            if portal.outcome.result is not None:
+                portal.encoders = _encoders(portal.outcome.result, portal.result_formats)
+        return portal.outcome
+
+    def _portal(self, name: str) -> Portal:
+        portal = self.portals.get(name)
+        if portal is None:
+            raise ReadError("34000", f'portal "{name}" does not exist')
+        return portal
+
+    async def _execute(self, msg: Reader) -> None:
+        portal = self._portal(msg.cstring())
+        limit = msg.int32()
+        outcome = await self._portal_outcome(portal)
+        if outcome.result is None:
+            self.send(codec.command_complete(_tag(outcome, 0)))
+            return
+        rows = outcome.result.rows
+        end = len(rows) if limit <= 0 else min(len(rows), portal.sent + limit)
+        for row in rows[portal.sent : end]:
+            self.send(codec.data_row(_encode_row(row, portal.encoders)))
+        portal.sent = end
+        if end < len(rows):
+            self.send(codec.PORTAL_SUSPENDED)
+        else:
+            self.send(codec.command_complete(_tag(outcome, len(rows))))
+        await self.flush()
+
+    async def _close(self, msg: Reader) -> None:
+        what, name = msg.bytes_(1), msg.cstring()
+        (self.statements if what == b"S" else self.portals).pop(name, None)
+        self.send(codec.CLOSE_COMPLETE)
+
+    def _close_unnamed_portal(self) -> None:
+        # Portals live until the end of the transaction; with no real transactions, until Sync.
+        if self.tx == "I":
+            self.portals.clear()
+
+
+# --- result encoding ---------------------------------------------------------------------------------
+def _format(formats: list[int], i: int) -> int:
+    if not formats:
+        return 0
+    return formats[i] if len(formats) > 1 else formats[0]
+
+
+def _fields(result: ReadResult, formats: list[int]) -> list[tuple[str, int, int, int]]:
+    fields = []
+    for i, (name, duck_type) in enumerate(zip(result.columns, result.types, strict=True)):
+        pg = t.pg_type(duck_type)
+        fields.append((name, pg.oid, pg.size, _format(formats, i)))
+    return fields
+
+
+def _encoders(result: ReadResult, formats: list[int]) -> list[Callable[[Any], bytes]]:
+    return [t.encoder(t.pg_type(duck).oid, _format(formats, i) == 1) for i, duck in enumerate(result.types)]
+
+
+def _encode_row(row: tuple[Any, ...], encoders: list[Callable[[Any], bytes]]) -> list[bytes | None]:
+    return [None if v is None else enc(v) for v, enc in zip(row, encoders, strict=True)]
+
+
+def _tag(outcome: Outcome, rows: int) -> str:
+    return f"SELECT {rows}" if outcome.tag == "SELECT" else outcome.tag

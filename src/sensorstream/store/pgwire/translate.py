@@ -1,0 +1,353 @@
+"""From what PostgreSQL clients send to what DuckDB runs, on sqlglot's PostgreSQL parser.
+
+Three jobs:
+
+* split a simple-protocol query string into statements (sqlglot's tokenizer knows quoting and
+  comments, so a ``;`` inside a string does not split);
+* sort each statement into session commands this endpoint answers itself (``SET``, ``SHOW``,
+  ``BEGIN``/``COMMIT``, ``DISCARD`` ...) and queries for the store;
+* rewrite a query's PostgreSQL-only parts: sqlglot's PostgreSQL -> DuckDB translation, plus the
+  catalog functions DuckDB's ``pg_catalog`` lacks or answers differently (``version()``,
+  ``pg_get_userbyid``, ``current_setting``, ``::regclass`` ...).
+
+The rewritten text still goes through the read API's guard; nothing here decides what may run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
+
+from sensorstream.store.pgwire import catalog
+
+_TOKENIZER_DIALECT = Postgres()
+
+TX_TAGS = {
+    "BEGIN": ("BEGIN", "T"),
+    "START": ("START TRANSACTION", "T"),
+    "COMMIT": ("COMMIT", "I"),
+    "END": ("COMMIT", "I"),
+    "ROLLBACK": ("ROLLBACK", "I"),
+    "ABORT": ("ROLLBACK", "I"),
+}
+# Statements about the session that change nothing in the store: acknowledged, not run.
+NOOP_TAGS = {
+    "SAVEPOINT": "SAVEPOINT",
+    "RELEASE": "RELEASE",
+    "DISCARD": "DISCARD ALL",
+    "DEALLOCATE": "DEALLOCATE",
+    "RESET": "RESET",
+    "LISTEN": "LISTEN",
+    "UNLISTEN": "UNLISTEN",
+}
+
+
+@dataclass
+class Command:
+    """One statement, sorted: ``kind`` is empty / tx / set / show / noop / query."""
+
+    kind: str
+    sql: str
+    tag: str = ""
+    tx_state: str = ""  # for tx: the transaction status afterwards (I or T)
+    name: str = ""  # for set / show: the setting, lower case
+    value: str = ""  # for set
+    words: list[str] = field(default_factory=list)
+
+
+def _tokens(sql: str) -> list[sqlglot.tokens.Token]:
+    try:
+        return _TOKENIZER_DIALECT.tokenize(sql)
+    except SqlglotError:
+        return []
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a simple-protocol query, without their ``;`` (an all-blank query gives ``[]``)."""
+    tokens = _tokens(sql)
+    if not tokens:
+        return [sql] if sql.strip() and sql.strip().strip(";").strip() else []
+    pieces, start, has_tokens = [], 0, False
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            if has_tokens:  # a piece of only comments or blanks is no statement
+                pieces.append(sql[start : token.start].strip())
+            start, has_tokens = token.end + 1, False
+        else:
+            has_tokens = True
+    if has_tokens:
+        pieces.append(sql[start:].strip())
+    return pieces
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|'(?:[^']|'')*'|\"[^\"]*\"|[^\s,=]+")
+
+
+def _setting_text(words: list[str]) -> str:
+    return " ".join(w.strip("'\"") for w in words)
+
+
+def classify(sql: str) -> Command:
+    """Sort one statement (without its ``;``)."""
+    tokens = _tokens(sql)
+    if not tokens:
+        return Command("empty", sql) if not sql.strip() else Command("query", sql)
+    first = tokens[0].text.upper()
+    words = [t.text for t in tokens]
+    if first in TX_TAGS:
+        tag, state = TX_TAGS[first]
+        return Command("tx", sql, tag=tag, tx_state=state)
+    if first in NOOP_TAGS:
+        return Command("noop", sql, tag=NOOP_TAGS[first])
+    if first == "SET":
+        rest = words[1:]
+        if rest and rest[0].upper() in {"SESSION", "LOCAL"}:
+            rest = rest[1:]
+        if len(rest) >= 2 and rest[0].upper() == "TIME" and rest[1].upper() == "ZONE":
+            return Command("set", sql, tag="SET", name="timezone", value=_setting_text(rest[2:]))
+        if not rest:
+            return Command("set", sql, tag="SET")
+        values = rest[2:] if len(rest) > 1 and rest[1].upper() in {"TO", "="} else rest[1:]
+        return Command("set", sql, tag="SET", name=rest[0].lower().strip('"'), value=_setting_text(values))
+    if first == "SHOW":
+        name = " ".join(w.lower().strip('"') for w in words[1:])
+        return Command("show", sql, tag="SHOW", name=name)
+    return Command("query", sql, words=words)
+
+
+# --- rewriting -------------------------------------------------------------------------------------
+def _literal(value: str | None) -> exp.Expression:
+    return exp.Null() if value is None else exp.Literal.string(value)
+
+
+def _oid_lookup(table: str, key: str, name: exp.Expression) -> exp.Expression:
+    """``(SELECT oid FROM pg_catalog.<table> WHERE <key> = name LIMIT 1)``: what ``'x'::regclass`` means."""
+    if isinstance(name, exp.Literal):
+        value: exp.Expression = exp.Literal.string(name.name.split(".")[-1].strip('"'))
+    else:  # a parameter holding 'schema.name' or 'name'
+        value = exp.Anonymous(
+            this="split_part", expressions=[name, exp.Literal.string("."), exp.Literal.number(-1)]
+        )
+    return exp.paren(
+        sqlglot.select("oid")
+        .from_(f"pg_catalog.{table}")
+        .where(exp.EQ(this=exp.column(key), expression=value))
+        .limit(1),
+        copy=False,
+    )
+
+
+_REG_TYPES = {"REGCLASS": ("pg_class", "relname"), "REGTYPE": ("pg_type", "typname")}
+_AS_BIGINT = {"REGCLASS", "REGTYPE", "REGPROC", "REGPROCEDURE", "REGNAMESPACE", "OID", "XID", "REGROLE"}
+
+
+# pg_catalog.text and friends: the same types under their schema-qualified names.
+_PLAIN_TYPES = {"TEXT": "TEXT", "NAME": "TEXT", "VARCHAR": "TEXT", "INT2": "SMALLINT", "INT4": "INTEGER",
+                "INT8": "BIGINT", "BOOL": "BOOLEAN", "FLOAT8": "DOUBLE", "FLOAT4": "FLOAT", "CHAR": "TEXT",
+                "BPCHAR": "TEXT", "TIMESTAMPTZ": "TIMESTAMPTZ", "TIMESTAMP": "TIMESTAMP", "NUMERIC": "DECIMAL"}  # fmt: skip
+_FALSE_FUNCTIONS = {"pg_relation_is_publishable", "pg_is_in_recovery"}
+_SIZE_FUNCTIONS = {"pg_table_size", "pg_relation_size", "pg_total_relation_size", "pg_indexes_size"}
+
+
+def _type_name(data_type: exp.DataType) -> str:
+    """A cast's target as PostgreSQL spells it, without a schema: REGCLASS, TEXT, INT4 ..."""
+    return data_type.sql(dialect="postgres").upper().split(".")[-1].strip('"')
+
+
+_MAX_ARGS = {"pg_get_expr": 2}
+_RENAMED = {"json_build_object": "json_object", "jsonb_build_object": "json_object"}
+# Definitions of objects the store never has (extended statistics, triggers, rules, partitions).
+_NULL_FUNCTIONS = {
+    "pg_get_statisticsobjdef_columns", "pg_get_triggerdef", "pg_get_ruledef", "pg_get_partkeydef",
+    "pg_get_function_result", "pg_get_function_arguments", "pg_get_function_identity_arguments",
+    "pg_get_serial_sequence", "pg_get_partition_constraintdef",
+}  # fmt: skip
+
+
+def _function_name(node: exp.Expression) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.this).lower()
+    return node.sql_name().lower() if isinstance(node, exp.Func) else ""
+
+
+_OPERATORS = {
+    "~": lambda a, b: exp.RegexpLike(this=a, expression=b),
+    "!~": lambda a, b: exp.not_(exp.RegexpLike(this=a, expression=b)),
+    "~*": lambda a, b: exp.RegexpILike(this=a, expression=b),
+    "!~*": lambda a, b: exp.not_(exp.RegexpILike(this=a, expression=b)),
+    "=": lambda a, b: exp.EQ(this=a, expression=b),
+    "<>": lambda a, b: exp.NEQ(this=a, expression=b),
+    "<": lambda a, b: exp.LT(this=a, expression=b),
+    ">": lambda a, b: exp.GT(this=a, expression=b),
+    "<=": lambda a, b: exp.LTE(this=a, expression=b),
+    ">=": lambda a, b: exp.GTE(this=a, expression=b),
+}
+
+
+def _named(node: exp.Expression, value: exp.Expression, name: str) -> exp.Expression:
+    """``value`` in place of the call ``node``; a bare select-list item keeps the call's column name."""
+    if isinstance(node.parent, exp.Select) and node.arg_key == "expressions":
+        return exp.alias_(value, name)
+    return value
+
+
+def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> exp.Expression:
+    if isinstance(node, exp.Operator):
+        # psql writes OPERATOR(pg_catalog.~) so a user's search_path cannot redefine ~
+        op = str(node.args.get("operator", "")).split(".")[-1]
+        if op in _OPERATORS:
+            return _OPERATORS[op](node.this, node.expression)
+    if isinstance(node, exp.CurrentVersion) or (
+        isinstance(node, exp.Anonymous) and _function_name(node) == "version"
+    ):
+        return _named(node, exp.Literal.string(catalog.VERSION_TEXT), "version")
+    if isinstance(node, exp.Anonymous):
+        name = _function_name(node)
+        args = node.expressions
+        if name == "pg_get_userbyid":
+            return _named(node, exp.Literal.string(user), name)
+        if name == "current_setting" and args:
+            if isinstance(args[0], exp.Literal):
+                return _named(node, _literal(settings.get(args[0].name.lower())), name)
+            table = catalog.replaced_tables(user, settings)["pg_settings"]
+            lookup = sqlglot.parse_one(
+                f"(SELECT any_value(setting) FROM ({table}) AS s WHERE name = lower(''))"
+            )
+            lookup.find(exp.Lower).set("this", args[0])
+            return _named(node, lookup, name)
+        if name in _MAX_ARGS and len(args) > _MAX_ARGS[name]:
+            # PostgreSQL's optional "pretty" flag; DuckDB's macro has no such argument.
+            return exp.Anonymous(this=node.this, expressions=args[: _MAX_ARGS[name]])
+        if name == "pg_get_indexdef" and args:
+            lookup = sqlglot.parse_one("(SELECT any_value(sql) FROM duckdb_indexes() WHERE index_oid = 0)")
+            lookup.find(exp.EQ).set("expression", args[0])
+            return _named(node, lookup, name)
+        if name in _NULL_FUNCTIONS:
+            return _named(node, exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), name)
+        if name in _SIZE_FUNCTIONS:  # DuckDB keeps no per-table size; unknown, not zero
+            return _named(node, exp.cast(exp.Null(), exp.DataType.build("BIGINT")), name)
+        if name in ("to_regtype", "to_regclass") and args:
+            return _named(node, _oid_lookup(*_REG_TYPES["REG" + name[6:].upper()], args[0]), name)
+        if name == "format_type" and args:
+            cases = exp.Case(this=args[0].copy())
+            for oid, text in catalog.FORMAT_TYPE_NAMES.items():
+                cases = cases.when(exp.Literal.number(oid), exp.Literal.string(text))
+            fallback = exp.Anonymous(this="format_type", expressions=[a.copy() for a in args])
+            return _named(node, cases.else_(fallback), name)
+        if name == "array_upper" and args:
+            return exp.Anonymous(this="len", expressions=args[:1])
+        if name == "_pg_expandarray" and args:
+            # information_schema._pg_expandarray(a): one row (x, n) per element, as pgJDBC's
+            # getPrimaryKeys and getIndexInfo use it.
+            expand = sqlglot.parse_one(
+                "UNNEST(list_transform(_arr, (v, i) -> struct_pack(x := v, n := i)))", read="duckdb"
+            )
+            expand.find(exp.Column).replace(args[0])
+            return expand
+        if name in _RENAMED:
+            return exp.Anonymous(this=_RENAMED[name], expressions=args)
+        if name in _FALSE_FUNCTIONS:
+            return _named(node, exp.false(), name)
+        if name == "pg_encoding_to_char":
+            return _named(node, exp.Literal.string("UTF8"), name)
+    if isinstance(node, exp.Cast):
+        type_name = _type_name(node.to)
+        if type_name in _REG_TYPES and isinstance(node.this, exp.Literal | exp.Parameter | exp.Placeholder):
+            return _oid_lookup(*_REG_TYPES[type_name], node.this)
+        if type_name in _AS_BIGINT:
+            return exp.cast(node.this, exp.DataType.build("BIGINT"))
+        base, brackets = type_name.removesuffix("[]"), "[]" if type_name.endswith("[]") else ""
+        if "PG_CATALOG" in node.to.sql(dialect="postgres").upper() and base in _PLAIN_TYPES:
+            return exp.cast(node.this, exp.DataType.build(_PLAIN_TYPES[base] + brackets, dialect="duckdb"))
+    return node
+
+
+def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, str]) -> None:
+    """pg_catalog tables DuckDB lacks or answers with engine internals become subqueries of ours."""
+    replaced = catalog.replaced_tables(user, settings)
+    for table in list(tree.find_all(exp.Table)):
+        if isinstance(table.this, exp.Func) and table.db.lower() == "pg_catalog":
+            table.set("db", None)  # pg_catalog.generate_series(...): DuckDB's live in main
+            continue
+        name = table.name.lower()
+        if table.db.lower() not in ("", "pg_catalog") or table.catalog:
+            continue
+        if name in replaced:
+            body = sqlglot.parse_one(replaced[name], read="duckdb")
+        elif name in catalog.EMPTY_TABLES:
+            body = sqlglot.parse_one(catalog.empty_table_sql(name), read="duckdb")
+        elif name in catalog.EXTRA_COLUMNS:
+            extras = ", ".join(f"{v} AS {k}" for k, v in catalog.EXTRA_COLUMNS[name].items())
+            retyped = ", ".join(f"{v} AS {k}" for k, v in catalog.RETYPED_COLUMNS.get(name, {}).items())
+            star = f"* REPLACE ({retyped})" if retyped else "*"
+            body = sqlglot.parse_one(f"SELECT {star}, {extras} FROM pg_catalog.{name}", read="duckdb")
+        else:
+            if table.db and not table.alias:
+                # DuckDB binds "pg_catalog.t" joined to another pg_catalog table under a name
+                # of its own; an explicit alias keeps "t.col" (and "pg_catalog.t.col") resolvable.
+                table.set("alias", exp.TableAlias(this=exp.to_identifier(name)))
+            continue
+        alias = table.alias or name
+        table.replace(exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(alias))))
+
+
+def _unqualify_pg_catalog_calls(tree: exp.Expression) -> None:
+    # pg_catalog.func(...) parses as a Dot over the call; the rewrites above look at the call.
+    for dot in list(tree.find_all(exp.Dot)):
+        qualifier = dot.this
+        if (
+            isinstance(qualifier, exp.Identifier | exp.Column)
+            and qualifier.name.lower() in ("pg_catalog", "information_schema")
+            and isinstance(dot.expression, exp.Func)
+        ):
+            dot.replace(dot.expression)
+
+
+@lru_cache(maxsize=512)
+def to_duckdb(sql: str, user: str, settings_items: tuple[tuple[str, str], ...]) -> str:
+    """``sql`` as DuckDB SQL, or unchanged when sqlglot cannot read it (DuckDB may still)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+        return _rewrite(tree, user, dict(settings_items)).sql(dialect="duckdb") if tree else sql
+    except SqlglotError:
+        return sql
+
+
+def _rewrite(tree: exp.Expression, user: str, settings: dict[str, str]) -> exp.Expression:
+    _unqualify_pg_catalog_calls(tree)
+    _patch_catalog_tables(tree, user, settings)
+    for column in list(tree.find_all(exp.Column)):
+        if column.args.get("db") is not None and column.db.lower() == "pg_catalog":
+            # pg_catalog.pg_class.relname: DuckDB binds the table by its bare name once joined.
+            column.set("db", None)
+    for collate in list(tree.find_all(exp.Collate)):
+        # PostgreSQL collation names (pg_catalog.default, "C") mean nothing to DuckDB.
+        collate.replace(collate.this)
+    # Children first, so a rewritten node's inner parts (a cast inside a cast) are rewritten too.
+    for node in reversed(list(tree.dfs())):
+        new = _rewrite_node(node, user, settings)
+        if new is not node:
+            if node is tree:
+                tree = new
+            else:
+                node.replace(new)
+    return tree
+
+
+# Words that mark a query as PostgreSQL-flavoured or catalog-bound: rewrite before the first try.
+_PG_MARKERS = re.compile(
+    r"pg_catalog|_pg_expandarray|pg_get_|_size\s*\(|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*",
+    re.IGNORECASE,
+)
+
+
+def wants_rewrite_first(sql: str) -> bool:
+    """True when ``sql`` would run wrongly or not at all as written (e.g. DuckDB's own version())."""
+    return bool(_PG_MARKERS.search(sql))

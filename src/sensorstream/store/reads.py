@@ -1,0 +1,388 @@
+"""The one read path into the store: guard, limits and engine lock-down for every outside reader.
+
+The HTTP read API (``store.api``), ``sensorstream sql``/``query`` without a running writer
+(``store.client``) and any other endpoint (a PostgreSQL-wire server) call the same object, so
+what is refused, how long a read may run and how much it may return are decided here once::
+
+    gate = ReadGate(con, settings)            # locks con's DuckDB instance down (store.lockdown)
+    result = gate.run("SELECT … WHERE x = ?", [1], max_rows=100)   # admits, checks, runs
+    result.columns, result.types, result.rows, result.truncated    # rows: DuckDB's Python values
+    result.to_json()                          # the API's JSON shape (ISO times, seconds, …)
+    gate.run_named("latest_windows", {"limit": 10})                # the named queries' own lane
+
+Create **one gate per store connection** and share it between endpoints: its concurrency limit
+is for the whole process. Every refusal or failure is a :class:`~sensorstream.store.errors.QueryError`
+subclass with a one-sentence message, ``sqlstate`` and ``http_status``:
+
+========================  ========  ====  ============================================
+error                     sqlstate  HTTP  when
+========================  ========  ====  ============================================
+``SqlSyntaxError``        42601     400   the text does not parse
+``SqlRefused``            42501     400   not one read-only SELECT over the store
+``InvalidParameter``      22023     400   bad parameters
+``QueryTimeout``          57014     400   ran past ``timeout`` and was interrupted
+``TooLarge``              54000     413   text, columns, answer bytes or memory over a limit
+``ReadBusy``              53300     429   all slots of the lane are taken (``retry_after``)
+``QueryError``            42000…    400   DuckDB refused it (unknown column, bad cast…)
+========================  ========  ====  ============================================
+
+Costs are bounded before and while a read runs: the text's size and each SELECT's column count
+before DuckDB binds it (its binder does not check for interrupts); a wall-clock limit enforced by
+interrupting the cursor; the answer's bytes counted chunk by chunk as it is fetched (DuckDB
+streams the result, so nothing beyond one chunk is built past the cap); the process's resident
+memory watched while the read runs, the read interrupted when it grew by more than the read share
+(DuckDB's own ``memory_limit`` covers only its buffer manager); and a small number of reads at a
+time per lane, so ``/health`` and the dashboard's named queries keep answering.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import duckdb
+
+from sensorstream.config import Settings
+from sensorstream.store import queries, sqlguard
+from sensorstream.store.errors import (
+    InvalidParameter,
+    QueryError,
+    QueryTimeout,
+    ReadBusy,
+    SqlRefused,
+    SqlSyntaxError,
+    TooLarge,
+)
+from sensorstream.store.lockdown import lock_down
+from sensorstream.store.queries import Result, jsonable, read_cursor
+
+log = logging.getLogger(__name__)
+
+Lane = Literal["sql", "named"]
+Params = Sequence[Any] | Mapping[str, Any] | None
+_FETCH_ROWS = 256  # at most this many rows per fetched chunk
+_CHUNK_BYTES = 256 * 1024  # about this many bytes per fetched chunk
+_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one read may cost. Defaults are the settings' defaults (``SENSORSTREAM_READ_*``)."""
+
+    timeout: float = 10.0  # seconds of wall clock per read
+    max_rows: int = 10_000  # rows in an answer; more are cut off with truncated=True
+    max_bytes: int = 16 * 2**20  # bytes in an answer (about its JSON size); more is TooLarge
+    max_sql_bytes: int = 16_384  # bytes of SQL text
+    max_columns: int = 200  # output columns of any one SELECT
+    max_concurrent: int = 2  # ad-hoc SQL reads at once; the named queries get their own lane
+    max_concurrent_named: int = 8
+    memory: int = 256 * 2**20  # how much the process may grow while one read runs
+    retry_after: float = 1.0  # seconds a busy client is asked to wait
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReadLimits:
+        return cls(
+            timeout=settings.read_timeout,
+            max_rows=settings.read_max_rows,
+            max_bytes=int(settings.read_max_bytes),
+            max_sql_bytes=int(settings.read_max_sql_bytes),
+            max_columns=settings.read_max_columns,
+            max_concurrent=settings.read_max_concurrent,
+            max_concurrent_named=max(8, 4 * settings.read_max_concurrent),
+            memory=int(settings.read_memory_limit),
+        )
+
+
+class ReadResult(Result):
+    """A :class:`~sensorstream.store.queries.Result` whose rows hold DuckDB's Python values."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": self.columns,
+            "types": self.types,
+            "rows": [[jsonable(v) for v in row] for row in self.rows],
+            "truncated": self.truncated,
+        }
+
+
+READ_NICE = 10  # how much lower the readers' CPU priority is than the writer's (Linux nice steps)
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread), so a busy core serves the writer.
+
+    Only on Linux, where a thread id is a valid ``setpriority`` target; it cannot be raised again
+    without privileges, which is why the readers have threads of their own.
+    """
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READ_NICE)
+        except OSError as exc:
+            log.debug("could not lower the read thread's priority: %s", exc)
+
+
+def _rss() -> int | None:
+    """This process's resident memory in bytes (Linux), or None where /proc is not there."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _size(value: Any) -> int:
+    """About how many bytes ``value`` takes in the answer (its JSON text)."""
+    if value is None or isinstance(value, bool | int | float):
+        return 8
+    if isinstance(value, str | bytes | bytearray):
+        return len(value) + 2
+    if isinstance(value, list | tuple):
+        return 2 + sum(_size(v) + 1 for v in value)
+    if isinstance(value, dict):
+        return 2 + sum(_size(k) + _size(v) + 2 for k, v in value.items())
+    return 32  # times, decimals, UUIDs: short fixed-size text
+
+
+class _Watchdog:
+    """Interrupts ``cur`` past ``timeout`` or when the process grew by more than ``memory`` bytes."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, timeout: float, memory: int) -> None:
+        self.cur, self.timeout, self.memory = cur, timeout, memory
+        self.reason: Literal["timeout", "memory"] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="read-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        base = _rss()
+        while not self._done.wait(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                self.reason = "timeout"
+            elif base is not None and (now := _rss()) is not None and now - base > self.memory:
+                self.reason = "memory"
+            if self.reason:
+                self.cur.interrupt()
+                return
+
+
+# DuckDB's exception classes -> the SQLSTATE a PostgreSQL client expects for them.
+_SQLSTATES: dict[type[duckdb.Error], str] = {
+    duckdb.CatalogException: "42P01",
+    duckdb.BinderException: "42703",
+    duckdb.ConversionException: "22P02",
+    duckdb.OutOfRangeException: "22003",
+    duckdb.InvalidInputException: "22023",
+    duckdb.PermissionException: "42501",
+    duckdb.NotImplementedException: "0A000",
+}
+
+
+def _as_query_error(exc: duckdb.Error) -> QueryError:
+    """DuckDB's error as one sentence (its first line: the rest is a caret diagram or hints)."""
+    if isinstance(exc, duckdb.ParserException):
+        return SqlSyntaxError(f"the SQL does not parse: {sqlguard._first_line(exc)}")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return TooLarge("the query needs more memory than the store gives a read; aggregate or filter more")
+    if isinstance(exc, duckdb.PermissionException):
+        return SqlRefused(f"the store refused to reach outside itself: {sqlguard._first_line(exc)}")
+    error = QueryError(f"the store could not run this query: {sqlguard._first_line(exc)}")
+    error.sqlstate = next((s for k, s in _SQLSTATES.items() if isinstance(exc, k)), QueryError.sqlstate)
+    return error
+
+
+def _check_params(params: Any) -> Params:
+    if params is None:
+        return None
+    if isinstance(params, str | bytes) or not isinstance(params, Sequence | Mapping):
+        raise InvalidParameter("params must be a list (for ? or $1) or an object (for $name)")
+    return params
+
+
+class ReadGate:
+    """Guarded, bounded reads over one store connection (see the module doc)."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        settings: Settings | None = None,
+        *,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        self.con = con
+        self.limits = limits or (ReadLimits.from_settings(settings) if settings else ReadLimits())
+        limit = settings.db_memory_limit if settings else None
+        lock_down(con, memory_limit=f"{int(limit)}B" if limit else None)
+        # Ad-hoc reads run on these threads, at a lower CPU priority than the writer's (see below).
+        self._readers = ThreadPoolExecutor(
+            self.limits.max_concurrent, thread_name_prefix="store-read", initializer=_lower_priority
+        )
+        self._slots = {
+            "sql": threading.BoundedSemaphore(self.limits.max_concurrent),
+            "named": threading.BoundedSemaphore(self.limits.max_concurrent_named),
+        }
+
+    def close(self) -> None:
+        """Let the reader threads go (reads in flight finish first). The connection stays open."""
+        self._readers.shutdown(wait=True)
+
+    def __enter__(self) -> ReadGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- admission -----------------------------------------------------------------------------
+    @contextmanager
+    def admit(self, lane: Lane = "sql") -> Iterator[None]:
+        """Hold one of ``lane``'s slots, or raise :class:`ReadBusy` at once when all are taken."""
+        slots = self._slots[lane]
+        if not slots.acquire(blocking=False):
+            raise ReadBusy(
+                f"the store is busy with other reads; retry in {self.limits.retry_after:g} s",
+                retry_after=self.limits.retry_after,
+            )
+        try:
+            yield
+        finally:
+            slots.release()
+
+    # --- ad-hoc SQL ----------------------------------------------------------------------------
+    def check(self, sql: str) -> str:
+        """The guard alone: the statement's text to run, or a :class:`SqlRefused`/:class:`TooLarge`."""
+        cur = read_cursor(self.con)
+        try:
+            return sqlguard.check(
+                cur, sql, max_sql_bytes=self.limits.max_sql_bytes, max_columns=self.limits.max_columns
+            )
+        finally:
+            cur.close()
+
+    def run(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+        admit: bool = True,
+    ) -> ReadResult:
+        """Admit (``sql`` lane), check and run one read-only SELECT with parameters bound by DuckDB.
+
+        ``max_rows``/``max_bytes``/``timeout`` may only tighten the gate's limits, never widen them.
+        ``admit=False`` is for a caller that already holds :meth:`admit`.
+        """
+        limits = self.limits
+        caps = (
+            min(max_rows if max_rows is not None else limits.max_rows, limits.max_rows),
+            min(max_bytes or limits.max_bytes, limits.max_bytes),
+            min(timeout or limits.timeout, limits.timeout),
+        )
+        params = _check_params(params)
+        # The guard before admission: a refusal is cheap (the text is capped) and should say why,
+        # not "busy".
+        text = self.check(sql)
+        if not admit:
+            return self._readers.submit(self._run_sql, text, params, *caps).result()
+        with self.admit("sql"):
+            return self._readers.submit(self._run_sql, text, params, *caps).result()
+
+    def _run_sql(
+        self, text: str, params: Params, rows_cap: int, bytes_cap: int, seconds: float
+    ) -> ReadResult:
+        """Run ``text`` (already checked) on a reader thread."""
+        limits = self.limits
+        cur = read_cursor(self.con)
+        try:
+            # The read's sorts and hash tables spill past this instead of taking the writer's share.
+            cur.execute(f"SET operator_memory_limit = '{limits.memory}B'")
+            with _Watchdog(cur, seconds, limits.memory) as dog:
+                try:
+                    return self._fetch(cur, text, params, rows_cap, bytes_cap)
+                except duckdb.Error as exc:
+                    if dog.reason == "timeout":
+                        raise QueryTimeout(
+                            f"the query was interrupted after {seconds:g} s (the limit for one read)"
+                        ) from None
+                    if dog.reason == "memory":
+                        raise TooLarge(
+                            f"the query was interrupted: it needed more than {limits.memory // 2**20} MB "
+                            "of memory (the limit for one read)"
+                        ) from None
+                    raise _as_query_error(exc) from None
+        finally:
+            cur.close()
+
+    @staticmethod
+    def _fetch(
+        cur: duckdb.DuckDBPyConnection, text: str, params: Params, rows_cap: int, bytes_cap: int
+    ) -> ReadResult:
+        # No wrapping "SELECT * FROM (…) LIMIT n": that made binding quadratic in the column count.
+        # The result streams, so stopping the fetch stops the work.
+        cur.execute(text, params)
+        description = cur.description or []
+        rows: list[tuple[Any, ...]] = []
+        size, step = 0, 16
+        while len(rows) <= rows_cap:
+            chunk = cur.fetchmany(min(step, rows_cap + 1 - len(rows)))
+            if not chunk:
+                break
+            chunk_size = sum(_size(list(row)) for row in chunk)
+            size += chunk_size
+            # Building Python rows holds the GIL (the writer's thread waits for it): aim at chunks
+            # of about _CHUNK_BYTES, and never convert much past the byte cap.
+            step = max(1, min(_FETCH_ROWS, _CHUNK_BYTES * len(chunk) // max(chunk_size, 1)))
+            if size > bytes_cap:
+                raise TooLarge(
+                    f"the answer is larger than {bytes_cap:,} bytes (the limit); select fewer rows "
+                    "or columns, or aggregate"
+                )
+            rows.extend(chunk)
+        return ReadResult(
+            columns=[d[0] for d in description],
+            types=[str(d[1]) for d in description],
+            rows=[list(row) for row in rows[:rows_cap]],
+            truncated=len(rows) > rows_cap,
+        )
+
+    # --- the named queries ---------------------------------------------------------------------
+    def run_named(
+        self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Result:
+        """A named query (``store.queries``) in its own lane; its rows are already JSON values."""
+        # The caller's thread at its normal priority: these are the dashboard's short, static reads.
+        with self.admit("named"):
+            return queries.run_query(
+                self.con, name, params, timeout=min(timeout or self.limits.timeout, self.limits.timeout)
+            )
+
+    def health(self) -> dict[str, Any]:
+        """Schema version and last batch; nothing about the machine (no paths, no PIDs)."""
+        return queries.health(self.con)
+
+
+def run_sql(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Params = None,
+    *,
+    settings: Settings | None = None,
+) -> ReadResult:
+    """One guarded read on a connection without a shared gate (a read-only file, a script)."""
+    return ReadGate(con, settings).run(sql, params)

@@ -1,0 +1,258 @@
+"""Real PostgreSQL clients on the store's endpoint: psql, psycopg, SQLAlchemy and pgJDBC.
+
+One store filled through the real sink (``BatchMerger``), served by ``PgServer`` on a free port
+with a password; every answer is checked against DuckDB's own answer on the same connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import errors
+
+from pg_support import PASSWORD, conninfo, endpoint, pg_settings, psql, run_jdbc
+from sensorstream.store.migrations import TABLES
+from test_dashboard_support import filled_store
+
+pytestmark = pytest.mark.integration
+
+ALL_TABLES = {*TABLES, "schema_version"}
+FROM = dt.datetime(2026, 11, 26, 20, 0, tzinfo=dt.UTC)
+TO = dt.datetime(2026, 11, 26, 20, 2, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from sensorstream.config import load_settings
+
+    data = tmp_path_factory.mktemp("pg")
+    settings = pg_settings(lambda **kw: load_settings(data_dir=data, metrics_port=0, pg_port=0, **kw))
+    with filled_store(settings) as con, endpoint(con, settings) as server:
+        yield con, server, settings
+
+
+@pytest.fixture
+def conn(served):
+    _, server, settings = served
+    with psycopg.connect(conninfo(server, settings), autocommit=True) as connection:
+        yield connection
+
+
+def duckdb_count(con, sql: str, params: list) -> int:
+    cur = con.cursor()
+    try:
+        return cur.execute(sql, params).fetchone()[0]
+    finally:
+        cur.close()
+
+
+# --- psql -------------------------------------------------------------------------------------------
+def test_psql_lists_and_describes_the_tables(served):
+    _, server, settings = served
+    listed = psql(server, settings, r"\dt")
+    assert listed.returncode == 0, listed.stderr
+    for table in ALL_TABLES:
+        assert f"| {table} " in listed.stdout
+    described = psql(server, settings, r"\d window_stats")
+    assert described.returncode == 0, described.stderr
+    assert 'Table "main.window_stats"' in described.stdout
+    lines = {line.split("|")[0].strip(): line for line in described.stdout.splitlines() if "|" in line}
+    assert "timestamp with time zone" in lines["window_start"] and "not null" in lines["window_start"]
+    assert "double precision" in lines["avg_value"] and "bigint" in lines["reading_count"]
+    assert "not null" not in lines["site"]
+
+
+def test_psql_runs_queries_and_reports_errors(served):
+    con, server, settings = served
+    done = psql(
+        server, settings, "SELECT count(*) AS n FROM readings WHERE event_time >= '2026-11-26T20:01:00Z'"
+    )
+    assert done.returncode == 0, done.stderr
+    expected = duckdb_count(
+        con, "SELECT count(*) FROM readings WHERE event_time >= ?", [FROM + dt.timedelta(minutes=1)]
+    )
+    assert done.stdout.split("\n")[2].strip() == str(expected)
+    refused = psql(server, settings, "DELETE FROM readings")
+    assert refused.returncode != 0 and "only SELECT" in refused.stderr
+
+
+def test_a_wrong_password_fails_with_a_clear_error(served):
+    _, server, settings = served
+    done = psql(server, settings, "SELECT 1", password="not-the-password")
+    assert done.returncode != 0
+    assert f'password authentication failed for user "{settings.pg_user}"' in done.stderr
+    assert "SENSORSTREAM_PG_PASSWORD" in done.stderr
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(conninfo(server, settings).replace(settings.pg_user, "somebody-else", 1)).close()
+
+
+# --- psycopg ----------------------------------------------------------------------------------------
+EVERY_TYPE = {
+    "int": 7,
+    "bigint": 2**40,
+    "double": 1.5,
+    "text": "héllo 'quoted'",
+    "boolean": True,
+    "timestamptz": dt.datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    "timestamp": dt.datetime(2026, 1, 2, 3, 4, 5),
+    "date": dt.date(2026, 1, 2),
+    "numeric": Decimal("12.345"),
+    "uuid": uuid.UUID(int=5),
+    "bytea": b"\x00\xff",
+    "interval": dt.timedelta(days=1, seconds=5),
+    "time": dt.time(1, 2, 3),
+}
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_psycopg_parameters_of_every_type_round_trip(conn, binary):
+    sql = "SELECT " + ", ".join(f"%s::{name} AS {name}_" for name in EVERY_TYPE)
+    cur = conn.cursor(binary=binary)
+    cur.execute(sql, list(EVERY_TYPE.values()))
+    row = cur.fetchone()
+    assert dict(zip(EVERY_TYPE, row, strict=True)) == EVERY_TYPE  # timestamptz compares as an instant
+    assert row[list(EVERY_TYPE).index("timestamptz")].utcoffset() == dt.timedelta(0)  # sent in UTC
+    oids = [d.type_code for d in cur.description]
+    # DuckDB has one string type, VARCHAR: text comes back as varchar (1043), as its columns do.
+    assert oids == [23, 20, 701, 1043, 16, 1184, 1114, 1082, 1700, 2950, 17, 1186, 1083]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_psycopg_timestamptz_range_matches_duckdb(served, conn, binary):
+    con, _, _ = served
+    cur = conn.cursor(binary=binary)
+    cur.execute(
+        "SELECT sensor_id, window_start, avg_value, is_final FROM window_stats "
+        "WHERE window_start >= %s AND window_start < %s AND sensor_id = %s ORDER BY window_start",
+        (FROM, TO, "sensor-a1"),
+    )
+    rows = cur.fetchall()
+    expected = duckdb_count(
+        con, "SELECT count(*) FROM window_stats WHERE window_start >= ? AND window_start < ? AND sensor_id = ?",
+        [FROM, TO, "sensor-a1"],
+    )  # fmt: skip
+    assert len(rows) == expected == 2
+    assert rows[0][1] == FROM and rows[0][1].tzinfo is not None
+    assert [d.type_code for d in cur.description] == [1043, 1184, 701, 16]
+
+
+@pytest.mark.parametrize(
+    ("sql", "sqlstate"),
+    [
+        ("DELETE FROM readings", "25006"),
+        ("INSERT INTO schema_version VALUES (99, now())", "25006"),
+        ("UPDATE window_stats SET avg_value = 0", "25006"),
+        ("DROP TABLE readings", "25006"),
+        ("CREATE TABLE x (a INT)", "25006"),
+        ("COPY readings TO '/tmp/readings.csv'", "25006"),
+        ("ATTACH '/tmp/other.duckdb' AS other", "25006"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "42501"),
+        ("SELECT * FROM '/etc/passwd'", "42501"),
+        ("SELECT * FROM glob('/*')", "42501"),
+        ("SELECT 1; DROP TABLE readings", "25006"),
+        ("SELECT * FROM no_such_table", "42P01"),
+        ("SELEC 1", "42601"),
+    ],
+)
+def test_writes_copy_and_file_readers_are_refused(served, conn, sql, sqlstate):
+    con, _, _ = served
+    before = duckdb_count(con, "SELECT count(*) FROM readings", [])
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(sql)
+    assert caught.value.sqlstate == sqlstate, str(caught.value)
+    assert duckdb_count(con, "SELECT count(*) FROM readings", []) == before
+
+
+def test_catalog_answers_reveal_no_engine_settings_or_paths(served, conn):
+    _, _, settings = served
+    rows = conn.execute("SELECT name, setting FROM pg_catalog.pg_settings").fetchall()
+    text = repr(rows) + repr(conn.execute("SELECT current_setting('data_directory')").fetchone())
+    assert ("timezone", "UTC") in rows
+    assert str(settings.db) not in text and str(settings.data_dir) not in text
+    assert "memory_limit" not in text and "temp_directory" not in text
+    with pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM duckdb_settings()")
+
+
+def test_session_commands_and_transaction_states(conn):
+    assert conn.execute("SHOW TimeZone").fetchone() == ("UTC",)
+    assert conn.execute("SELECT version()").fetchone()[0].startswith("PostgreSQL 15.0")
+    conn.execute("SET application_name = 'tests'")
+    assert conn.execute("SHOW application_name").fetchone() == ("tests",)
+    with pytest.raises(errors.UndefinedObject):
+        conn.execute("SHOW no_such_setting")
+    conn.autocommit = False
+    conn.execute("SELECT 1")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    with pytest.raises(errors.ReadOnlySqlTransaction):
+        conn.execute("DELETE FROM readings")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    with pytest.raises(errors.InFailedSqlTransaction):
+        conn.execute("SELECT 1")
+    conn.rollback()
+    assert conn.execute("SELECT 2").fetchone() == (2,)
+    conn.commit()
+
+
+def test_bad_parameter_bytes_are_a_data_error(conn):
+    with pytest.raises(errors.InvalidTextRepresentation):
+        conn.execute("SELECT %s::int", ["not a number"], prepare=False)
+
+
+# --- SQLAlchemy -------------------------------------------------------------------------------------
+def test_sqlalchemy_reflects_the_tables(served):
+    con, server, settings = served
+    engine = sa.create_engine(
+        f"postgresql+psycopg://{settings.pg_user}:{PASSWORD}@{server.host}:{server.port}/sensorstream"
+    )
+    try:
+        inspector = sa.inspect(engine)
+        assert set(inspector.get_table_names(schema="main")) == ALL_TABLES
+        assert set(inspector.get_table_names()) == ALL_TABLES
+        table = sa.Table("window_stats", sa.MetaData(), autoload_with=engine, schema="main")
+        described = con.execute("DESCRIBE window_stats").fetchall()
+        assert [c.name for c in table.columns] == [row[0] for row in described]
+        assert isinstance(table.c.window_start.type, sa.TIMESTAMP) and table.c.window_start.type.timezone
+        assert isinstance(table.c.avg_value.type, sa.Float)
+        assert {c.name: c.nullable for c in table.columns} == {row[0]: row[2] == "YES" for row in described}
+        with engine.connect() as connection:
+            counts = connection.execute(
+                sa.select(table.c.sensor_id, sa.func.count())
+                .group_by(table.c.sensor_id)
+                .order_by(table.c.sensor_id)
+            ).fetchall()
+        expected = con.execute(
+            "SELECT sensor_id, count(*) FROM window_stats GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert [tuple(r) for r in counts] == expected
+    finally:
+        engine.dispose()
+
+
+# --- pgJDBC -----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_jdbc_lists_tables_columns_and_runs_a_timestamp_range(served):
+    con, server, settings = served
+    lines = run_jdbc(server, settings, FROM.isoformat(), TO.isoformat(), "sensor-a1")
+    facts: dict[str, list[list[str]]] = {}
+    for line in lines:
+        facts.setdefault(line[0], []).append(line[1:])
+    assert facts["product"][0][0].startswith("PostgreSQL 15")
+    assert set(facts["tables"][0][0].split(",")) == {f"main.{t}" for t in ALL_TABLES}
+    columns = {c[0]: c[1:] for c in facts["column"]}
+    assert columns["window_start"] == ["timestamptz", "93", "NO"]  # java.sql.Types.TIMESTAMP
+    assert columns["avg_value"] == ["float8", "8", "NO"] and columns["site"][2] == "YES"
+    expected = duckdb_count(
+        con, "SELECT count(*) FROM window_stats WHERE window_start >= ? AND window_start < ? AND sensor_id = ?",
+        [FROM, TO, "sensor-a1"],
+    )  # fmt: skip
+    assert "primary_keys" in facts and "indexes" in facts  # answered, not failed
+    assert len(facts["range"]) == 7  # past the driver's prepareThreshold: named statements, binary results
+    for _, rows, type_name, first_time, sensor, *_ in facts["range"]:
+        assert (int(rows), type_name, sensor) == (expected, "timestamptz", "sensor-a1")
+        assert dt.datetime.fromisoformat(first_time) == FROM
