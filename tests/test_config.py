@@ -1,4 +1,4 @@
-"""Settings: defaults from DESIGN.md, env overrides, and bad values named at start-up."""
+"""Settings: the documented defaults, env overrides, and bad values named at start-up."""
 
 import pytest
 

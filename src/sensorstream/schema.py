@@ -1,7 +1,7 @@
 """The sensor event, defined once.
 
 The producer, the Spark parser, the DuckDB ``readings`` table and the tests all derive their view
-of an event from :data:`EVENT_FIELDS`. The contract itself is in ``shared/DESIGN.md``:
+of an event from :data:`EVENT_FIELDS`; the README's "The event" section states the contract for users:
 
     {"event_id": "9f1c…", "sensor_id": "sensor-0042", "event_time": "2026-11-26T20:15:03.120Z",
      "value": 21.73, "sensor_type": "temperature", "unit": "C", "site": "plant-a"}
