@@ -8,6 +8,12 @@ user's problem, never the server's: nothing here maps to a 5xx.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's message without the lines after it (DuckDB adds a caret diagram or hints)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class QueryError(ValueError):
     """A bad request: unknown query, bad parameter, refused or failed SQL. Maps to HTTP 400."""
 

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import duckdb
 
-from sensorstream.store.errors import InvalidParameter, QueryError, QueryTimeout
+from sensorstream.store.errors import InvalidParameter, QueryError, QueryTimeout, first_line
 from sensorstream.store.migrations import TABLES
 
 MAX_ROWS = 10_000
@@ -507,9 +507,7 @@ def execute(
             raise
         except duckdb.Error as exc:
             # The first line only: the rest is DuckDB's caret diagram or hints, not a sentence.
-            raise QueryError(
-                f"the store could not run this query: {str(exc).strip().splitlines()[0]}"
-            ) from exc
+            raise QueryError(f"the store could not run this query: {first_line(exc)}") from exc
     description = cur.description or []
     truncated = len(rows) > max_rows
     return Result(

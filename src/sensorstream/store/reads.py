@@ -60,6 +60,7 @@ from sensorstream.store.errors import (
     SqlRefused,
     SqlSyntaxError,
     TooLarge,
+    first_line,
 )
 from sensorstream.store.lockdown import lock_down
 from sensorstream.store.queries import Result, jsonable, read_cursor
@@ -196,12 +197,12 @@ _SQLSTATES: dict[type[duckdb.Error], str] = {
 def _as_query_error(exc: duckdb.Error) -> QueryError:
     """DuckDB's error as one sentence (its first line: the rest is a caret diagram or hints)."""
     if isinstance(exc, duckdb.ParserException):
-        return SqlSyntaxError(f"the SQL does not parse: {sqlguard._first_line(exc)}")
+        return SqlSyntaxError(f"the SQL does not parse: {first_line(exc)}")
     if isinstance(exc, duckdb.OutOfMemoryException):
         return TooLarge("the query needs more memory than the store gives a read; aggregate or filter more")
     if isinstance(exc, duckdb.PermissionException):
-        return SqlRefused(f"the store refused to reach outside itself: {sqlguard._first_line(exc)}")
-    error = QueryError(f"the store could not run this query: {sqlguard._first_line(exc)}")
+        return SqlRefused(f"the store refused to reach outside itself: {first_line(exc)}")
+    error = QueryError(f"the store could not run this query: {first_line(exc)}")
     error.sqlstate = next((s for k, s in _SQLSTATES.items() if isinstance(exc, k)), QueryError.sqlstate)
     return error
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from sensorstream.store.errors import SqlRefused, SqlSyntaxError, TooLarge
+from sensorstream.store.errors import SqlRefused, SqlSyntaxError, TooLarge, first_line
 
 # Table functions a dashboard query may use: generators and the catalog, nothing touching files.
 # duckdb_databases() and pragma_database_size() are not here: a path, the memory limit.
@@ -156,7 +156,7 @@ def check(
     try:
         statements = cur.extract_statements(sql)
     except duckdb.Error as exc:
-        raise SqlSyntaxError(f"the SQL does not parse: {_first_line(exc)}") from exc
+        raise SqlSyntaxError(f"the SQL does not parse: {first_line(exc)}") from exc
     if len(statements) != 1:
         raise SqlRefused(f"exactly one statement is allowed; got {len(statements)}")
     statement = statements[0]
@@ -174,13 +174,8 @@ def check(
     except RecursionError:
         raise SqlRefused("the SQL is nested too deeply to be checked") from None
     except duckdb.Error as exc:
-        raise SqlRefused(f"the SQL cannot be checked: {_first_line(exc)}") from exc
+        raise SqlRefused(f"the SQL cannot be checked: {first_line(exc)}") from exc
     if tree.get("error"):
         raise SqlRefused(f"the SQL cannot be checked: {tree.get('error_message', 'unsupported statement')}")
     _walk(tree, max_columns)
     return text
-
-
-def _first_line(exc: BaseException) -> str:
-    """DuckDB's message without its multi-line caret diagram."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
