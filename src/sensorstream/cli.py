@@ -63,15 +63,27 @@ def _local_kafka(settings: Settings, brokers: int, port: int | None):
 
 
 @kafka_app.command("start")
-def kafka_start(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
+def kafka_start(
+    brokers: BrokersOpt = 1,
+    port: PortOpt = None,
+    foreground: Annotated[
+        bool,
+        typer.Option(
+            "--foreground", help="stay in the foreground until SIGINT/SIGTERM, then stop cleanly (systemd)"
+        ),
+    ] = False,
+) -> None:
     """Start the local broker(s) in the background and create the topic."""
     from sensorstream.kafka.broker import BrokerError, create_topic
     from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.stopping import StopSignals
 
     settings = settings_or_exit()
     kafka = _local_kafka(settings, brokers, port)
+    # In the foreground the handlers go in first: a stop during start-up still stops the nodes.
+    signals = StopSignals("kafka").install() if foreground else None
     try:
-        bootstrap = kafka.start()
+        bootstrap = kafka.start(tied=foreground)
         created = create_topic(
             {**settings.kafka_client_config, "bootstrap.servers": bootstrap},
             settings.topic,
@@ -85,6 +97,10 @@ def kafka_start(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
         f"kafka up at [bold]{bootstrap}[/bold]; topic {settings.topic} "
         f"({'created' if created else 'exists'}, {settings.partitions} partitions); logs in {kafka.data_dir}"
     )
+    if signals is not None:
+        code = kafka.watch(signals.requested)
+        kafka.stop()
+        raise typer.Exit(code)
 
 
 @kafka_app.command("stop")
@@ -121,6 +137,7 @@ def stream(
 ) -> None:
     """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
     from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.stopping import exit_now
     from sensorstream.store.db import StoreLockedError
     from sensorstream.store.migrations import SchemaError
     from sensorstream.stream.runner import run_stream
@@ -133,6 +150,7 @@ def stream(
         run_stream(settings, timeout=timeout, until_idle=until_idle)
     except (StoreLockedError, SchemaError, JavaMissingError, RuntimeError) as exc:
         fail(str(exc))
+    exit_now(0)  # stopped on request (or caught up): everything is closed already
 
 
 # --- produce / consume ---------------------------------------------------------------------------
@@ -527,17 +545,20 @@ def run(
 
     settings = settings_or_exit()
     pipeline = Pipeline(settings, sensors=sensors, rate=rate, dashboard=not no_dashboard)
+
+    def ready() -> None:
+        console.print(
+            f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
+            f"read API {settings.api_url}  metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+            "(Ctrl-C stops everything)"
+        )
+
     try:
-        pipeline.start()
+        code = pipeline.run(on_ready=ready)
     except (BrokerError, JavaMissingError, RuntimeError) as exc:
-        pipeline.stop()
         fail(str(exc))
-    console.print(
-        f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
-        f"read API {settings.api_url}  metrics http://{settings.host}:{settings.metrics_port}/metrics  "
-        "(Ctrl-C stops everything)"
-    )
-    raise typer.Exit(pipeline.supervise())
+        return
+    raise typer.Exit(code)
 
 
 @app.command("status")
