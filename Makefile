@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps browser lint fmt bench bench-kafka bench-stream bench-scale bench-store faults dashboard clean distclean
+.PHONY: run test deps browser systemd-tools lint fmt bench bench-kafka bench-stream bench-scale bench-store faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-test: deps browser  ## install what is missing, then the whole test suite (starts and stops its own broker)
+test: deps browser systemd-tools  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
@@ -22,6 +22,11 @@ browser:  ## headless Chromium for the dashboard's browser test (installed when 
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	@command -v chromium >/dev/null || echo "note: no chromium; the browser test will be skipped (apt-get install chromium chromium-driver)"
+
+systemd-tools:  ## systemd-analyze, to verify deploy/systemd/*.service in the tests (installed when we are root)
+	@command -v systemd-analyze >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd)
+	@command -v systemd-analyze >/dev/null || echo "note: no systemd-analyze; the unit files' test will be skipped (apt-get install systemd)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
