@@ -42,17 +42,24 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def java_descendants(pid: int) -> list[int]:
-    """The Java processes under ``pid`` (the Spark JVM of a stream run through timeout or unshare)."""
+def descendants(pid: int) -> list[int]:
     found, todo = [], children(pid)
     while todo:
         child = todo.pop()
+        found.append(child)
         todo += children(child)
+    return found
+
+
+def java_descendants(pid: int) -> list[int]:
+    """The Java processes under ``pid`` (the Spark JVM of a stream run through timeout or unshare)."""
+    found = []
+    for child in descendants(pid):
         try:
             if Path(f"/proc/{child}/comm").read_text().strip() == "java":
                 found.append(child)
         except OSError:
-            pass
+            pass  # exited meanwhile
     return found
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from sensorstream.kafka.broker import LocalKafka
 from sensorstream.procs import port_in_use, read_pid
-from stopkit import STOP_WITHIN, children, command, ctrl_c, free_port, gone, java_descendants, launch
+from stopkit import STOP_WITHIN, command, ctrl_c, descendants, free_port, gone, java_descendants, launch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def _wait_for(condition, timeout: float, what: str, run) -> None:
 
 def _stop_and_check(run, send, bound: float = STOP_WITHIN) -> float:
     """Send the stop, wait, assert exit 0 within ``bound`` and a clean output; the seconds it took."""
-    left_behind = [p for p in _descendants(run.proc.pid)]
+    left_behind = descendants(run.proc.pid)
     signalled = time.monotonic()
     send(run)
     try:
@@ -46,15 +46,6 @@ def _stop_and_check(run, send, bound: float = STOP_WITHIN) -> float:
     assert took <= bound, f"exited {took:.1f} s after the signal:\n{run.output}"
     assert gone(left_behind, 10), f"left running: {left_behind}"
     return took
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], children(pid)
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo += children(child)
-    return found
 
 
 def _two_free_ports() -> int:
@@ -94,7 +85,7 @@ def test_kafka_foreground_stops_the_broker_on_a_group_sigterm(tmp_path):
     broker = LocalKafka(data / "kafka", port=port)
     _wait_for(lambda: "kafka up at" in run.output, 180, "broker", run)
     pid = read_pid(broker.nodes[0].pid_file)
-    assert pid and pid in _descendants(run.proc.pid)
+    assert pid and pid in descendants(run.proc.pid)
     # Kafka's own clean shutdown (log flush, controller hand-off) takes seconds of its own.
     _stop_and_check(run, lambda r: os.killpg(r.proc.pid, signal.SIGTERM), bound=30)
     assert not broker.nodes[0].pid_file.exists() and not port_in_use(port)

@@ -2,8 +2,8 @@
 
 One stream, run again and again over the same store and checkpoint: each run works through a
 backlog (small batches, back to back, a reader hammering the read API) and is stopped in another
-way - SIGTERM or SIGINT to the process, SIGTERM to its process group (systemd's default), Ctrl-C on
-its terminal, ``timeout -s TERM``, SIGTERM to a container's PID 1, and two SIGTERMs (fast stop).
+way - SIGTERM to its process group (systemd's default), Ctrl-C on its terminal, SIGINT to the
+process, SIGTERM to a container's PID 1, two SIGTERMs (fast stop) and ``timeout -s TERM``.
 Each stop: exit 0 within 5 s of the signal, no traceback or ERROR in the output, the Spark JVM gone
 and no 5xx from the read API. A last run drains the topic; the tables then equal an uninterrupted
 run's, so no stop lost or doubled anything.
@@ -37,8 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BATCH = 25  # messages per micro-batch: many short batches, so a signal finds one in flight
 
 # (name, how the command runs, how it is stopped). "timeout" needs no sender: it fires by itself.
+# SIGTERM to the process alone is the PID 1 case (a plain `kill PID` differs only in the namespace).
 STOPS = [
-    ("SIGTERM to the process", "plain", lambda run: os.kill(run.target, signal.SIGTERM)),
     ("SIGTERM to the process group", "plain", lambda run: os.killpg(run.proc.pid, signal.SIGTERM)),
     ("Ctrl-C in a terminal", "terminal", ctrl_c),
     ("SIGINT to the process", "plain", lambda run: os.kill(run.target, signal.SIGINT)),
@@ -58,11 +58,12 @@ def _commits(ckpt: Path) -> int:
     return len(list((ckpt / "sensorstream" / "commits").glob("[0-9]*")))
 
 
+@pytest.mark.timeout(1500)  # seven JVM starts: 22 min on a 2-core machine shared by four test runs
 def test_every_way_of_stopping_exits_0_quickly_and_keeps_the_tables_exact(
     kafka, spark, topic, make_settings, tmp_path
 ):
     create_topic({"bootstrap.servers": kafka.bootstrap_servers}, topic, 3)
-    stream = build_stream(sensors=10, minutes=8)
+    stream = build_stream(sensors=8, minutes=6)
     total = stream.send(kafka.bootstrap_servers, topic, 0) + stream.send(kafka.bootstrap_servers, topic, 1)
 
     ref = make_settings(bootstrap_servers=kafka.bootstrap_servers, topic=topic, max_offsets_per_trigger=BATCH,
@@ -98,6 +99,8 @@ def test_every_way_of_stopping_exits_0_quickly_and_keeps_the_tables_exact(
                 send(run)
                 code = run.wait(60)
             took = time.monotonic() - signalled
+            print(f"{name}: exit {code} {took:.2f} s after the signal; read API answered {reader.ok} times")
+            print("".join(f"    {line}\n" for line in run.output.splitlines() if "stop" in line))
         finally:
             reader.stop()
             run.kill()

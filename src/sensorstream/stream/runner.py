@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # What a stop aims for, from the signal to our exit; the JVM's own shutdown is waited for only
 # within it (it removes its temp dirs and exits by itself when it takes longer).
-STOP_BUDGET = 4.5
+STOP_BUDGET = 4.0
 JVM_EXIT_WAIT = 10.0  # after an end without a signal (--until-idle, --timeout)
 
 
