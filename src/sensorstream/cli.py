@@ -542,6 +542,7 @@ def run(
     from sensorstream.kafka.broker import BrokerError
     from sensorstream.kafka.jars import JavaMissingError
     from sensorstream.pipeline import Pipeline
+    from sensorstream.stopping import exit_now
 
     settings = settings_or_exit()
     pipeline = Pipeline(settings, sensors=sensors, rate=rate, dashboard=not no_dashboard)
@@ -558,7 +559,7 @@ def run(
     except (BrokerError, JavaMissingError, RuntimeError) as exc:
         fail(str(exc))
         return
-    raise typer.Exit(code)
+    exit_now(code)  # every part has stopped; the interpreter's teardown would only add to the stop
 
 
 @app.command("status")

@@ -68,20 +68,21 @@ class Pipeline:
         return part
 
     def start_broker(self) -> None:
-        from sensorstream.kafka.broker import LocalKafka, create_topic, port_of
+        from sensorstream.kafka.broker import LocalKafka, answering, create_topic, port_of
 
         local = {"localhost", "127.0.0.1", "::1"}
         host = self.settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]
-        if host in local:
+        # A broker already answering there is used as it is, whoever started it.
+        if host in local and not answering(self.settings.kafka_client_config):
             broker = LocalKafka(
                 self.settings.data_dir / "kafka", port=port_of(self.settings.bootstrap_servers),
                 cache_dir=self.settings.cache_dir,
             )  # fmt: skip
-            already = broker.status()["answering"]
-            if not already:
-                self._started_broker = broker  # before start(): a Ctrl-C during it still stops it
+            self._started_broker = broker  # before start(): a Ctrl-C during it still stops it
             broker.start()
-            log.info("kafka %s at %s", "reused" if already else "started", broker.bootstrap_servers)
+            log.info("kafka started at %s", broker.bootstrap_servers)
+        else:
+            log.info("kafka at %s is up; using it (not stopped at the end)", self.settings.bootstrap_servers)
         create_topic(self.settings.kafka_client_config, self.settings.topic, self.settings.partitions,
                      self.settings.replication_factor)  # fmt: skip
 

@@ -316,6 +316,15 @@ class LocalKafka:
         }
 
 
+def answering(client_config: dict, timeout: float = 3.0) -> bool:
+    """Does a broker answer metadata requests at ``client_config``'s bootstrap servers?"""
+    try:
+        AdminClient({**client_config, "logger": _quiet}).list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
 def create_topic(client_config: dict, topic: str, partitions: int, replication_factor: int = 1) -> bool:
     """Create ``topic`` if it does not exist; returns True when it was created."""
     admin = AdminClient({**client_config, "logger": _quiet})
