@@ -58,7 +58,8 @@ def _commits(ckpt: Path) -> int:
     return len(list((ckpt / "sensorstream" / "commits").glob("[0-9]*")))
 
 
-@pytest.mark.timeout(1500)  # seven JVM starts: 22 min on a 2-core machine shared by four test runs
+# A JVM start per stop and one to drain: 22 min with seven stops on a loaded 2-core machine.
+@pytest.mark.timeout(1500)
 def test_every_way_of_stopping_exits_0_quickly_and_keeps_the_tables_exact(
     kafka, spark, topic, make_settings, tmp_path
 ):

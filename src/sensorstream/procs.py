@@ -55,7 +55,8 @@ def supervised() -> dict[str, Any]:
     Its own session keeps a signal to the supervisor's process group (Ctrl-C in a terminal,
     systemd's ``KillMode=control-group``) away from it, so the supervisor decides the order and
     sends each child exactly one SIGTERM (a second one means "fast stop" to our commands). If the
-    supervisor itself is killed, Linux sends the child SIGTERM (``PR_SET_PDEATHSIG``).
+    supervisor itself is killed, Linux sends the child SIGTERM (``PR_SET_PDEATHSIG``). Linux ties
+    that to the spawning *thread*: spawn from one that lives as long as the child (the main thread).
     """
     supervisor = os.getpid()
     try:
