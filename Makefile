@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps system browser psql lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
+.PHONY: run test deps system browser psql systemd-tools lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-test: deps browser psql  ## install what is missing, then the whole test suite (starts and stops its own broker)
+test: deps browser psql systemd-tools  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
@@ -38,6 +38,11 @@ psql:  ## Debian's psql for the PostgreSQL endpoint's client tests (installed wh
 	  (apt-get update -qq && apt-get install -y -qq postgresql-client)
 	@command -v psql >/dev/null || echo "note: no psql; the psql tests will be skipped (apt-get install postgresql-client)"
 	@command -v go >/dev/null || echo "note: no go; the pgx (Grafana's driver) tests will be skipped"
+
+systemd-tools:  ## systemd-analyze, to verify deploy/systemd/*.service in the tests (installed when we are root)
+	@command -v systemd-analyze >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends systemd)
+	@command -v systemd-analyze >/dev/null || echo "note: no systemd-analyze; the unit files' test will be skipped (apt-get install systemd)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \

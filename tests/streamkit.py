@@ -10,11 +10,13 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 from confluent_kafka import Producer
 
 from sensorstream.schema import encode, make_event, validate
+from sensorstream.store.db import connect
 
 T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
 
@@ -128,3 +130,52 @@ def expected_tables(
         """
     )
     return con
+
+
+# Everything a batch decides, without wall-clock columns (ingested_at, updated_at, batch ids...).
+SNAPSHOT = {
+    "readings": "SELECT event_id, sensor_id, event_time, value, window_start, is_late, kafka_partition, kafka_offset "
+    "FROM readings ORDER BY event_id",
+    # Rounded: DuckDB's parallel aggregation may sum in another order (last-bit differences).
+    "window_stats": "SELECT sensor_id, window_start, window_end, reading_count, round(avg_value, 9), min_value, "
+    "max_value, round(stddev_value, 9), is_final FROM window_stats ORDER BY 1, 2",
+    "late_events": "SELECT event_id, watermark FROM late_events ORDER BY 1",
+    "dead_letters": "SELECT kafka_partition, kafka_offset, raw_value, error FROM dead_letters ORDER BY 1, 2",
+    "anomalies": "SELECT event_id, rule, round(score, 9) FROM anomalies ORDER BY 1",
+}
+
+
+def snapshot(db: Path) -> dict[str, list]:
+    con = connect(db, read_only=True)
+    try:
+        return {name: con.execute(sql).fetchall() for name, sql in SNAPSHOT.items()}
+    finally:
+        con.close()
+
+
+def run_in_process(spark, settings, total: int, timeout: float = 300) -> None:
+    """The uninterrupted reference: run the job in this process until it has read ``total`` messages."""
+    from sensorstream.sink.merge import BatchMerger
+    from sensorstream.stream.job import StreamJob
+
+    con = connect(settings.db)
+    job = StreamJob(spark, settings, BatchMerger(con, settings))
+    job.start()
+    try:
+        job.wait_idle(timeout=timeout, min_offsets=total)
+    finally:
+        job.stop()
+        con.close()
+
+
+def child_env(ref, db: Path, ckpt: Path, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The reference run's settings as SENSORSTREAM_* for a `sensorstream stream` child with its own
+    store, checkpoint and data dir (``overrides``: more settings, by their names in lower case)."""
+    env = {
+        "bootstrap_servers": ref.bootstrap_servers, "topic": ref.topic, "db": str(db),
+        "checkpoint_dir": str(ckpt), "data_dir": str(data_dir),
+        "max_offsets_per_trigger": str(ref.max_offsets_per_trigger), "trigger": str(ref.trigger),
+        "spark_master": "local[2]", "shuffle_partitions": str(ref.shuffle_partitions), "metrics_port": "0",
+        "cache_dir": str(ref.cache_dir), "api_port": "0", "pg_port": "0", **overrides,
+    }  # fmt: skip
+    return {f"SENSORSTREAM_{name.upper()}": value for name, value in env.items()}

@@ -65,15 +65,27 @@ def _local_kafka(settings: Settings, brokers: int, port: int | None):
 
 
 @kafka_app.command("start")
-def kafka_start(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
+def kafka_start(
+    brokers: BrokersOpt = 1,
+    port: PortOpt = None,
+    foreground: Annotated[
+        bool,
+        typer.Option(
+            "--foreground", help="stay in the foreground until SIGINT/SIGTERM, then stop cleanly (systemd)"
+        ),
+    ] = False,
+) -> None:
     """Start the local broker(s) in the background and create the topic."""
     from sensorstream.kafka.broker import BrokerError, create_topic
     from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.stopping import StopSignals
 
     settings = settings_or_exit()
     kafka = _local_kafka(settings, brokers, port)
+    # In the foreground the handlers go in first: a stop during start-up still stops the nodes.
+    signals = StopSignals("kafka").install() if foreground else None
     try:
-        bootstrap = kafka.start()
+        bootstrap = kafka.start(tied=foreground)
         created = create_topic(
             {**settings.kafka_client_config, "bootstrap.servers": bootstrap},
             settings.topic,
@@ -87,6 +99,10 @@ def kafka_start(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
         f"kafka up at [bold]{bootstrap}[/bold]; topic {settings.topic} "
         f"({'created' if created else 'exists'}, {settings.partitions} partitions); logs in {kafka.data_dir}"
     )
+    if signals is not None:
+        code = kafka.watch(signals.requested)
+        kafka.stop()
+        raise typer.Exit(code)
 
 
 @kafka_app.command("stop")
@@ -213,6 +229,7 @@ def stream(
 ) -> None:
     """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
     from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.stopping import exit_now
     from sensorstream.store.db import StoreLockedError
     from sensorstream.store.migrations import SchemaError
     from sensorstream.stream.runner import run_stream
@@ -226,6 +243,7 @@ def stream(
         run_stream(settings, timeout=timeout, until_idle=until_idle)
     except (StoreLockedError, SchemaError, JavaMissingError, RuntimeError) as exc:
         fail(str(exc))
+    exit_now(0)  # stopped on request (or caught up): everything is closed already
 
 
 # --- produce / consume ---------------------------------------------------------------------------
@@ -645,25 +663,29 @@ def run(
     from sensorstream.kafka.broker import BrokerError
     from sensorstream.kafka.jars import JavaMissingError
     from sensorstream.pipeline import Pipeline
+    from sensorstream.stopping import exit_now
 
     settings = settings_or_exit()
     pipeline = Pipeline(settings, sensors=sensors, rate=rate, dashboard=not no_dashboard)
+
+    def ready() -> None:
+        postgres = (
+            f"postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
+            if settings.pg_port >= 0
+            else ""
+        )
+        console.print(
+            f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
+            f"read API {settings.api_url}  {postgres}metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+            "(Ctrl-C stops everything)"
+        )
+
     try:
-        pipeline.start()
+        code = pipeline.run(on_ready=ready)
     except (BrokerError, JavaMissingError, RuntimeError) as exc:
-        pipeline.stop()
         fail(str(exc))
-    postgres = (
-        f"postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
-        if settings.pg_port >= 0
-        else ""
-    )
-    console.print(
-        f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
-        f"read API {settings.api_url}  {postgres}metrics http://{settings.host}:{settings.metrics_port}/metrics  "
-        "(Ctrl-C stops everything)"
-    )
-    raise typer.Exit(pipeline.supervise())
+        return
+    exit_now(code)  # every part has stopped; the interpreter's teardown would only add to the stop
 
 
 @app.command("status")

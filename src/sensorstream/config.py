@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     )
     anomaly_zscore: float = Field(4.0, gt=0)
     anomaly_history_windows: int = Field(10, ge=2)
+    # On SIGINT/SIGTERM the batch in flight gets this long to commit; a slower one (a huge backlog
+    # batch) is abandoned and replayed on restart, so a stop stays within a supervisor's patience.
+    stop_grace: Duration = 3.0
 
     # --- the store -----------------------------------------------------------------------------
     retention: Duration = 24 * 3600.0

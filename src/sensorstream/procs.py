@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 from pathlib import Path
+from typing import Any
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def alive(pid: int) -> bool:
@@ -42,3 +47,32 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+def supervised() -> dict[str, Any]:
+    """``Popen`` arguments for a child that only its supervisor stops, and that never outlives it.
+
+    Its own session keeps a signal to the supervisor's process group (Ctrl-C in a terminal,
+    systemd's ``KillMode=control-group``) away from it, so the supervisor decides the order and
+    sends each child exactly one SIGTERM (a second one means "fast stop" to our commands). If the
+    supervisor itself is killed, Linux sends the child SIGTERM (``PR_SET_PDEATHSIG``). Linux ties
+    that to the spawning *thread*: spawn from one that lives as long as the child (the main thread).
+    """
+    supervisor = os.getpid()
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child must not load libraries
+    except (OSError, AttributeError):  # not Linux: the child still gets its own session
+        prctl = None
+
+    def terminate_with_supervisor() -> None:  # runs in the child between fork and exec
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # the supervisor died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return {"start_new_session": True, "preexec_fn": terminate_with_supervisor}
+
+
+def exit_code(returncode: int) -> int:
+    """A child's exit status as ours: its own code, or 128 + N when signal N killed it (as shells say)."""
+    return 128 - returncode if returncode < 0 else returncode

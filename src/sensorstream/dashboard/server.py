@@ -2,14 +2,16 @@
 
 ``start_dashboard(settings)`` is what ``sensorstream run`` calls: it returns once the page answers
 (``/_stcore/health`` = 200), so "running" printed after it is true. ``serve_dashboard`` is the
-``sensorstream dashboard`` command: start, wait, forward SIGTERM/SIGINT, return the exit code.
+``sensorstream dashboard`` command: start, wait, stop Streamlit on SIGTERM/SIGINT, exit 0.
+
+Streamlit runs in its own session (``procs.supervised``): a signal to our process group (Ctrl-C,
+systemd) reaches only us, and we stop Streamlit with exactly one SIGTERM, which it handles cleanly.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +23,8 @@ from typing import IO, Any
 import httpx
 
 from sensorstream.config import ENV_PREFIX, Settings
-from sensorstream.procs import port_in_use
+from sensorstream.procs import exit_code, port_in_use, supervised
+from sensorstream.stopping import StopSignals
 
 APP = Path(__file__).with_name("app.py")
 
@@ -73,10 +76,12 @@ def start_dashboard(
     *,
     timeout: float = 60.0,
     log: IO[Any] | int | None = None,
+    stop: threading.Event | None = None,
 ) -> subprocess.Popen:
     """Start Streamlit on 127.0.0.1:DASHBOARD_PORT; return once ``/_stcore/health`` answers 200.
 
     ``log``: where Streamlit's output goes (a file, ``subprocess.DEVNULL``; default: inherited).
+    ``stop``: stop waiting once it is set (a signal during start-up); the process is returned.
     Raises :class:`DashboardStartError` naming SENSORSTREAM_DASHBOARD_PORT when the port is taken.
     """
     if port_in_use(settings.dashboard_port, settings.host):
@@ -87,9 +92,10 @@ def start_dashboard(
         stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
         stdin=subprocess.DEVNULL,
+        **supervised(),
     )
     try:
-        _wait_until_answering(proc, settings, timeout)
+        _wait_until_answering(proc, settings, timeout, stop or threading.Event())
     except BaseException:
         # Never leave a Streamlit behind: not on a timeout, not on Ctrl-C during the wait.
         stop_dashboard(proc)
@@ -97,7 +103,9 @@ def start_dashboard(
     return proc
 
 
-def _wait_until_answering(proc: subprocess.Popen, settings: Settings, timeout: float) -> None:
+def _wait_until_answering(
+    proc: subprocess.Popen, settings: Settings, timeout: float, stop: threading.Event
+) -> None:
     health = f"{dashboard_url(settings)}/_stcore/health"
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=httpx.Timeout(2.0, connect=0.5), trust_env=False) as http:
@@ -115,7 +123,8 @@ def _wait_until_answering(proc: subprocess.Popen, settings: Settings, timeout: f
                 pass  # not listening yet
             if time.monotonic() > deadline:
                 raise DashboardStartError(f"the dashboard did not answer at {health} within {timeout:g} s")
-            time.sleep(0.2)
+            if stop.wait(0.2):
+                return
 
 
 def stop_dashboard(proc: subprocess.Popen, grace: float = 10.0) -> int:
@@ -132,21 +141,18 @@ def stop_dashboard(proc: subprocess.Popen, grace: float = 10.0) -> int:
 
 def serve_dashboard(settings: Settings, on_ready: Callable[[str], None] = print) -> int:
     """``sensorstream dashboard``: run until Ctrl-C / SIGTERM, which go on to Streamlit; exit code."""
-    stop = threading.Event()
     # Handlers go in before Streamlit starts: a SIGTERM during start-up must not kill us and
-    # leave an orphaned Streamlit holding the port. Ctrl-C in a terminal reaches Streamlit too
-    # (same process group); SIGTERM from `run` or a service manager reaches only us.
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # leave an orphaned Streamlit holding the port.
+    signals = StopSignals("the dashboard", on_fast=lambda: proc is not None and proc.kill())
     proc: subprocess.Popen | None = None
-    try:
-        proc = start_dashboard(settings)
-        if not stop.is_set():
-            on_ready(dashboard_url(settings))
-        while proc.poll() is None and not stop.wait(0.2):
-            pass
-        return 0 if stop.is_set() else proc.returncode or 0
-    finally:
-        if proc is not None:
-            stop_dashboard(proc)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with signals:
+        try:
+            proc = start_dashboard(settings, stop=signals.requested)
+            if not signals.requested.is_set():
+                on_ready(dashboard_url(settings))
+            while proc.poll() is None and not signals.requested.wait(0.2):
+                pass
+            return 0 if signals.requested.is_set() else exit_code(proc.returncode)
+        finally:
+            if proc is not None:
+                stop_dashboard(proc)

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sensorstream.kafka.jars import ensure_jars, java_binary
-from sensorstream.procs import alive, port_in_use, read_pid
+from sensorstream.procs import alive, port_in_use, read_pid, supervised
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,12 @@ class LocalKafka:
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 90.0) -> str:
+    def start(self, timeout: float = 90.0, tied: bool = False) -> str:
+        """Start the nodes not running yet; return the bootstrap servers once all answer.
+
+        ``tied``: the nodes stop (SIGTERM) when this process dies, for a foreground supervisor
+        (``kafka start --foreground`` under systemd); otherwise they outlive the command.
+        """
         running = [n for n in self.nodes if n.pid()]
         if running and len(running) == len(self.nodes):
             self.wait_ready(timeout)
@@ -123,7 +129,7 @@ class LocalKafka:
         self._format(java, classpath)
         for node in self.nodes:
             if not node.pid():
-                self._launch(java, classpath, node)
+                self._launch(java, classpath, node, tied)
         self.wait_ready(timeout)
         log.info(
             "kafka ready at %s (%d node(s), data in %s)",
@@ -206,12 +212,14 @@ class LocalKafka:
             f"-Dkafka.logs.dir={node.dir.resolve()}",
         ]
 
-    def _launch(self, java: str, classpath: str, node: Node) -> None:
+    def _launch(self, java: str, classpath: str, node: Node, tied: bool = False) -> None:
         out = open(node.dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child process
-        # A new session: the broker outlives `sensorstream kafka start` and is not hit by its Ctrl-C.
+        # A new session: the broker outlives `sensorstream kafka start` and is not hit by its Ctrl-C
+        # (or, tied, is stopped by its supervisor alone, which waits for its clean shutdown).
+        session = supervised() if tied else {"start_new_session": True}
         proc = subprocess.Popen(
             [java, *JVM_OPTS, *self._log_opts(node), "-cp", classpath, "kafka.Kafka", str(node.dir / "server.properties")],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **session,
         )  # fmt: skip
         out.close()
         node.pid_file.write_text(str(proc.pid))
@@ -262,6 +270,16 @@ class LocalKafka:
             node.pid_file.unlink(missing_ok=True)
         return [pid for _, pid in signalled]
 
+    def watch(self, stop: threading.Event, poll: float = 1.0) -> int:
+        """Block until ``stop`` is set (0) or a node exits by itself (1, its log's tail logged)."""
+        while not stop.wait(poll):
+            dead = [n for n in self.nodes if not n.pid()]
+            if dead:
+                tail = _tail(dead[0].log_file) or _tail(dead[0].dir / "stdout.log")
+                log.error("kafka node %d exited; last log lines:\n%s", dead[0].node_id, tail)
+                return 1
+        return 0
+
     def kill(self, node_id: int) -> None:
         """kill -9 one node (fault injection)."""
         node = self.nodes[node_id - 1]
@@ -296,6 +314,15 @@ class LocalKafka:
             "answering": answering,
             "topics": topics,
         }
+
+
+def answering(client_config: dict, timeout: float = 3.0) -> bool:
+    """Does a broker answer metadata requests at ``client_config``'s bootstrap servers?"""
+    try:
+        AdminClient({**client_config, "logger": _quiet}).list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
 
 
 def create_topic(

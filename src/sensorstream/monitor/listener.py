@@ -13,6 +13,7 @@ from pyspark.sql.streaming import StreamingQueryListener
 
 from sensorstream.monitor.metrics import PipelineMetrics
 from sensorstream.store.db import writer_lock
+from sensorstream.stream.job import stopped_on_request
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,13 @@ class ProgressListener(StreamingQueryListener):
         self.con = con
         self.metrics = metrics
         self.query_name = query_name
+        self.closed = False
+
+    def close(self) -> None:
+        """No more writes: Spark may still deliver a queued event after removeListener, and the
+        store connection closes right after the monitor stops."""
+        with writer_lock:
+            self.closed = True
 
     def onQueryStarted(self, event) -> None:
         pass
@@ -30,7 +38,7 @@ class ProgressListener(StreamingQueryListener):
         pass
 
     def onQueryTerminated(self, event) -> None:
-        if event.exception:
+        if event.exception and not stopped_on_request(event.exception):
             log.error("streaming query terminated with an error: %s", event.exception)
 
     def onQueryProgress(self, event) -> None:
@@ -41,6 +49,8 @@ class ProgressListener(StreamingQueryListener):
         self.metrics.rows_per_second.labels("processed").set(p.processedRowsPerSecond or 0)
         try:
             with writer_lock:
+                if self.closed:
+                    return
                 cur = self.con.cursor()
                 cur.execute(
                     "UPDATE pipeline_metrics SET input_rows_per_second = ?, processed_rows_per_second = ?, "

@@ -53,6 +53,7 @@ class MonitorService:
     def stop(self) -> None:
         self._tick.stop()
         if self._listener is not None:
+            self._listener.close()
             self.job.spark.streams.removeListener(self._listener)
         self.metrics.stop()
         self.lag.close()

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
-from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -28,6 +25,30 @@ from sensorstream.stream.parse import parse_records, with_window
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "sensorstream"
+ABANDONED_BATCH_WAIT = 10.0  # seconds; see StreamJob.stop
+
+
+class StopRequested(Exception):
+    """Raised by the batch function for a batch that starts after a stop was requested.
+
+    Nothing of that batch is written; Spark records no commit for it, so the next start replays it
+    with the same id and offsets. Stopping this way needs no race with Spark's trigger loop.
+    """
+
+
+def stopped_on_request(error: object) -> bool:
+    """Did the query end because a batch was refused or abandoned on stop (no failure)?"""
+    return StopRequested.__name__ in str(getattr(error, "desc", None) or error)
+
+
+class _RefusedBatchFilter(logging.Filter):
+    """Py4J logs every exception of a Python callback with its traceback; a refused batch is none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StopRequested))
+
+
+_REFUSED_BATCH_FILTER = _RefusedBatchFilter()
 
 
 def kafka_stream(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -63,7 +84,14 @@ class StreamJob:
         self.query_name = query_name
         self.query: StreamingQuery | None = None
         self.on_batch: list[Callable[[BatchResult], None]] = []
-        self._stop = threading.Event()
+        # Guards the hand-over between a running batch and stop(): see _process and stop.
+        self._gate = threading.Condition()
+        self._in_flight: int | None = None
+        self._stopping = False
+        self._abandoned = False
+        # PySpark pins threads (ClientServer), whose callbacks log through "py4j.clientserver".
+        for name in ("py4j.clientserver", "py4j.java_gateway"):
+            logging.getLogger(name).addFilter(_REFUSED_BATCH_FILTER)  # added once: same object
 
     @property
     def checkpoint(self) -> Path:
@@ -75,6 +103,25 @@ class StreamJob:
         return f"{self.query_name}/{meta['id']}"
 
     def _process(self, df: DataFrame, batch_id: int) -> None:
+        with self._gate:
+            if self._stopping:
+                raise StopRequested(f"batch {batch_id} not started: the job is stopping")
+            self._in_flight = batch_id
+        try:
+            self._merge(df, batch_id)
+        except Exception:
+            if self._abandoned:
+                # stop() cancelled this batch's Spark jobs after its grace: nothing was written.
+                # `from None`: Py4J hands the formatted traceback to Spark, and a chained Java stack
+                # trace in it made Spark's message regex overflow the JVM thread's stack.
+                raise StopRequested(f"batch {batch_id} abandoned: the job is stopping") from None
+            raise
+        finally:
+            with self._gate:
+                self._in_flight = None
+                self._gate.notify_all()
+
+    def _merge(self, df: DataFrame, batch_id: int) -> None:
         self.merger.query_name = self._ledger_name()
         if self.merger.is_committed(batch_id):
             # A replay of a batch the store already holds. Consume the DataFrame anyway: a
@@ -102,6 +149,7 @@ class StreamJob:
                 log.exception("batch observer failed")
 
     def start(self) -> StreamingQuery:
+        self._stopping = self._abandoned = False
         self.checkpoint.mkdir(parents=True, exist_ok=True)
         self.query = (
             parsed_stream(self.spark, self.settings)
@@ -118,55 +166,82 @@ class StreamJob:
         )  # fmt: skip
         return self.query
 
-    def request_stop(self, *_: object) -> None:
-        self._stop.set()
+    def run_until_stopped(self, stop: threading.Event, timeout: float | None = None) -> None:
+        """Block until ``stop`` is set (or ``timeout``), then stop after the batch in flight.
 
-    def run_until_stopped(self, install_signals: bool = True, timeout: float | None = None) -> None:
-        """Block until SIGINT/SIGTERM (or ``timeout``), then stop after the batch in flight."""
-        if install_signals and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self.request_stop)
-            signal.signal(signal.SIGTERM, self.request_stop)
+        Raises RuntimeError, in one line, when the query failed by itself.
+        """
         query = self.query or self.start()
         deadline = time.monotonic() + timeout if timeout else None
-        while not self._stop.is_set():
-            try:
-                if query.awaitTermination(0.5):
-                    break  # the query ended by itself
-            except StreamingQueryException:
-                break  # it failed: reported below in one line, not with Spark's whole plan
+        # Wait on the event, not in awaitTermination: a signal then wakes us at once instead of
+        # after the JVM call returns.
+        while not stop.wait(0.5):
+            if not query.isActive:
+                break  # the query ended by itself (a failure is reported below in one line)
             if deadline and time.monotonic() > deadline:
                 break
         self.stop()
-        error = query.exception()
-        if error is not None:
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """RuntimeError naming the root cause if the query failed (a batch refused on stop is no failure)."""
+        error = self.query.exception() if self.query is not None else None
+        if error is not None and not stopped_on_request(error):
             raise RuntimeError(f"the streaming query failed: {_root_cause(error)}")
 
-    def stop(self, grace: float = 60.0) -> None:
-        """Let the running micro-batch finish (its transaction commits), then stop the query."""
+    def stop(self, grace: float | None = None) -> None:
+        """Let the batch in flight commit, refuse any later one, then stop the query.
+
+        A batch that reaches ``_process`` after this point raises :class:`StopRequested` before it
+        writes anything, so Spark cannot slip in a batch that ``query.stop()`` then cuts in half.
+        A batch still running after ``grace`` (default ``STOP_GRACE``) is abandoned: ``query.stop()``
+        cancels its Spark jobs, it commits nothing and is replayed on restart. (One already inside
+        the DuckDB merge, the short last step, still finishes: the merge is not interrupted.)
+        """
         query = self.query
         if query is None or not query.isActive:
             return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            with suppress(Exception):
-                if not query.status.get("isTriggerActive"):
-                    break
-            time.sleep(0.05)
-        query.stop()
-        log.info("stream stopped")
+        grace = self.settings.stop_grace if grace is None else grace
+        started = time.monotonic()
+        with self._gate:
+            self._stopping = True
+            if not self._gate.wait_for(lambda: self._in_flight is None, timeout=grace):
+                self._abandoned = True
+                log.warning(
+                    "batch %s did not finish within %.1f s of the stop; abandoning it (replayed on restart)",
+                    self._in_flight, grace,
+                )  # fmt: skip
+        waited = time.monotonic() - started
+        try:
+            query.stop()
+        except Exception:  # spark.sql.streaming.stopTimeout passed (see session.QUERY_STOP_TIMEOUT_MS)
+            log.debug("Spark's query thread is still finishing its trigger; it commits nothing more")
+        with self._gate:
+            # An abandoned batch leaves _process once its cancelled Spark job fails (or its merge
+            # ends); the caller closes the store next, which must not happen under it.
+            self._gate.wait_for(lambda: self._in_flight is None, timeout=ABANDONED_BATCH_WAIT)
+        log.info(
+            "stream stopped (%.2f s for the batch in flight, %.2f s to stop the query)",
+            waited, time.monotonic() - started - waited,
+        )  # fmt: skip
 
-    def wait_idle(self, timeout: float = 120.0, min_offsets: int = 0) -> None:
+    def wait_idle(
+        self, timeout: float = 120.0, min_offsets: int = 0, stop: threading.Event | None = None
+    ) -> None:
         """Wait until the query has processed everything the topic held when its last batch planned.
 
         Caught up = the last batch's end offsets equal the latest offsets the source saw, and no
         trigger is running. (Spark's idle progress events come only every 10 s; this does not wait.)
         ``min_offsets``: also wait until the end offsets of all partitions add up to at least this
         (for callers that just produced that many messages and must not see a stale progress).
+        ``stop``: return early once it is set (a signal).
         """
         deadline = time.monotonic() + timeout
         query = self.query
         assert query is not None
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                return
             if query.exception():
                 raise RuntimeError(f"the streaming query failed: {_root_cause(query.exception())}")
             last = query.lastProgress

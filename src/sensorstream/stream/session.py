@@ -1,18 +1,38 @@
 """The SparkSession, built from settings: Kafka jars on the classpath, UTC, quiet logs.
 
 Spark's own log4j output goes to ``<data_dir>/logs/spark.log``; our logs stay readable.
+
+The Spark JVM (the driver's Py4J gateway) runs in its own session, so a signal to our process
+group (Ctrl-C in a terminal, systemd's ``KillMode=control-group``) reaches only the Python
+driver. The driver then stops the query after the batch in flight and stops the JVM; before,
+the JVM died on the group's SIGTERM mid-batch and the job failed. The JVM still ends with us:
+it exits when the pipe to its stdin closes, which happens however this process ends.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
+from pyspark import SparkConf, SparkContext
+from pyspark.errors import PySparkRuntimeError
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 from sensorstream.config import Settings
 from sensorstream.kafka.jars import ensure_jars, java_binary
+
+log = logging.getLogger(__name__)
+
+# How long query.stop() waits for Spark's query thread. Short on purpose: by then StreamJob.stop has
+# let the batch in flight commit and refuses any other, so nothing is left for that thread to do
+# that matters; one busy planning the next trigger (Kafka offset requests, slow to interrupt) kept
+# a stop waiting for seconds. The thread ends on its own or with the JVM.
+QUERY_STOP_TIMEOUT_MS = 250
 
 LOG4J2 = """\
 rootLogger.level = warn
@@ -52,33 +72,97 @@ def build_session(settings: Settings, app_name: str = "sensorstream") -> SparkSe
     log_conf.write_text(LOG4J2.format(log=log_dir / "spark.log"))
     java_opts = f"-Dlog4j2.configurationFile=file:{log_conf} -Duser.timezone=UTC"
     local = on_this_machine(settings.spark_master)
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .master(settings.spark_master)
-        .config("spark.jars", ",".join(str(j.resolve()) for j in jars))
-        .config("spark.driver.extraJavaOptions", java_opts)
+    options = {
+        "spark.app.name": app_name,
+        "spark.master": settings.spark_master,
+        "spark.jars": ",".join(str(j.resolve()) for j in jars),
+        "spark.driver.extraJavaOptions": java_opts,
         # Executors elsewhere do not have the driver's log4j file; UTC matters everywhere.
-        .config("spark.executor.extraJavaOptions", java_opts if local else "-Duser.timezone=UTC")
-        .config("spark.driver.memory", settings.spark_driver_memory)
-        .config("spark.sql.session.timeZone", "UTC")
+        "spark.executor.extraJavaOptions": java_opts if local else "-Duser.timezone=UTC",
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.sql.session.timeZone": "UTC",
         # 200 shuffle partitions made a 2-core run several times slower; size it to the machine.
-        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.adaptive.enabled", "false")
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.adaptive.enabled": "false",
         # The job keeps no Spark state today (windows are merged in DuckDB, see sink/merge.py), but a
         # stateful operator added later should get RocksDB, not the default in-JVM-heap store.
-        .config("spark.sql.streaming.stateStore.providerClass",
-                "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-        .config("spark.sql.warehouse.dir", str((Path(settings.data_dir) / "spark-warehouse").resolve()))
-    )  # fmt: skip
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.warehouse.dir": str((Path(settings.data_dir) / "spark-warehouse").resolve()),
+        # Spark's default waits forever for the query's thread on stop(); see QUERY_STOP_TIMEOUT_MS.
+        "spark.sql.streaming.stopTimeout": str(QUERY_STOP_TIMEOUT_MS),
+    }  # fmt: skip
     if local:
         # Nothing outside this machine needs the driver. A remote cluster's executors must connect
         # back to it, so there Spark's own choice (or SPARK_LOCAL_IP / spark.driver.host) stands.
-        builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
-            "spark.driver.host", "127.0.0.1"
-        )
-    spark = builder.getOrCreate()
+        options |= {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+    _start_context(SparkConf().setAll(options.items()), log_dir / "spark-jvm.log")
+    spark = SparkSession.builder.config(map=options).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _start_context(conf: SparkConf, jvm_log: Path) -> None:
+    """Start the SparkContext with its JVM in a new session (see the module's docstring)."""
+    if SparkContext._gateway is not None:
+        return  # PySpark keeps one JVM per process; getOrCreate reuses it, as it always did
+    # The JVM's own stdout/stderr (start-up notes, a dying thread's trace) go to a file like the
+    # rest of Spark's logs, not between our log lines.
+    with open(jvm_log, "ab") as out:
+        try:
+            # PySpark's launch already makes the JVM ignore SIGINT; a new session keeps SIGTERM
+            # (and SIGHUP from a closing terminal) sent to our group away from it as well.
+            gateway = launch_gateway(
+                conf, popen_kwargs={"start_new_session": True, "stdout": out, "stderr": subprocess.STDOUT}
+            )
+        except PySparkRuntimeError as exc:
+            raise RuntimeError(
+                f"the Spark JVM did not start; the end of {jvm_log}:\n{_tail(jvm_log)}"
+            ) from exc
+    # SparkContext replaces the SIGINT handler with one that raises KeyboardInterrupt wherever the
+    # main thread is (inside a Py4J call, a DuckDB commit); keep the caller's handler instead.
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        SparkContext(conf=conf, gateway=gateway)
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _jvm_process() -> subprocess.Popen | None:
+    """The gateway JVM this process launched (``launch_gateway`` keeps it as ``proc``)."""
+    return getattr(SparkContext._gateway, "proc", None)
+
+
+def begin_jvm_shutdown() -> None:
+    """Tell the JVM to exit (EOF on its stdin: System.exit, Spark's shutdown hooks, temp dirs
+    removed) without waiting, so its shutdown overlaps ours. For a command about to exit."""
+    proc = _jvm_process()
+    if proc is not None and proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()
+
+
+def wait_jvm(timeout: float) -> bool:
+    """Wait up to ``timeout`` s for the JVM to exit; False if it still runs (it ends by itself)."""
+    proc = _jvm_process()
+    if proc is None:
+        return True
+    try:
+        proc.wait(max(0.0, timeout))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def kill_jvm() -> None:
+    """SIGKILL the JVM (a fast stop): its half-done batch is never committed, so it is replayed."""
+    proc = _jvm_process()
+    if proc is not None and proc.poll() is None:
+        proc.kill()
