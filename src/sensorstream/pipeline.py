@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sensorstream.config import ENV_PREFIX, Settings
-from sensorstream.procs import exit_code, supervised
+from sensorstream.procs import exit_code, own_terminal_group, supervised
 from sensorstream.stopping import StopSignals
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Pipeline:
         The signal handlers are in place before anything starts, so a Ctrl-C during start-up stops
         what has started instead of leaving it behind.
         """
-        with self._signals:
+        with own_terminal_group(), self._signals:
             try:
                 self.start()
             except BaseException:

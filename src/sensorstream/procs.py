@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,44 @@ def supervised() -> dict[str, Any]:
 def exit_code(returncode: int) -> int:
     """A child's exit status as ours: its own code, or 128 + N when signal N killed it (as shells say)."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+@contextlib.contextmanager
+def own_terminal_group() -> Iterator[None]:
+    """While inside, this process's group is its terminal's foreground group (when it has one).
+
+    Ctrl-C signals the terminal's foreground group. Under `make run` that group holds make as
+    well, and GNU make that sees SIGINT kills itself with it once its recipe ends, so `make run`
+    failed however cleanly `run` stopped. With its own foreground group only `run` hears Ctrl-C and
+    make sees the exit code. The terminal goes back to the previous group on the way out. A no-op
+    without a terminal (systemd, a container) or in the background.
+    """
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield
+        return
+    previous = os.getpgrp()
+    try:
+        if os.tcgetpgrp(tty) != previous:
+            yield  # a background job: the terminal is someone else's
+            return
+        if previous != os.getpid():
+            os.setpgid(0, 0)
+        _set_foreground(tty, os.getpgrp())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                _set_foreground(tty, previous)
+    finally:
+        os.close(tty)
+
+
+def _set_foreground(tty: int, group: int) -> None:
+    # A process not in the foreground gets SIGTTOU (stop) for tcsetpgrp unless it ignores it.
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(tty, group)
+    finally:
+        signal.signal(signal.SIGTTOU, old)

@@ -91,7 +91,13 @@ class PipelineMetrics:
 
     def serve(self, host: str, port: int) -> None:
         if port:
-            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+            try:
+                self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+            except OSError as exc:  # one sentence for the operator, like the read API's busy port
+                raise RuntimeError(
+                    f"the metrics endpoint cannot listen on {host}:{port} ({exc.strerror}); another "
+                    "process holds that port. Set SENSORSTREAM_METRICS_PORT to a free port (0 turns it off)."
+                ) from exc
 
     def stop(self) -> None:
         if self._server is not None:

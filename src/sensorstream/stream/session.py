@@ -141,11 +141,24 @@ def _jvm_process() -> subprocess.Popen | None:
     return getattr(SparkContext._gateway, "proc", None)
 
 
+class _Py4JSendFailures(logging.Filter):
+    """Py4J logs failures to reach the JVM with their tracebacks (some through the *root* logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}py4j{os.sep}" not in record.pathname
+
+
 def begin_jvm_shutdown() -> None:
     """Tell the JVM to exit (EOF on its stdin: System.exit, Spark's shutdown hooks, temp dirs
     removed) without waiting, so its shutdown overlaps ours. For a command about to exit."""
     proc = _jvm_process()
     if proc is not None and proc.stdin is not None and not proc.stdin.closed:
+        # From here a call into the JVM may find it gone: Spark's query thread can still hand one
+        # last (refused) batch to Python, whose wrapper calls back, and Py4J frees Java objects
+        # as Python collects them. Those failures are expected; their tracebacks are not news.
+        quiet = _Py4JSendFailures()
+        for name in ("", "py4j.clientserver", "py4j.java_gateway"):  # filters apply per logger
+            logging.getLogger(name).addFilter(quiet)
         proc.stdin.close()
 
 
