@@ -297,7 +297,6 @@ def produce_cmd(
     from sensorstream.schema import parse_time
 
     settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
-    _topic_or_exit(settings)
     begin = parse_time(start) if start else None
     if start and begin is None:
         fail(f"--start {start!r} is not ISO-8601 with a zone (e.g. 2026-11-26T20:00:00Z)", 2)
@@ -307,6 +306,12 @@ def produce_cmd(
             count=count, seed=seed, late=late, duplicates=duplicates, out_of_order=out_of_order,
             malformed=malformed, file=file, dataset=dataset, speed=speed, start=begin,
         )  # fmt: skip
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    # After the arguments (a usage error needs no broker), before anything is sent.
+    _topic_or_exit(settings)
+    try:
         summary = produce(settings, plan, progress=not quiet, stop=_stop_on_sigterm())
     except (ValueError, OSError) as exc:
         fail(str(exc), 2)
