@@ -124,7 +124,7 @@ def test_make_run_stops_every_part_on_ctrl_c_with_exit_0(kafka, topic, tmp_path)
         "SENSORSTREAM_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "SENSORSTREAM_TOPIC": topic,
         "SENSORSTREAM_DATA_DIR": str(data), "SENSORSTREAM_CACHE_DIR": str(ROOT / ".cache"),
         "SENSORSTREAM_API_PORT": str(api), "SENSORSTREAM_DASHBOARD_PORT": str(dashboard),
-        "SENSORSTREAM_METRICS_PORT": "0", "SENSORSTREAM_SPARK_MASTER": "local[2]",
+        "SENSORSTREAM_METRICS_PORT": "0", "SENSORSTREAM_SPARK_MASTER": "local[2]", "SENSORSTREAM_PG_PORT": "0",
     }  # fmt: skip
     # The Makefile's `run` recipe, without its `deps` step (the test environment has them).
     makefile = tmp_path / "Makefile"

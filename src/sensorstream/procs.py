@@ -7,7 +7,7 @@ import ctypes
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,27 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+def listening_socket(host: str, port: int, *, busy: Callable[[OSError], Exception]) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6), not inherited by children.
+
+    ``busy`` turns the bind error into the caller's one-sentence error (which setting to change).
+    The caller calls ``listen`` itself (uvicorn and asyncio each want their own backlog/blocking).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # Lets a restarted writer reuse the port at once (TIME_WAIT), never two live listeners.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise busy(exc) from exc
+    sock.set_inheritable(False)
+    return sock
 
 
 def supervised() -> dict[str, Any]:

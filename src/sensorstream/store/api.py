@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from sensorstream.config import Settings
+from sensorstream.procs import listening_socket
 from sensorstream.store import queries
 from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.queries import Result
@@ -148,22 +149,14 @@ def make_app(
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
-    # without it every response waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    # Lets a restarted writer reuse the port at once (TIME_WAIT), never two live listeners.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ApiStartError(
+    return listening_socket(
+        host,
+        port,
+        busy=lambda exc: ApiStartError(
             f"the store's read API cannot listen on {host}:{port} ({exc.strerror}); another process "
             "holds that port. Set SENSORSTREAM_API_PORT to a free port or stop that process."
-        ) from exc
-    sock.set_inheritable(False)
-    return sock
+        ),
+    )
 
 
 class ReadApi:

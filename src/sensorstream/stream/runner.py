@@ -14,7 +14,7 @@ from sensorstream.config import Settings
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.stopping import StopSignals, exit_now
 from sensorstream.store.db import connect
-from sensorstream.stream.session import begin_jvm_shutdown, kill_jvm, wait_jvm
+from sensorstream.stream.session import begin_jvm_shutdown, kill_jvm, quiet_py4j_failures, wait_jvm
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class StreamRuntime:
         return self
 
     def stop(self) -> None:
+        if self.own_jvm:
+            quiet_py4j_failures()  # this process is ending: the JVM may go before the last call
         self._stack.close()
 
     def __enter__(self) -> StreamRuntime:

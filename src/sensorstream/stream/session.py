@@ -153,13 +153,19 @@ def begin_jvm_shutdown() -> None:
     removed) without waiting, so its shutdown overlaps ours. For a command about to exit."""
     proc = _jvm_process()
     if proc is not None and proc.stdin is not None and not proc.stdin.closed:
-        # From here a call into the JVM may find it gone: Spark's query thread can still hand one
-        # last (refused) batch to Python, whose wrapper calls back, and Py4J frees Java objects
-        # as Python collects them. Those failures are expected; their tracebacks are not news.
-        quiet = _Py4JSendFailures()
-        for name in ("", "py4j.clientserver", "py4j.java_gateway"):  # filters apply per logger
-            logging.getLogger(name).addFilter(quiet)
+        quiet_py4j_failures()
         proc.stdin.close()
+
+
+def quiet_py4j_failures() -> None:
+    """From a stop on, a call into the JVM may find it gone or going: Spark's query thread can still
+    hand one last (refused) batch to Python, whose wrapper calls back, and Py4J frees Java objects as
+    Python collects them. Those failures are expected; their tracebacks are not news."""
+    quiet = _Py4JSendFailures()
+    for name in ("", "py4j.clientserver", "py4j.java_gateway"):  # filters apply per logger
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Py4JSendFailures) for f in logger.filters):
+            logger.addFilter(quiet)
 
 
 def wait_jvm(timeout: float) -> bool:

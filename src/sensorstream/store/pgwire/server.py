@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 
 from sensorstream.config import Settings
+from sensorstream.procs import listening_socket
 from sensorstream.store.pgwire import translate
 from sensorstream.store.pgwire.auth import Credentials
 from sensorstream.store.pgwire.gate import ReadError, is_syntax_problem, run_read
@@ -143,20 +144,16 @@ def _bound(sql: str, params: list[Any]) -> list[Any] | dict[str, Any] | None:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise PgStartError(
+    sock = listening_socket(
+        host,
+        port,
+        busy=lambda exc: PgStartError(
             f"the store's PostgreSQL endpoint cannot listen on {host}:{port} ({exc.strerror}); "
             "set SENSORSTREAM_PG_PORT to a free port (or stop the process that holds it)."
-        ) from exc
+        ),
+    )
     sock.listen(128)
     sock.setblocking(False)
-    sock.set_inheritable(False)
     return sock
 
 
