@@ -360,9 +360,10 @@ def per_minute(samples: list[dict[str, Any]], rate: float) -> list[dict[str, Any
             continue
         batch_ms = [s["batch_ms"] for s in part if s["batch_ms"] is not None]
         p99 = [s["batch_latency_max_p99_ms"] for s in part if s["batch_latency_max_p99_ms"] is not None]
+        trend = lag_growth(part)
         out.append({
-            "minute": m + 1, "lag_trend_per_s": round(lag_growth(part)),
-            "lag_trend_pct_of_rate": round(100 * lag_growth(part) / rate, 2) if rate else None,
+            "minute": m + 1, "lag_trend_per_s": round(trend),
+            "lag_trend_pct_of_rate": round(100 * trend / rate, 2) if rate else None,
             "batch_ms_median": round(statistics.median(batch_ms)) if batch_ms else None,
             "latency_p99_ms": round(max(p99)) if p99 else None,
             "python_rss_mb": round(part[-1]["python_rss_mb"] or 0), "jvm_rss_mb": round(part[-1]["jvm_rss_mb"] or 0),

@@ -227,7 +227,6 @@ class BatchMerger:
                   SELECT 1 FROM (SELECT event_id FROM readings WHERE {ranges}) r
                   WHERE r.event_id = b.event_id)
             QUALIFY row_number() OVER (PARTITION BY b.event_id ORDER BY b.kafka_partition, b.kafka_offset) = 1
-            ORDER BY b.event_time
             """,
             {"window_us": window_us, "wm": wm, **range_params},
         )
