@@ -59,6 +59,18 @@ def make_settings(tmp_path: Path):
     return _make
 
 
+@pytest.fixture
+def store(make_settings):
+    """The sink's merger on a fresh DuckDB file (1-minute windows, 30 s lateness), and its connection."""
+    from sensorstream.sink.merge import BatchMerger
+    from sensorstream.store.db import connect
+
+    settings = make_settings(window="1 minute", allowed_lateness="30 seconds")
+    con = connect(settings.db)
+    yield BatchMerger(con, settings, query_name="q/1"), con
+    con.close()
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """One SparkSession (local[2], 2 shuffle partitions) for every Spark test of the run."""

@@ -9,14 +9,6 @@ from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.db import connect
 
 
-@pytest.fixture
-def store(make_settings):
-    settings = make_settings(window="1 minute", allowed_lateness="30 seconds")
-    con = connect(settings.db)
-    yield BatchMerger(con, settings, query_name="q/1"), con
-    con.close()
-
-
 def window_rows(con):
     return con.execute(
         "SELECT sensor_id, strftime(window_start, '%H:%M'), reading_count, avg_value, min_value, max_value, is_final "
@@ -108,12 +100,13 @@ def test_a_failing_batch_rolls_back_whole(store):
 def test_anomalies_by_threshold_and_by_zscore(store):
     merger, con = store
     b = BatchBuilder()
-    # Five quiet minutes of history for s1 (values 20 +- 1), then a 35 (z-score) and a 70 (threshold).
-    for minute in range(5):
+    # Ten quiet minutes of history for s1 (values 20 +- 1, past the warm-up), then a 35 (z-score)
+    # and a 70 (threshold).
+    for minute in range(10):
         for i, v in enumerate((19.0, 20.0, 21.0, 20.0)):
             b.event(f"h{minute}-{i}", "s1", minute * 60 + i, v)
     merger.merge(0, b.take())
-    result = merger.merge(1, b.event("spike", "s1", 301, 35.0).event("hot", "s1", 302, 70.0).take())
+    result = merger.merge(1, b.event("spike", "s1", 601, 35.0).event("hot", "s1", 602, 70.0).take())
     assert result.anomalies == 2
     rows = dict(con.execute("SELECT event_id, rule FROM anomalies").fetchall())
     assert rows == {"spike": "zscore", "hot": "threshold"}

@@ -7,6 +7,7 @@ message (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -95,6 +96,15 @@ DEFAULT_ANOMALY_THRESHOLDS: dict[str, tuple[float, float]] = {
     "vibration": (0.0, 12.0),
 }
 
+# The smallest sigma a reading is judged with, per type (the unit's meaningful resolution).
+DEFAULT_SIGMA_FLOORS: dict[str, float] = {
+    "temperature": 0.05,
+    "humidity": 0.2,
+    "pressure": 0.05,
+    "vibration": 0.05,
+    "*": 1e-6,
+}
+
 
 # The endpoint's password when none is set: fine on loopback, refused on any other address.
 DEFAULT_PG_PASSWORD = "sensorstream"
@@ -138,8 +148,26 @@ class Settings(BaseSettings):
     anomaly_thresholds: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(DEFAULT_ANOMALY_THRESHOLDS)
     )
+    # How sensors are judged (see sink/judge.py). A reading is compared with its sensor's own
+    # baseline: an exponentially weighted mean and variance over about its last
+    # ANOMALY_BASELINE_READINGS normal readings, whatever the sensor's rate.
     anomaly_zscore: float = Field(4.0, gt=0)
-    anomaly_history_windows: int = Field(10, ge=2)
+    anomaly_baseline_readings: int = Field(300, ge=2, le=1_000_000)
+    # No statistical verdict before a sensor has this many normal readings behind it.
+    anomaly_warmup: int = Field(30, ge=2, le=1_000_000)
+    # sigma is at least this (in the sensor's unit), per sensor type; `*` for any other type. Keeps
+    # a very steady sensor from alarming at a change in its last decimal.
+    anomaly_sigma_floor: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGMA_FLOORS))
+    # This many identical values in a row: `stuck` (0 turns the rule off).
+    anomaly_stuck_readings: int = Field(10, ge=0)
+    # CUSUM limit, in sigmas, for a sustained shift away from the baseline: `drift` (0: off).
+    anomaly_drift_limit: float = Field(15.0, ge=0)
+    # After this many flagged readings in a row the sensor has a new normal: its baseline is learnt again.
+    anomaly_relearn_readings: int = Field(300, ge=1)
+    # An anomaly state clears after this many normal readings in a row.
+    anomaly_clear_readings: int = Field(10, ge=1)
+    # Deprecated (0.4): the z-score no longer looks at past windows, see ANOMALY_BASELINE_READINGS.
+    anomaly_history_windows: int | None = Field(None, ge=2)
     # On SIGINT/SIGTERM the batch in flight gets this long to commit; a slower one (a huge backlog
     # batch) is abandoned and replayed on restart, so a stop stays within a supervisor's patience.
     stop_grace: Duration = 3.0
@@ -242,6 +270,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"range for {kind!r} has low {low} > high {high}")
         return value
 
+    @field_validator("anomaly_sigma_floor")
+    @classmethod
+    def _floors(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"every floor must be > 0 (got {bad})")
+        return {"*": DEFAULT_SIGMA_FLOORS["*"], **value}
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.slide is not None and not (0 < self.slide <= self.window):
@@ -311,7 +347,7 @@ def load_settings(**overrides: Any) -> Settings:
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -320,3 +356,11 @@ def load_settings(**overrides: Any) -> Settings:
             value = err.get("input")
             lines.append(f"{name}={value!r}: {err['msg']}")
         raise SettingsError("invalid setting: " + "; ".join(lines)) from None
+    if settings.anomaly_history_windows is not None:
+        logging.getLogger(__name__).warning(
+            "%sANOMALY_HISTORY_WINDOWS is deprecated and ignored: a reading is judged against its "
+            "sensor's last readings; set %sANOMALY_BASELINE_READINGS (how many) instead",
+            ENV_PREFIX,
+            ENV_PREFIX,
+        )
+    return settings

@@ -29,7 +29,8 @@ The work per batch is proportional to the batch, not to the store (days of readi
   deviations per window are combined with the stored ones (Chan et al.'s parallel variance), so
   ``readings`` is never re-read. This is safe under replay because a batch applies at most once
   (the ledger), and across a reset checkpoint because only deduplicated new events are added.
-* Finalisation and the z-score's window history are bounded by time in the same way.
+* Finalisation is bounded by time in the same way, and readings are judged against a per-sensor
+  state of one row each (``sink.judge``), not against the history in the store.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import duckdb
 import pyarrow as pa
 
 from sensorstream.config import Settings
+from sensorstream.sink.judge import Judge
 from sensorstream.store.db import writer_lock
 
 log = logging.getLogger(__name__)
@@ -117,14 +119,7 @@ class BatchMerger:
         self.window = timedelta(seconds=settings.window)
         self.slide = timedelta(seconds=settings.slide or settings.window)
         self.lateness = timedelta(seconds=settings.allowed_lateness)
-        thresholds = [(k, lo, hi) for k, (lo, hi) in settings.anomaly_thresholds.items()]
-        self._thresholds = pa.table(
-            {
-                "sensor_type": [t[0] for t in thresholds],
-                "low": pa.array([t[1] for t in thresholds], pa.float64()),
-                "high": pa.array([t[2] for t in thresholds], pa.float64()),
-            }
-        )
+        self.judge = Judge(settings)
 
     # --- ledger ----------------------------------------------------------------------------------
     def is_committed(self, batch_id: int) -> bool:
@@ -257,7 +252,7 @@ class BatchMerger:
             {"wm": wm, "batch_id": batch_id},
         )
         result.windows_updated = self._merge_windows(cur, window_us, wm)
-        result.anomalies = self._anomalies(cur, batch_id, window_us)
+        result.anomalies = self.judge.judge(cur, batch_id)
 
         candidates = [t for t in (max_before, batch_max) if t is not None]
         result.max_event_time = max(candidates) if candidates else None
@@ -338,56 +333,6 @@ class BatchMerger:
             """,
             {"w": window_us},
         ).fetchall()[0][0]
-
-    def _anomalies(self, cur: duckdb.DuckDBPyConnection, batch_id: int, window_us: int) -> int:
-        """Threshold per sensor type, then a z-score against the sensor's recent windows.
-
-        The history is read only in the time ranges the batch's events need (zone-map pruned).
-        """
-        cur.register("thresholds", self._thresholds)
-        history_us = window_us * self.settings.anomaly_history_windows
-        ranges, range_params = _time_ranges(
-            cur, "stage", "window_start", "window_start", gap_us=history_us, reach_back_us=history_us
-        )
-        inserted = cur.execute(
-            f"""
-            INSERT INTO anomalies
-            WITH hist AS (
-                SELECT s.event_id, avg(w.avg_value) AS mu,
-                       sqrt(avg(w.stddev_value * w.stddev_value)) AS sigma, count(*) AS n
-                FROM stage s
-                JOIN (SELECT * FROM window_stats WHERE {ranges}) w
-                  ON w.sensor_id = s.sensor_id
-                 AND w.window_start < s.window_start
-                 AND w.window_start >= s.window_start - to_microseconds($history_us)
-                WHERE w.stddev_value IS NOT NULL
-                GROUP BY s.event_id
-            ), scored AS (
-                SELECT s.event_id, s.sensor_id, s.sensor_type, s.event_time, s.value,
-                       CASE WHEN s.value > t.high THEN (s.value - t.high) / nullif(t.high - t.low, 0)
-                            WHEN s.value < t.low THEN (t.low - s.value) / nullif(t.high - t.low, 0) END AS over,
-                       CASE WHEN h.n >= 3 AND h.sigma > 0 THEN abs(s.value - h.mu) / h.sigma END AS z
-                FROM stage s
-                LEFT JOIN thresholds t ON t.sensor_type = s.sensor_type
-                LEFT JOIN hist h ON h.event_id = s.event_id
-            )
-            SELECT event_id, sensor_id, sensor_type, event_time, value,
-                   CASE WHEN over IS NOT NULL THEN 'threshold' ELSE 'zscore' END,
-                   CASE WHEN over IS NOT NULL THEN over ELSE z END,
-                   $batch_id, now()
-            FROM scored
-            WHERE over IS NOT NULL OR z > $z
-            ORDER BY event_time
-            """,
-            {
-                "history_us": history_us,
-                "batch_id": batch_id,
-                "z": self.settings.anomaly_zscore,
-                **range_params,
-            },
-        ).fetchall()[0][0]
-        cur.unregister("thresholds")
-        return inserted
 
     def _latency(self, cur: duckdb.DuckDBPyConnection, result: BatchResult) -> None:
         """Commit time minus event time (and minus Kafka's append time) for this batch's new events."""

@@ -233,10 +233,45 @@ def _without_primary_key(ddl: str) -> str:
     return re.sub(r"\s+PRIMARY KEY", "", ddl)
 
 
+# One row per sensor: the baseline its readings are judged against (an exponentially weighted
+# mean and variance over its own last readings, so it follows the sensor whatever its rate), the
+# evidence the persistent rules carry from batch to batch (repeats of one value, the drift
+# CUSUMs), and the sensor's alert state with the reason a person reads on the dashboard. Updated
+# by the sink in the batch's transaction, so it is exact under replay like everything else.
+V4 = """
+CREATE TABLE sensor_state (
+    sensor_id VARCHAR PRIMARY KEY,
+    sensor_type VARCHAR,
+    site VARCHAR,
+    baseline_readings BIGINT NOT NULL DEFAULT 0,
+    baseline_mean DOUBLE,
+    baseline_variance DOUBLE,
+    last_value DOUBLE,
+    last_event_time TIMESTAMPTZ,
+    repeats BIGINT NOT NULL DEFAULT 0,
+    drift_high DOUBLE NOT NULL DEFAULT 0,
+    drift_low DOUBLE NOT NULL DEFAULT 0,
+    flagged_run BIGINT NOT NULL DEFAULT 0,
+    normal_run BIGINT NOT NULL DEFAULT 0,
+    state VARCHAR NOT NULL DEFAULT 'ok',
+    rule VARCHAR,
+    rule_value DOUBLE,
+    rule_score DOUBLE,
+    expected_low DOUBLE,
+    expected_high DOUBLE,
+    since TIMESTAMPTZ,
+    last_anomaly_time TIMESTAMPTZ,
+    relearned_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL
+)
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", V1),
     Migration(2, "window_stats without multi-column CHECKs (they made every update slow)", V2),
     Migration(3, "event tables without indexes; window_stats keeps m2 for incremental merges", _v3),
+    Migration(4, "sensor_state: each sensor's baseline, rule evidence and alert state", V4),
 )
 LATEST = MIGRATIONS[-1].version
 TABLES = (
@@ -247,6 +282,7 @@ TABLES = (
     "anomalies",
     "pipeline_metrics",
     "sink_commits",
+    "sensor_state",
 )
 
 

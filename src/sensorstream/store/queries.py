@@ -164,8 +164,10 @@ def _over_time(name: str, table: str, column: str, aggregates: str) -> NamedQuer
 _QUERIES: tuple[NamedQuery, ...] = (
     NamedQuery(
         "sensors",
-        "One row per sensor: latest window and reading, and a status. stale = no window in the last "
-        "`stale_windows` windows before the newest one; anomaly = an anomaly inside its latest window.",
+        "One row per sensor: latest window and reading, a status and why. stale = no window in the "
+        "last `stale_windows` windows before the newest one; anomaly = a rule is firing for the sensor "
+        "now (sensor_state) or fired inside its latest window. rule, rule_value, expected_low/high "
+        "and since describe the latest anomaly; baseline_readings is how many readings it is judged on.",
         f"""
         WITH last AS (
             SELECT * FROM window_stats
@@ -193,14 +195,19 @@ _QUERIES: tuple[NamedQuery, ...] = (
                l.window_start AS last_window_start, l.avg_value AS last_window_avg,
                l.reading_count AS last_window_count, coalesce(f.n, 0) AS last_window_anomalies,
                CASE WHEN l.window_start <= n.newest_start - n.window_len * $stale_windows THEN 'stale'
-                    WHEN f.n > 0 THEN 'anomaly' ELSE 'ok' END AS status
+                    WHEN f.n > 0 OR st.state = 'anomaly' THEN 'anomaly' ELSE 'ok' END AS status,
+               st.rule, st.rule_value, st.expected_low, st.expected_high, st.since,
+               st.last_anomaly_time, coalesce(st.baseline_readings, 0) AS baseline_readings
         FROM last l CROSS JOIN newest n
         LEFT JOIN latest_reading r USING (sensor_id) LEFT JOIN flagged f USING (sensor_id)
+        LEFT JOIN sensor_state st USING (sensor_id)
         ORDER BY l.sensor_id
         """,
         (SENSOR_TYPE, SITE, Param("stale_windows", "int", 2, "windows without data before stale", 1, 10_000)),
         _cols(
-            "sensor_id sensor_type site last_event_time last_value last_window_start last_window_avg last_window_count last_window_anomalies status"
+            "sensor_id sensor_type site last_event_time last_value last_window_start last_window_avg last_window_count "
+            "last_window_anomalies status rule rule_value expected_low expected_high since last_anomaly_time "
+            "baseline_readings"
         ),
     ),
     _recent_rows(

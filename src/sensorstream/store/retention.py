@@ -8,6 +8,7 @@ What goes and what stays:
   usable event time). They carry raw blobs, the largest rows of all.
 - ``window_stats`` (the aggregates) are kept for ``WINDOW_RETENTION`` (event time; final windows
   only), ``pipeline_metrics`` for ``METRICS_RETENTION`` (commit time). 0 keeps them for ever.
+  A sensor's ``sensor_state`` row goes when it has been silent for ``WINDOW_RETENTION``.
 - ``sink_commits`` (the exactly-once ledger) follows ``METRICS_RETENTION`` too, but each query's
   newest row always stays: it holds the watermark, and Spark only ever replays the batch after it.
 
@@ -50,7 +51,7 @@ RETAINED: tuple[tuple[str, str, bool], ...] = (
 )
 # Tables without an index: deleted by time slices (see the module doc).
 UNINDEXED = frozenset({"readings", "late_events", "anomalies"})
-KEPT = ("window_stats", "pipeline_metrics", "sink_commits", "schema_version")
+KEPT = ("window_stats", "pipeline_metrics", "sink_commits", "schema_version", "sensor_state")
 
 
 @dataclass
@@ -113,6 +114,12 @@ def apply_retention(
         result.deleted["window_stats"] = 0
         _delete_by_rowid(
             con, "window_stats", "is_final AND window_end < $cutoff",
+            {"cutoff": newest - timedelta(seconds=window_retention)}, chunk_rows, pause, result,
+        )  # fmt: skip
+        # A sensor silent for as long as its windows are kept is gone: forget its baseline too.
+        result.deleted["sensor_state"] = 0
+        _delete_by_rowid(
+            con, "sensor_state", "last_event_time < $cutoff",
             {"cutoff": newest - timedelta(seconds=window_retention)}, chunk_rows, pause, result,
         )  # fmt: skip
     if metrics_retention > 0:
