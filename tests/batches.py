@@ -6,27 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
+from sensorstream.sink.batch import build_batch, window_start
 
-SCHEMA = pa.schema(
-    [
-        ("kafka_topic", pa.string()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        ("kafka_key", pa.binary()),
-        ("raw_value", pa.binary()),
-        ("event_id", pa.string()),
-        ("sensor_id", pa.string()),
-        ("value", pa.float64()),
-        ("sensor_type", pa.string()),
-        ("unit", pa.string()),
-        ("site", pa.string()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("error", pa.string()),
-        ("window_start", pa.timestamp("us", tz="UTC")),
-    ]
-)
+T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
 
 
 class BatchBuilder:
@@ -42,7 +24,7 @@ class BatchBuilder:
         self, event_id: str, sensor: str, seconds: float, value: float, sensor_type: str = "temperature"
     ):
         ts = T0 + timedelta(seconds=seconds)
-        start = ts - timedelta(seconds=(ts - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() % self.window)
+        start = window_start(ts, self.window)
         self._add(event_id=event_id, sensor_id=sensor, value=value, sensor_type=sensor_type, unit="C",
                   site="plant-a", event_time=ts, window_start=start)  # fmt: skip
         return self
@@ -52,13 +34,13 @@ class BatchBuilder:
         return self
 
     def _add(self, **cols) -> None:
-        row = {name: None for name in SCHEMA.names}
+        row: dict = {}
         row.update(kafka_topic="sensor-data", kafka_partition=0, kafka_offset=self.offset, kafka_timestamp=T0)
         row.update(cols)
         self.rows.append(row)
         self.offset += 1
 
     def take(self) -> pa.Table:
-        table = pa.Table.from_pylist(self.rows, schema=SCHEMA)
+        table = build_batch(self.rows)
         self.rows = []
         return table

@@ -10,6 +10,7 @@ import pytest
 
 from sensorstream.config import DEFAULT_VALID_RANGES
 from sensorstream.schema import validate
+from sensorstream.sink.batch import BATCH_SCHEMA
 from sensorstream.stream.parse import parse_records, with_window
 
 pytestmark = pytest.mark.integration
@@ -94,3 +95,13 @@ def test_the_session_is_sized_for_a_small_machine_and_keeps_any_state_in_rocksdb
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     provider = spark.conf.get("spark.sql.streaming.stateStore.providerClass")
     assert provider.endswith(".RocksDBStateStoreProvider")
+
+
+def test_the_parser_delivers_the_declared_batch(spark):
+    """What the sink is handed: the columns and types of `sink.batch.BATCH_SCHEMA`, in its order."""
+    df = spark.createDataFrame(
+        [("sensor-data", 0, 0, None, None, GOOD.encode())],
+        "topic string, partition int, offset long, timestamp timestamp, key binary, value binary",
+    )
+    table = with_window(parse_records(df, DEFAULT_VALID_RANGES), 60).toArrow()
+    assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in BATCH_SCHEMA]

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     # How sensors are judged (see sink/judge.py). A reading is compared with its sensor's own
     # baseline: an exponentially weighted mean and variance over about its last
     # ANOMALY_BASELINE_READINGS normal readings, whatever the sensor's rate.
-    anomaly_zscore: float = Field(4.0, gt=0)
+    anomaly_zscore: float = Field(5.0, gt=0)
     anomaly_baseline_readings: int = Field(300, ge=2, le=1_000_000)
     # No statistical verdict before a sensor has this many normal readings behind it.
     anomaly_warmup: int = Field(30, ge=2, le=1_000_000)

@@ -18,14 +18,18 @@ nor widens sigma. Rules, in order of precedence:
   ``ANOMALY_DRIFT_LIMIT``: a shift too small for the z-score that keeps going one way.
 
 Point anomalies (threshold, zscore) give one ``anomalies`` row per reading. Conditions (stuck,
-drift) give one row where they start; the sensor's state says how long they last. A sensor is in
-state ``anomaly`` from its first flagged reading until ``ANOMALY_CLEAR_READINGS`` normal readings
-in a row; after ``ANOMALY_RELEARN_READINGS`` zscore/drift readings in a row its level has changed
-for good, and the baseline is learnt again from there (``relearned_at``).
+drift) give one row where they start (the sensor's last reading in the batch that proved them);
+the sensor's state says how long they last. A sensor is in state ``anomaly`` from its first
+flagged reading until ``ANOMALY_CLEAR_READINGS`` normal readings follow; after
+``ANOMALY_RELEARN_READINGS`` zscore/drift readings without a normal batch between them its level
+has changed for good, and the baseline is learnt again from there (``relearned_at``).
 
-Within a batch, readings are judged in event-time order against the baseline as it stood before
-the batch (a batch is a second or so of data); the evidence of the persistent rules (repeats, the
-CUSUMs) runs reading by reading, through window functions.
+Granularity, and why: each reading is judged against the baseline as it stood before the batch
+(a batch is a second or so of data), and the conditions advance once per sensor and batch: the
+CUSUM adds the batch's evidence, a run of one value grows by a batch that holds only that value.
+So the whole judgement is two scans of the batch and one aggregate per sensor, with no sort:
+~20 ms for a 20 K-reading batch, where a reading-by-reading recursion cost ~150 ms (window
+functions or a Python loop). A replayed batch has the same boundaries, so it is judged the same.
 """
 
 from __future__ import annotations
@@ -38,138 +42,149 @@ from sensorstream.config import Settings
 # CUSUM slack in sigmas: the smallest sustained shift the drift rule is tuned to find is twice this.
 DRIFT_SLACK = 0.5
 
-_JUDGE = """
-CREATE OR REPLACE TEMP TABLE judged AS
-WITH o AS (
+# Each reading with its sensor's state before the batch, and its point verdict.
+_LOOK = """
+CREATE OR REPLACE TEMP TABLE looked AS
+WITH j AS (
     SELECT s.event_id, s.sensor_id, s.sensor_type, s.site, s.event_time, s.value, s.is_late,
-           row_number() OVER w AS k,
-           coalesce(lag(s.value) OVER w, st.last_value) AS prev,
-           coalesce(st.baseline_readings, 0) AS n0, st.baseline_mean AS mu,
+           st.baseline_mean AS mu,
            greatest(sqrt(st.baseline_variance), coalesce(f.sigma, $floor_any)) AS sigma,
-           coalesce(st.repeats, 0) AS rep0, coalesce(st.drift_high, 0) AS dh0,
-           coalesce(st.drift_low, 0) AS dl0, t.low AS t_low, t.high AS t_high
+           CASE WHEN NOT s.is_late AND coalesce(st.baseline_readings, 0) >= $warmup
+                THEN (s.value - st.baseline_mean)
+                     / greatest(sqrt(st.baseline_variance), coalesce(f.sigma, $floor_any)) END AS z,
+           CASE WHEN s.value > t.high THEN (s.value - t.high) / nullif(t.high - t.low, 0)
+                WHEN s.value < t.low THEN (t.low - s.value) / nullif(t.high - t.low, 0) END AS over,
+           t.low AS t_low, t.high AS t_high,
+           $drift > 0 AND greatest(st.drift_high, st.drift_low) > $drift AS drifting
     FROM stage s
     LEFT JOIN sensor_state st ON st.sensor_id = s.sensor_id
     LEFT JOIN floors f ON f.sensor_type = s.sensor_type
     LEFT JOIN thresholds t ON t.sensor_type = s.sensor_type
-    WINDOW w AS (PARTITION BY s.sensor_id, s.is_late ORDER BY s.event_time, s.event_id)
-), z AS (
-    SELECT *,
-           CASE WHEN NOT is_late AND n0 >= $warmup THEN (value - mu) / sigma END AS z,
-           CASE WHEN value > t_high THEN (value - t_high) / nullif(t_high - t_low, 0)
-                WHEN value < t_low THEN (t_low - value) / nullif(t_high - t_low, 0) END AS over,
-           -- islands of one repeated value: a new island starts where the value changes
-           sum((prev IS DISTINCT FROM value)::INTEGER) OVER p AS island
-    FROM o
-    WINDOW p AS (PARTITION BY sensor_id, is_late ORDER BY k)
-), c AS (
-    SELECT *,
-           CASE WHEN island = 0 THEN rep0 ELSE 0 END
-               + row_number() OVER (PARTITION BY sensor_id, is_late, island ORDER BY k) AS run,
-           -- a spike is the z-score's; it is no evidence of a drift
-           sum(CASE WHEN z IS NULL OR abs(z) > $z THEN 0 ELSE z - $slack END) OVER p AS ch,
-           sum(CASE WHEN z IS NULL OR abs(z) > $z THEN 0 ELSE -z - $slack END) OVER p AS cl
-    FROM z
-    WINDOW p AS (PARTITION BY sensor_id, is_late ORDER BY k)
-), s AS (
-    -- CUSUM S_k = max(0, S_(k-1) + d_k) in closed form: C_k - min(-S_0, min_(j<=k) C_j)
-    SELECT *,
-           ch - least(-dh0, min(ch) OVER p) AS drift_high,
-           cl - least(-dl0, min(cl) OVER p) AS drift_low
-    FROM c
-    WINDOW p AS (PARTITION BY sensor_id, is_late ORDER BY k)
-), r AS (
-    SELECT *, greatest(drift_high, drift_low) AS drift,
-           coalesce(lag(greatest(drift_high, drift_low)) OVER (PARTITION BY sensor_id, is_late ORDER BY k),
-                    greatest(dh0, dl0)) AS drift_before,
-           CASE WHEN over IS NOT NULL THEN 'threshold'
-                WHEN is_late THEN NULL
-                WHEN abs(z) > $z THEN 'zscore'
-                WHEN $stuck > 0 AND run >= $stuck THEN 'stuck'
-                WHEN $drift > 0 AND greatest(drift_high, drift_low) > $drift THEN 'drift' END AS rule
-    FROM s
 )
 SELECT *,
-       CASE rule WHEN 'threshold' THEN over WHEN 'zscore' THEN abs(z)
-                 WHEN 'stuck' THEN run WHEN 'drift' THEN drift END AS score,
-       CASE WHEN rule = 'threshold' OR mu IS NULL THEN t_low ELSE mu - $z * sigma END AS expected_low,
-       CASE WHEN rule = 'threshold' OR mu IS NULL THEN t_high ELSE mu + $z * sigma END AS expected_high,
-       -- conditions are recorded where they start, point anomalies at every reading
-       rule IN ('threshold', 'zscore') OR (rule = 'stuck' AND run = $stuck)
-           OR (rule = 'drift' AND drift_before <= $drift) AS recorded
-FROM r
+       CASE WHEN over IS NOT NULL THEN 'threshold'
+            WHEN is_late OR z IS NULL THEN NULL
+            -- a drift under way owns its readings, however far they go
+            WHEN abs(z) > $z AND drifting THEN 'drift'
+            WHEN abs(z) > $z THEN 'zscore' END AS point,
+       CASE WHEN over IS NOT NULL THEN over ELSE abs(z) END AS score,
+       CASE WHEN over IS NOT NULL OR mu IS NULL THEN t_low ELSE mu - $z * sigma END AS expected_low,
+       CASE WHEN over IS NOT NULL OR mu IS NULL THEN t_high ELSE mu + $z * sigma END AS expected_high
+FROM j
+"""
+
+# Per sensor with on-time readings: the batch's part, the state before it, and the conditions after it.
+_PER_SENSOR = """
+CREATE OR REPLACE TEMP TABLE per_sensor AS
+WITH a AS (
+    SELECT sensor_id, max(sensor_type) AS sensor_type, max(site) AS site, count(*) AS n,
+           min(value) = max(value) AS one_value,
+           arg_max({'event_id': event_id, 'value': value, 'event_time': event_time,
+                    'sensor_type': sensor_type}, (event_time, event_id)) AS last,
+           -- a spike is the z-score's, no evidence of a drift
+           coalesce(sum(z - $slack) FILTER (WHERE abs(z) <= $z), 0) AS d_high,
+           coalesce(sum(-z - $slack) FILTER (WHERE abs(z) <= $z), 0) AS d_low,
+           count(*) FILTER (WHERE point IN ('zscore', 'drift')) AS off_baseline,
+           count(*) FILTER (WHERE point IS NOT NULL) AS points,
+           arg_max({'rule': point, 'value': value, 'score': score, 'low': expected_low,
+                    'high': expected_high, 'at': event_time}, (event_time, event_id))
+               FILTER (WHERE point IS NOT NULL) AS last_point,
+           min(event_time) FILTER (WHERE point IS NOT NULL) AS first_point_time,
+           count(*) FILTER (WHERE point IS NULL) AS kk,
+           avg(value) FILTER (WHERE point IS NULL) AS m_b,
+           var_pop(value) FILTER (WHERE point IS NULL) AS v_b,
+           any_value(mu) AS mu, any_value(sigma) AS sigma
+    FROM looked WHERE NOT is_late
+    GROUP BY sensor_id
+), b AS (
+    SELECT a.*, st.state AS state0, st.since AS since0, st.rule AS rule0, st.rule_value AS value0,
+           st.rule_score AS score0, st.expected_low AS low0, st.expected_high AS high0,
+           st.last_anomaly_time AS last_anomaly0, st.relearned_at AS relearned0,
+           coalesce(st.baseline_readings, 0) AS n0, st.baseline_mean AS mu0, st.baseline_variance AS var0,
+           coalesce(st.repeats, 0) AS run0, coalesce(st.normal_run, 0) AS normal0,
+           coalesce(st.flagged_run, 0) AS flagged0,
+           $drift > 0 AND greatest(st.drift_high, st.drift_low) > $drift AS drifting0,
+           greatest(0, coalesce(st.drift_high, 0) + a.d_high) AS drift_high,
+           greatest(0, coalesce(st.drift_low, 0) + a.d_low) AS drift_low,
+           -- a run of one value grows by a batch holding only that value, else starts again
+           CASE WHEN NOT a.one_value THEN 1
+                WHEN a.last.value = st.last_value THEN coalesce(st.repeats, 0) + a.n ELSE a.n END AS run
+    FROM a LEFT JOIN sensor_state st ON st.sensor_id = a.sensor_id
+)
+SELECT *,
+       $stuck > 0 AND run >= $stuck AS stuck,
+       $stuck > 0 AND run >= $stuck AND run0 < $stuck AS stuck_starts,
+       $drift > 0 AND greatest(drift_high, drift_low) > $drift AS drifting,
+       $drift > 0 AND greatest(drift_high, drift_low) > $drift AND NOT coalesce(drifting0, false) AS drift_starts
+FROM b
 """
 
 _RECORD = """
 INSERT INTO anomalies
-SELECT event_id, sensor_id, sensor_type, event_time, value, rule, score, $batch_id, now()
-FROM judged WHERE recorded ORDER BY event_time
+SELECT event_id, sensor_id, sensor_type, event_time, value, point, score, $batch_id, now()
+FROM looked WHERE point IN ('threshold', 'zscore')
+UNION ALL
+SELECT last.event_id, sensor_id, last.sensor_type, last.event_time, last.value, 'stuck', run, $batch_id, now()
+FROM per_sensor WHERE stuck_starts
+UNION ALL
+SELECT last.event_id, sensor_id, last.sensor_type, last.event_time, last.value, 'drift',
+       greatest(drift_high, drift_low), $batch_id, now()
+FROM per_sensor WHERE drift_starts
+ORDER BY 4
 """
 
 # The new state of every sensor with on-time readings in the batch. The baseline learns from the
-# batch's normal readings: k readings weigh 1 - (1 - alpha)^k against the old baseline (until the
-# baseline has 1/alpha readings, a plain running mean: n0 / (n0 + k)), and the variance is the
-# mixture's (old and new parts around the new mean), so it is exact for equal weights.
+# batch's normal readings (none while a condition holds): k readings weigh 1 - (1 - alpha)^k
+# against the old baseline (until the baseline has 1/alpha readings, a plain running mean:
+# n0 / (n0 + k)), and the variance is the mixture's (both parts around the new mean), exact for
+# equal weights.
 _STATE = """
 INSERT OR REPLACE INTO sensor_state
-WITH a AS (
-    SELECT sensor_id, max(sensor_type) AS sensor_type, max(site) AS site, max(k) AS kmax,
-           arg_max(value, k) AS last_value, arg_max(event_time, k) AS last_event_time,
-           arg_max(run, k) AS repeats, arg_max(drift_high, k) AS dh, arg_max(drift_low, k) AS dl,
-           max(k) FILTER (WHERE rule IS NULL) AS last_normal_k,
-           max(k) FILTER (WHERE rule IS NOT NULL) AS last_flag_k,
-           max(k) FILTER (WHERE rule IS NULL OR rule NOT IN ('zscore', 'drift')) AS last_on_baseline_k,
-           min(event_time) FILTER (WHERE rule IS NOT NULL) AS first_flag_time,
-           max(event_time) FILTER (WHERE rule IS NOT NULL) AS last_flag_time,
-           arg_max(rule, k) FILTER (WHERE rule IS NOT NULL) AS f_rule,
-           arg_max(value, k) FILTER (WHERE rule IS NOT NULL) AS f_value,
-           arg_max(score, k) FILTER (WHERE rule IS NOT NULL) AS f_score,
-           arg_max(expected_low, k) FILTER (WHERE rule IS NOT NULL) AS f_low,
-           arg_max(expected_high, k) FILTER (WHERE rule IS NOT NULL) AS f_high,
-           count(*) FILTER (WHERE rule IS NULL) AS kk,
-           avg(value) FILTER (WHERE rule IS NULL) AS m_b,
-           var_pop(value) FILTER (WHERE rule IS NULL) AS v_b
-    FROM judged WHERE NOT is_late
-    GROUP BY sensor_id
-), b AS (
-    SELECT a.*, st.state AS state0, st.since AS since0,
-           coalesce(st.baseline_readings, 0) AS n0, st.baseline_mean AS mu0, st.baseline_variance AS var0,
-           CASE WHEN a.last_flag_k IS NULL THEN coalesce(st.normal_run, 0) + a.kmax
-                ELSE a.kmax - a.last_flag_k END AS normal_run,
-           CASE WHEN a.last_on_baseline_k IS NULL THEN coalesce(st.flagged_run, 0) + a.kmax
-                ELSE a.kmax - a.last_on_baseline_k END AS flagged_run,
-           st.rule AS rule0, st.rule_value AS value0, st.rule_score AS score0,
-           st.expected_low AS low0, st.expected_high AS high0, st.last_anomaly_time AS last_anomaly0,
-           st.relearned_at AS relearned0,
-           CASE WHEN a.kk = 0 THEN 1.0
-                ELSE least(power(1 - $alpha, a.kk), coalesce(st.baseline_readings, 0) / (coalesce(st.baseline_readings, 0) + a.kk))
-           END AS w
-    FROM a LEFT JOIN sensor_state st ON st.sensor_id = a.sensor_id
-), c AS (
+WITH c AS (
+    SELECT *,
+           stuck OR drifting AS held,
+           points > 0 OR stuck OR drifting AS flagged,
+           CASE WHEN stuck OR drifting THEN 0 ELSE kk END AS learn
+    FROM per_sensor
+), d AS (
+    SELECT *,
+           CASE WHEN NOT flagged THEN normal0 + n ELSE 0 END AS normal_run,
+           CASE WHEN off_baseline > 0 OR drifting THEN flagged0 + greatest(off_baseline, n * drifting::INT)
+                ELSE 0 END AS flagged_run,
+           CASE WHEN learn = 0 THEN 1.0 ELSE least(power(1 - $alpha, learn), n0 / (n0 + learn)) END AS w
+    FROM c
+), e AS (
     SELECT *, flagged_run >= $relearn AS relearn,
-           CASE WHEN kk = 0 THEN mu0 WHEN n0 = 0 THEN m_b ELSE w * mu0 + (1 - w) * m_b END AS mu1
-    FROM b
+           CASE WHEN learn = 0 THEN mu0 WHEN n0 = 0 THEN m_b ELSE w * mu0 + (1 - w) * m_b END AS mu1,
+           CASE WHEN stuck THEN {'rule': 'stuck', 'value': last.value, 'score': run::DOUBLE,
+                                 'low': mu - $z * sigma, 'high': mu + $z * sigma, 'at': last.event_time}
+                WHEN drifting THEN {'rule': 'drift', 'value': last.value, 'score': greatest(drift_high, drift_low),
+                                    'low': mu - $z * sigma, 'high': mu + $z * sigma, 'at': last.event_time}
+                ELSE last_point END AS why
+    FROM d
 )
 SELECT sensor_id, sensor_type, site,
-       CASE WHEN relearn THEN 0 ELSE n0 + kk END,
+       CASE WHEN relearn THEN 0 ELSE n0 + learn END,
        CASE WHEN NOT relearn THEN mu1 END,
-       CASE WHEN relearn THEN NULL WHEN kk = 0 THEN var0 WHEN n0 = 0 THEN v_b
+       CASE WHEN relearn THEN NULL WHEN learn = 0 THEN var0 WHEN n0 = 0 THEN v_b
             ELSE w * (var0 + (mu0 - mu1) ** 2) + (1 - w) * (v_b + (m_b - mu1) ** 2) END,
-       last_value, last_event_time, repeats,
-       CASE WHEN relearn THEN 0 ELSE least(dh, 2 * $drift) END,
-       CASE WHEN relearn THEN 0 ELSE least(dl, 2 * $drift) END,
+       last.value, last.event_time, run,
+       CASE WHEN relearn THEN 0 ELSE least(drift_high, 2 * $drift) END,
+       CASE WHEN relearn THEN 0 ELSE least(drift_low, 2 * $drift) END,
        CASE WHEN relearn THEN 0 ELSE flagged_run END,
        normal_run,
-       CASE WHEN NOT relearn AND (last_flag_k IS NOT NULL OR state0 = 'anomaly') AND normal_run < $clear
+       CASE WHEN NOT relearn AND (flagged OR state0 = 'anomaly') AND normal_run < $clear
             THEN 'anomaly' ELSE 'ok' END,
-       coalesce(f_rule, rule0), coalesce(f_value, value0), coalesce(f_score, score0),
-       CASE WHEN f_rule IS NOT NULL THEN f_low ELSE low0 END,
-       CASE WHEN f_rule IS NOT NULL THEN f_high ELSE high0 END,
-       CASE WHEN state0 = 'anomaly' THEN since0 ELSE coalesce(first_flag_time, since0) END,
-       coalesce(last_flag_time, last_anomaly0),
-       CASE WHEN relearn THEN last_event_time ELSE relearned0 END,
+       coalesce(why.rule, rule0), coalesce(why.value, value0), coalesce(why.score, score0),
+       CASE WHEN why IS NOT NULL THEN why.low ELSE low0 END,
+       CASE WHEN why IS NOT NULL THEN why.high ELSE high0 END,
+       CASE WHEN state0 = 'anomaly' THEN since0
+            WHEN flagged THEN least(first_point_time, CASE WHEN held THEN last.event_time END)
+            ELSE since0 END,
+       CASE WHEN flagged THEN greatest(why.at, last_point.at) ELSE last_anomaly0 END,
+       CASE WHEN relearn THEN last.event_time ELSE relearned0 END,
        now()
-FROM c
+FROM e
 """
 
 
@@ -191,20 +206,11 @@ class Judge:
             {"sensor_type": list(floors), "sigma": pa.array(list(floors.values()), pa.float64())}
         )
         s = settings
-        self._params = {
-            "z": s.anomaly_zscore,
-            "warmup": s.anomaly_warmup,
-            "floor_any": s.anomaly_sigma_floor["*"],
-            "stuck": s.anomaly_stuck_readings,
-            "drift": s.anomaly_drift_limit,
-            "slack": DRIFT_SLACK,
-        }
-        self._state_params = {
-            "alpha": 2 / (s.anomaly_baseline_readings + 1),
-            "relearn": s.anomaly_relearn_readings,
-            "clear": s.anomaly_clear_readings,
-            "drift": s.anomaly_drift_limit,
-        }
+        common = {"z": s.anomaly_zscore, "drift": s.anomaly_drift_limit}
+        self._look = {**common, "warmup": s.anomaly_warmup, "floor_any": s.anomaly_sigma_floor["*"]}
+        self._per_sensor = {**common, "slack": DRIFT_SLACK, "stuck": s.anomaly_stuck_readings}
+        self._state = {**common, "alpha": 2 / (s.anomaly_baseline_readings + 1),
+                       "relearn": s.anomaly_relearn_readings, "clear": s.anomaly_clear_readings}  # fmt: skip
 
     def judge(self, cur: duckdb.DuckDBPyConnection, batch_id: int) -> int:
         """Judge the ``stage`` table's readings; record anomalies, update ``sensor_state``.
@@ -214,9 +220,10 @@ class Judge:
         cur.register("thresholds", self._thresholds)
         cur.register("floors", self._floors)
         try:
-            cur.execute(_JUDGE, self._params)
+            cur.execute(_LOOK, self._look)
+            cur.execute(_PER_SENSOR, self._per_sensor)
             recorded = cur.execute(_RECORD, {"batch_id": batch_id}).fetchall()[0][0]
-            cur.execute(_STATE, self._state_params)
+            cur.execute(_STATE, self._state)
         finally:
             cur.unregister("thresholds")
             cur.unregister("floors")

@@ -167,7 +167,7 @@ _QUERIES: tuple[NamedQuery, ...] = (
         "One row per sensor: latest window and reading, a status and why. stale = no window in the "
         "last `stale_windows` windows before the newest one; anomaly = a rule is firing for the sensor "
         "now (sensor_state) or fired inside its latest window. rule, rule_value, expected_low/high "
-        "and since describe the latest anomaly; baseline_readings is how many readings it is judged on.",
+        "and since describe the latest anomaly; baseline_readings/mean/sigma are what it is judged against.",
         f"""
         WITH last AS (
             SELECT * FROM window_stats
@@ -196,8 +196,9 @@ _QUERIES: tuple[NamedQuery, ...] = (
                l.reading_count AS last_window_count, coalesce(f.n, 0) AS last_window_anomalies,
                CASE WHEN l.window_start <= n.newest_start - n.window_len * $stale_windows THEN 'stale'
                     WHEN f.n > 0 OR st.state = 'anomaly' THEN 'anomaly' ELSE 'ok' END AS status,
-               st.rule, st.rule_value, st.expected_low, st.expected_high, st.since,
-               st.last_anomaly_time, coalesce(st.baseline_readings, 0) AS baseline_readings
+               st.rule, st.rule_value, st.rule_score, st.expected_low, st.expected_high, st.since,
+               st.last_anomaly_time, coalesce(st.baseline_readings, 0) AS baseline_readings,
+               st.baseline_mean, sqrt(st.baseline_variance) AS baseline_sigma
         FROM last l CROSS JOIN newest n
         LEFT JOIN latest_reading r USING (sensor_id) LEFT JOIN flagged f USING (sensor_id)
         LEFT JOIN sensor_state st USING (sensor_id)
@@ -206,8 +207,8 @@ _QUERIES: tuple[NamedQuery, ...] = (
         (SENSOR_TYPE, SITE, Param("stale_windows", "int", 2, "windows without data before stale", 1, 10_000)),
         _cols(
             "sensor_id sensor_type site last_event_time last_value last_window_start last_window_avg last_window_count "
-            "last_window_anomalies status rule rule_value expected_low expected_high since last_anomaly_time "
-            "baseline_readings"
+            "last_window_anomalies status rule rule_value rule_score expected_low expected_high since last_anomaly_time "
+            "baseline_readings baseline_mean baseline_sigma"
         ),
     ),
     _recent_rows(

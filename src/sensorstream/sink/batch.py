@@ -1,0 +1,48 @@
+"""The micro-batch the stream hands the sink: its columns, declared once.
+
+The Spark parser (``stream.parse`` + ``with_window``) produces exactly these columns, in this
+order; the sink's SQL reads them by name. Anything that feeds the sink without Spark (the tests,
+the alert benchmark) builds its batches here, so it cannot drift from what the job delivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from sensorstream.schema import EVENT_FIELDS
+
+_TIME = pa.timestamp("us", tz="UTC")
+_ARROW = {"string": pa.string(), "number": pa.float64(), "timestamp": _TIME}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+BATCH_SCHEMA = pa.schema(
+    [
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        ("kafka_timestamp", _TIME),
+        ("kafka_key", pa.binary()),
+        ("raw_value", pa.binary()),  # only for dead letters
+        *((f.name, _ARROW[f.json_type]) for f in EVENT_FIELDS if f.name != "event_time"),
+        ("event_time", _TIME),
+        ("error", pa.string()),  # the dead-letter reason; NULL for a valid event
+        ("window_start", _TIME),  # the latest window (or slide) holding the event
+    ]
+)
+
+
+def window_start(ts: datetime, window_seconds: float) -> datetime:
+    """The start of the latest epoch-aligned window of ``window_seconds`` holding ``ts``."""
+    micros = round((ts - EPOCH).total_seconds() * 1_000_000)
+    size = round(window_seconds * 1_000_000)
+    return datetime.fromtimestamp((micros - micros % size) / 1_000_000, UTC)
+
+
+def build_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """A batch from row dicts; missing columns are NULL."""
+    return pa.Table.from_pylist([{name: row.get(name) for name in BATCH_SCHEMA.names} for row in rows],
+                                schema=BATCH_SCHEMA)  # fmt: skip
