@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps system browser psql systemd-tools lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak faults dashboard clean distclean
+.PHONY: run test deps system browser psql systemd-tools lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak bench-alerts faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
@@ -83,7 +83,10 @@ bench-soak: deps  ## the cost of a batch on a full store, then a 20-minute run a
 	$(BIN)/sensorstream bench soak
 
 # Each benchmark alone, one after the other: two Spark jobs at once distort each other on 2 cores.
-bench: bench-kafka bench-stream bench-scale bench-store bench-soak
+bench: bench-kafka bench-stream bench-scale bench-store bench-soak bench-alerts
+
+bench-alerts: deps  ## false alarms on clean signals; injected spikes, drifts and stuck values caught
+	$(BIN)/sensorstream bench alerts
 
 faults: deps
 	$(BIN)/sensorstream faults

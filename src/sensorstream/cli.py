@@ -284,6 +284,9 @@ def produce_cmd(
     ] = None,
     speed: Annotated[float, typer.Option(help="data set time compression (900: 15 min -> 1 s)")] = 900.0,
     start: Annotated[str | None, typer.Option(help="first event time, ISO-8601 (default: now)")] = None,
+    natural_faults: Annotated[
+        bool, typer.Option(help="the simulator's random spikes and stuck spells (--no-natural-faults: clean)")
+    ] = True,
     topic: TopicOpt = None,
     bootstrap_servers: BootstrapOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress line")] = False,
@@ -305,6 +308,7 @@ def produce_cmd(
             sensors=sensors, rate=rate, duration=parse_duration(duration) if duration else None,
             count=count, seed=seed, late=late, duplicates=duplicates, out_of_order=out_of_order,
             malformed=malformed, file=file, dataset=dataset, speed=speed, start=begin,
+            natural_faults=natural_faults,
         )  # fmt: skip
     except (ValueError, OSError) as exc:
         fail(str(exc), 2)
@@ -495,6 +499,24 @@ def bench_soak(
         prefills=tuple(int(n) for n in prefills.split(",") if n.strip()), e2e_rate=e2e_rate, batches=batches,
         rate=rate, minutes=minutes, retention=settings_or_exit(retention=retention).retention, report=report,
     )  # fmt: skip
+
+
+@bench_app.command("alerts")
+def bench_alerts(
+    sensors: Annotated[int, typer.Option(help="simulated sensors")] = 20,
+    rate: Annotated[float, typer.Option(help="readings/s over all sensors")] = 200.0,
+    minutes: Annotated[float, typer.Option(help="event time simulated per run")] = 10.0,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 0,
+    report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/bench-alerts.json"),
+) -> None:
+    """False alarms on clean signals, and injected spikes, drifts and stuck values caught, through the real sink."""
+    from sensorstream.bench.alerts import run_alerts_bench
+
+    runs = run_alerts_bench(
+        settings_or_exit(), sensors=sensors, rate=rate, minutes=minutes, seed=seed, report=report
+    )
+    if any(r.false_alarms for r in runs) or not runs[1].all_caught:
+        raise typer.Exit(1)
 
 
 @bench_app.command("store")

@@ -40,6 +40,8 @@ class ProducePlan:
     topic: str | None = None
     late_by: tuple[float, float] = (120.0, 600.0)
     disorder_window: int = 8
+    # The simulator's own spikes and stuck spells (what field devices do); off for clean signals.
+    natural_faults: bool = True
 
     def __post_init__(self) -> None:
         if self.file is not None and self.dataset is not None:

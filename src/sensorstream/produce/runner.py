@@ -52,7 +52,9 @@ def _messages(
             total = round(rate * plan.duration)
         # Event times advance as the sends do, so they track the wall clock at the chosen rate.
         interval = 1.0 / rate if rate > 0 else 0.001
-        sim = Simulator(plan.sensors, start, interval, plan.seed, settings.valid_ranges)
+        sim = Simulator(
+            plan.sensors, start, interval, plan.seed, settings.valid_ranges, natural=plan.natural_faults
+        )
         readings = sim.readings(total)
         if rate > 0:
             # Send each reading when its event time comes. A token bucket over all messages would

@@ -1,9 +1,13 @@
 """Simulated sensors with believable signals, deterministic for a given seed.
 
-Each sensor has a daily cycle, gaussian noise and a slow drift; now and then a reading spikes or
-a sensor gets stuck on one value for a while (what real field devices do). Readings stay inside
-the physically valid range of their type, so the simulator's normal output is never a dead letter:
-bad data is only what the injection switches add on purpose.
+Each sensor has a daily cycle, gaussian noise and a slow drift; now and then (``natural``) a
+reading spikes or a sensor gets stuck on one value for a while, as real field devices do: on
+average once every ``SPIKE_EVERY`` / ``STUCK_EVERY`` seconds of a sensor's event time, whatever
+the rate. Readings stay inside the physically valid range of their type, so the simulator's normal
+output is never a dead letter: bad data is only what the injection switches add on purpose.
+
+For measuring the alert rules, ``faults`` injects known spikes, drifts and stuck spells at known
+times on known sensors; ``injected`` lists them afterwards (the ground truth).
 """
 
 from __future__ import annotations
@@ -37,9 +41,41 @@ SIGNALS: dict[str, SignalSpec] = {
     "vibration": SignalSpec("mm/s", 3.0, 1.2, 0.3, 0.02, 20.0, 12.0),
 }
 SITES = ("plant-a", "plant-b", "plant-c")
-SPIKE_PROBABILITY = 0.002
-STUCK_PROBABILITY = 0.0005
-STUCK_READINGS = (20, 120)
+SPIKE_EVERY = 900.0  # seconds of a sensor's event time between natural spikes, on average
+STUCK_EVERY = 3600.0
+STUCK_SECONDS = (20.0, 120.0)
+# An injected drift moves the sensor away by this many noise sigmas per minute.
+DRIFT_SIGMAS_PER_MINUTE = 10.0
+FAULT_KINDS = ("spike", "drift", "stuck")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected fault: sensor number ``sensor`` (0-based) from ``at`` seconds after the start.
+
+    A spike is one reading; a drift ramps away for ``seconds`` and then ends (the sensor is
+    recalibrated); a stuck sensor repeats its last value for ``seconds``.
+    """
+
+    sensor: int
+    kind: str
+    at: float
+    seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {self.kind!r}: one of {', '.join(FAULT_KINDS)}")
+
+
+@dataclass
+class Injected:
+    """What a fault really did: the sensor, the kind, and the event times of its first and last reading."""
+
+    sensor_id: str
+    kind: str
+    start: datetime
+    end: datetime
+    value: float  # the spike's value, or the one a stuck sensor repeats
 
 
 @dataclass
@@ -49,7 +85,7 @@ class Sensor:
     site: str
     offset: float
     drift_sign: float
-    stuck_for: int = 0
+    stuck_until: datetime | None = None
     last_value: float | None = None
 
 
@@ -67,12 +103,25 @@ class Simulator:
         interval: float,
         seed: int = 0,
         valid_ranges: dict[str, tuple[float, float]] | None = None,
+        *,
+        natural: bool = True,
+        faults: tuple[Fault, ...] = (),
     ) -> None:
+        """``natural``: random spikes and stuck spells; ``faults``: known ones (see :class:`Fault`)."""
         if sensors < 1:
             raise ValueError("--sensors must be at least 1")
         self.start = start
         self.interval = interval
         self.valid_ranges = valid_ranges or {}
+        # Per reading, from per-second rates: a sensor reports every `interval * sensors` seconds.
+        every = interval * sensors
+        self._p_spike = min(1.0, every / SPIKE_EVERY) if natural else 0.0
+        self._p_stuck = min(1.0, every / STUCK_EVERY) if natural else 0.0
+        self._faults = {i: [f for f in faults if f.sensor == i] for i in range(sensors)}
+        if any(f.sensor >= sensors or f.sensor < 0 for f in faults):
+            raise ValueError(f"a fault names a sensor beyond the {sensors} simulated")
+        self._open: dict[tuple[int, int], Injected] = {}
+        self.injected: list[Injected] = []
         self._rng = random.Random(seed)
         types = list(SIGNALS)
         self.sensors = [
@@ -94,6 +143,8 @@ class Simulator:
             sensor = self.sensors[i % n]
             event_time = self.start + timedelta(seconds=i * self.interval)
             value = self._value(sensor, event_time)
+            if self._faults[i % n]:
+                value = self._inject(i % n, sensor, event_time, value)
             event_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
             event = make_event(
                 event_id, sensor.sensor_id, event_time, value, sensor.sensor_type,
@@ -105,9 +156,10 @@ class Simulator:
     def _value(self, sensor: Sensor, at: datetime) -> float:
         spec = SIGNALS[sensor.sensor_type]
         rng = self._rng
-        if sensor.stuck_for > 0 and sensor.last_value is not None:
-            sensor.stuck_for -= 1
-            return sensor.last_value
+        if sensor.stuck_until is not None and sensor.last_value is not None:
+            if at < sensor.stuck_until:
+                return sensor.last_value
+            sensor.stuck_until = None
         hours = (at - self.start).total_seconds() / 3600
         hour_of_day = at.hour + at.minute / 60 + at.second / 3600
         daily = spec.daily_amplitude * math.cos(2 * math.pi * (hour_of_day - spec.peak_hour) / 24)
@@ -118,14 +170,45 @@ class Simulator:
             + sensor.drift_sign * spec.drift_per_hour * hours
             + rng.gauss(0, spec.noise)
         )
-        if rng.random() < SPIKE_PROBABILITY:
-            value += rng.choice((-1, 1)) * spec.spike * rng.uniform(0.6, 1.0)
+        if rng.random() < self._p_spike:
+            value += self._spike(spec)
+        value = self._finish(sensor, value)
+        if rng.random() < self._p_stuck:
+            sensor.stuck_until = at + timedelta(seconds=rng.uniform(*STUCK_SECONDS))
+        sensor.last_value = value
+        return value
+
+    def _spike(self, spec: SignalSpec) -> float:
+        return self._rng.choice((-1, 1)) * spec.spike * self._rng.uniform(0.6, 1.0)
+
+    def _finish(self, sensor: Sensor, value: float) -> float:
         if sensor.sensor_type == "vibration":
             value = abs(value)  # a magnitude
-        value = round(self._clamp(sensor.sensor_type, value), 3)
-        if rng.random() < STUCK_PROBABILITY:
-            sensor.stuck_for = rng.randint(*STUCK_READINGS)
-        sensor.last_value = value
+        return round(self._clamp(sensor.sensor_type, value), 3)
+
+    def _inject(self, index: int, sensor: Sensor, at: datetime, value: float) -> float:
+        """Apply the sensor's injected faults that cover ``at``; record what they did."""
+        spec = SIGNALS[sensor.sensor_type]
+        elapsed = (at - self.start).total_seconds()
+        for number, fault in enumerate(self._faults[index]):
+            done = self._open.get((index, number))
+            if elapsed < fault.at or (
+                done and (fault.kind == "spike" or elapsed >= fault.at + fault.seconds)
+            ):
+                continue
+            if fault.kind == "spike":
+                value = self._finish(sensor, value + self._spike(spec))
+            elif fault.kind == "drift":
+                ramp = spec.noise * DRIFT_SIGMAS_PER_MINUTE * (elapsed - fault.at) / 60
+                value = self._finish(sensor, value + sensor.drift_sign * ramp)
+            elif done:  # stuck: the value it stuck on
+                value = done.value
+            if done:
+                done.end = at
+            else:
+                self._open[(index, number)] = Injected(sensor.sensor_id, fault.kind, at, at, value)
+                self.injected.append(self._open[(index, number)])
+            sensor.last_value = value
         return value
 
     def _clamp(self, sensor_type: str, value: float) -> float:
