@@ -23,7 +23,14 @@ from streamlit.testing.v1 import AppTest
 from sensorstream.config import Settings
 from sensorstream.dashboard import server
 from sensorstream.dashboard.data import Filters, Health, LastKnown, query_params
-from sensorstream.dashboard.status import Level, fmt_age, fmt_number, pipeline_state, sensor_status
+from sensorstream.dashboard.status import (
+    Level,
+    fmt_age,
+    fmt_number,
+    pipeline_state,
+    sensor_status,
+    sensor_why,
+)
 from sensorstream.procs import port_in_use
 from sensorstream.store.api import ReadApi
 from sensorstream.store.client import StoreClient
@@ -84,6 +91,26 @@ def test_sensor_tiles_go_stale_when_the_data_is_not_live():
         "stale",
     ]
     assert [sensor_status(s, stale) for s in ("ok", "anomaly")] == ["stale", "anomaly"]
+
+
+def test_a_tile_says_why_a_sensor_is_red_or_what_it_is_judged_on():
+    row = pd.Series({"status": "anomaly", "rule": "zscore", "rule_value": 35.0, "rule_score": 50.0,
+                     "expected_low": 18.5, "expected_high": 21.5, "since": pd.Timestamp("2026-11-27T17:12:03Z"),
+                     "last_anomaly_time": pd.Timestamp("2026-11-27T17:12:03Z"), "baseline_readings": 400,
+                     "baseline_mean": 20.0, "baseline_sigma": 0.3})  # fmt: skip
+    assert sensor_why(row, 30) == "spike 35.00, expected 18.50..21.50 since 17:12:03 UTC"
+    stuck = row.copy()
+    stuck.update({"rule": "stuck", "rule_value": 20.12, "rule_score": 25})
+    assert sensor_why(stuck, 30) == "stuck on 20.12 for 25 readings since 17:12:03 UTC"
+    cleared = row.copy()
+    cleared["status"] = "ok"
+    assert sensor_why(cleared, 30) == "last anomaly 17:12:03 UTC (zscore)"
+    new = pd.Series({"status": "ok", "rule": None, "rule_value": None, "since": None,
+                     "last_anomaly_time": None, "baseline_readings": 12, "baseline_mean": 20.0,
+                     "baseline_sigma": 0.3})  # fmt: skip
+    assert sensor_why(new, 30) == "warming up: 12/30 readings"
+    new["baseline_readings"] = 40
+    assert sensor_why(new, 30) == "normal 20.00 +- 0.30"
 
 
 def test_null_numbers_show_as_n_a():

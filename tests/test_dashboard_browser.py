@@ -143,20 +143,37 @@ def test_the_live_dashboard_in_chromium(kafka, spark, topic, make_settings, tmp_
         # A viewer's toolbar: no Deploy button for whoever looks at the page.
         assert not browser.find_elements("xpath", '//*[normalize-space()="Deploy"]')
         wait_for("six sensor tiles", lambda: len(tiles(browser)) == 6, 20)
+        # Each tile says what its sensor is judged on (or why it is red), in words.
+        wait_for(
+            "a reason on every tile", lambda: all(why_lines(browser)) and len(why_lines(browser)) == 6, 20
+        )
+        assert all(any(w in line for w in ("warming up", "normal", "since", "last anomaly"))
+                   for line in why_lines(browser))  # fmt: skip
+        # One small chart per sensor: the facet headers name them.
+        wait_for(
+            "a small chart per sensor",
+            lambda: all(f"sensor-000{i}" in all_chart_text(browser) for i in range(1, 7)),
+            20,
+        )
         assert metrics(browser)["Consumer lag"] == "n/a"  # no monitoring in this test
         ARTIFACTS.mkdir(exist_ok=True)
         time.sleep(1.5)  # let the charts finish their transitions before the picture
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        for heading in browser.find_elements("css selector", '[data-testid="stHeading"] h3'):
+            name = heading.text.split("(")[0].strip().lower().replace(" ", "-").replace(",", "")
+            browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", heading)
+            time.sleep(0.3)
+            browser.save_screenshot(str(ARTIFACTS / f"panel-{name[:40]}.png"))
+        browser.execute_script("window.scrollTo(0, 0)")
 
         pick_sensor(browser, "sensor-0003")
         wait_for("only sensor-0003's tile", lambda: tiles(browser) == ["sensor-0003"], 20)
-        # The chart redraws with that sensor alone (its legend no longer lists the others).
+        # The charts redraw with that sensor alone (no panel of another sensor).
         wait_for(
-            "a chart of sensor-0003 alone",
-            lambda: chart_text(browser) and "sensor-0001" not in chart_text(browser),
+            "charts of sensor-0003 alone",
+            lambda: "sensor-0003" in all_chart_text(browser) and "sensor-0001" not in all_chart_text(browser),
             20,
         )
-        assert "sensor-0003" in chart_text(browser)
         time.sleep(1.5)
         browser.save_screenshot(str(ARTIFACTS / "dashboard-filtered.png"))
     finally:
@@ -173,6 +190,15 @@ def test_the_live_dashboard_in_chromium(kafka, spark, topic, make_settings, tmp_
 def chart_text(driver) -> str:
     """The text of the first chart (axis titles, legend): what a reader sees of it."""
     return driver.find_element("css selector", '[data-testid="stVegaLiteChart"]').text
+
+
+def all_chart_text(driver) -> str:
+    """The text of every chart on the page (facet headers, axis titles)."""
+    return " ".join(el.text for el in driver.find_elements("css selector", '[data-testid="stVegaLiteChart"]'))
+
+
+def why_lines(driver) -> list[str]:
+    return [el.text for el in driver.find_elements("css selector", ".ss-tile .why")]
 
 
 def pick_sensor(driver, sensor: str) -> None:

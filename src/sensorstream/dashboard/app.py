@@ -108,12 +108,42 @@ def state_grid() -> None:
     if all_ids and all_ids != session.get("choices"):
         # New sensors appeared: the sidebar (outside this fragment) must list them.
         st.rerun(scope="app")
-    panels.state_grid(sensors, filters, session.get("state") or current_state())
+    panels.state_grid(sensors, filters, session.get("state") or current_state(), settings.anomaly_warmup)
 
 
 @st.fragment(run_every=every)
 def series() -> None:
-    panels.series(fetch("latest_windows", filters, limit=10_000))
+    panels.series(
+        fetch("latest_windows", filters, limit=10_000), fetch("anomalies_recent", filters, limit=1000)
+    )
+
+
+RAW_MINUTES = 5.0
+
+
+@st.fragment(run_every=every)
+def raw() -> None:
+    """The live view: one sensor's last minutes, reading by reading (the sidebar's, or chosen here)."""
+    ids = session.get("choices") or []
+    chosen = filters.sensor_id
+    if chosen is None and ids:
+        chosen = st.selectbox("Sensor", ids, key="raw_sensor")
+    if chosen is None:
+        panels.raw(None, None, None, None, RAW_MINUTES, settings.anomaly_zscore)
+        return
+    one = Filters(sensor_id=chosen, minutes=RAW_MINUTES)
+    sensors = fetch("sensors", Filters())
+    this = Answer(
+        sensors.frame[sensors.frame["sensor_id"] == chosen], sensors.fresh, sensors.read_at, sensors.error
+    )
+    panels.raw(
+        fetch("readings_recent", one, limit=5000),
+        this,
+        fetch("anomalies_recent", one, limit=500),
+        chosen,
+        RAW_MINUTES,
+        settings.anomaly_zscore,
+    )
 
 
 @st.fragment(run_every=every)
@@ -138,7 +168,9 @@ def health() -> None:
 header()
 st.subheader("Current state")
 state_grid()
-st.subheader("Window averages with min/max bands (UTC)")
+st.subheader("Live readings")
+raw()
+st.subheader("Window averages per sensor, min/max band, anomalies in red (UTC)")
 series()
 left, right = st.columns(2)
 with left:

@@ -26,57 +26,129 @@ def _time_tip(field: str, title: str, fmt: str = "%H:%M:%S") -> alt.Tooltip:
     return alt.Tooltip(f"{field}:T", title=title, format=fmt, formatType="utc")
 
 
-def window_series(frame: pd.DataFrame) -> list[alt.LayerChart]:
-    """Per-sensor window averages as lines over a min..max band (rows of ``latest_windows``).
+def window_series(frame: pd.DataFrame, anomalies: pd.DataFrame | None = None) -> list[alt.FacetChart]:
+    """Small multiples of window averages over a min..max band, with the anomalies marked.
 
-    One chart per sensor type, each with its own y scale (pressure near 1000 hPa and vibration
-    near 2 mm/s on one axis would flatten every line) and all with the same time axis.
+    One chart per sensor type, one small panel per sensor with its own y range: sensors of a type
+    sit at different levels (one plant at 18 C, another at 24 C), and on a shared axis each line is
+    flat. Anomalies (``anomalies_recent`` rows) are red points at their reading's time and value.
     """
     if frame.empty:
         return []
     keep = sorted(frame["sensor_id"].unique())[:MAX_SERIES]
-    columns = [
-        "sensor_id",
-        "sensor_type",
-        "window_start",
-        "avg_value",
-        "min_value",
-        "max_value",
-        "reading_count",
-        "is_final",
-    ]
-    data = frame[frame["sensor_id"].isin(keep)][columns].assign(
+    windows = frame[frame["sensor_id"].isin(keep)]
+    parts = [
+        windows[["sensor_id", "sensor_type", "window_start", "avg_value", "min_value", "max_value",
+                 "reading_count", "is_final"]].rename(columns={"window_start": "t"}).assign(kind="window")
+    ]  # fmt: skip
+    if anomalies is not None and not anomalies.empty:
+        marks = anomalies[anomalies["sensor_id"].isin(keep)]
+        start = windows["window_start"].min()
+        marks = marks[marks["event_time"] >= start]
+        parts.append(
+            marks[["sensor_id", "sensor_type", "event_time", "value", "rule"]]
+            .rename(columns={"event_time": "t"})
+            .assign(kind="anomaly")
+        )
+    data = pd.concat(parts, ignore_index=True).assign(
         sensor_type=lambda d: d["sensor_type"].fillna("(no type)")
     )
-    domain = [data["window_start"].min().isoformat(), data["window_start"].max().isoformat()]
+    domain = [data["t"].min().isoformat(), data["t"].max().isoformat()]
     return [
-        _type_series(data[data["sensor_type"] == kind], kind, domain)
+        _small_multiples(data[data["sensor_type"] == kind], kind, domain)
         for kind in sorted(data["sensor_type"].unique())
     ]
 
 
-def _type_series(data: pd.DataFrame, kind: str, domain: list[str]) -> alt.LayerChart:
-    base = alt.Chart(data, title=alt.Title(kind, anchor="start", fontSize=13)).encode(
-        x=alt.X("window_start:T", title="window start (UTC)", scale=_utc_scale(domain), axis=TIME_AXIS),
-        color=alt.Color("sensor_id:N", title=None, legend=alt.Legend(orient="bottom")),
+def _small_multiples(data: pd.DataFrame, kind: str, domain: list[str]) -> alt.FacetChart:
+    x = alt.X("t:T", title=None, scale=_utc_scale(domain), axis=TIME_AXIS)
+    windows = alt.Chart().transform_filter(alt.datum.kind == "window").encode(x=x)
+    band = windows.mark_area(opacity=0.2, color="#1e88e5").encode(
+        y=alt.Y("min_value:Q", title=None, scale=alt.Scale(zero=False)), y2="max_value:Q"
     )
-    band = base.mark_area(opacity=0.15).encode(
-        y=alt.Y("min_value:Q", title="avg (min..max)", scale=alt.Scale(zero=False)),
-        y2="max_value:Q",
-    )
-    line = base.mark_line(point=len(data) <= 300).encode(
+    line = windows.mark_line(color="#1e88e5", point=alt.OverlayMarkDef(size=12)).encode(
         y="avg_value:Q",
         tooltip=[
             "sensor_id:N",
-            _time_tip("window_start", "window start (UTC)", "%Y-%m-%d %H:%M:%S"),
-            alt.Tooltip("avg_value:Q", format=".3f"),
-            alt.Tooltip("min_value:Q", format=".3f"),
-            alt.Tooltip("max_value:Q", format=".3f"),
-            "reading_count:Q",
-            "is_final:N",
+            _time_tip("t", "window start (UTC)", "%Y-%m-%d %H:%M:%S"),
+            alt.Tooltip("avg_value:Q", title="avg", format=".3f"),
+            alt.Tooltip("min_value:Q", title="min", format=".3f"),
+            alt.Tooltip("max_value:Q", title="max", format=".3f"),
+            alt.Tooltip("reading_count:Q", title="readings"),
+            alt.Tooltip("is_final:N", title="final"),
         ],
     )
-    return (band + line).properties(height=200)
+    marks = (
+        alt.Chart()
+        .transform_filter(alt.datum.kind == "anomaly")
+        .mark_point(color="#c62828", filled=True, size=45, shape="diamond")
+        .encode(
+            x=x,
+            y="value:Q",
+            tooltip=[
+                "sensor_id:N",
+                _time_tip("t", "reading (UTC)"),
+                "rule:N",
+                alt.Tooltip("value:Q", format=".3f"),
+            ],
+        )
+    )
+    panels = min(4, max(1, data["sensor_id"].nunique()))
+    return (
+        alt.layer(band, line, marks, data=data)
+        .properties(width=900 // panels - 40, height=130)
+        .facet(
+            facet=alt.Facet("sensor_id:N", title=None), columns=panels, title=alt.Title(kind, anchor="start")
+        )
+        .resolve_scale(y="independent")
+    )
+
+
+def raw_readings(
+    readings: pd.DataFrame, sensor: pd.DataFrame, anomalies: pd.DataFrame, z: float = 5.0
+) -> alt.LayerChart | None:
+    """One sensor's raw readings over its baseline band (mean +- z sigma), anomalies in red."""
+    if readings.empty:
+        return None
+    x = alt.X("event_time:T", title="event time (UTC)", scale=_utc_scale(), axis=TIME_AXIS)
+    layers: list[alt.Chart] = []
+    row = sensor.iloc[0] if len(sensor) else None
+    if row is not None and pd.notna(row.get("baseline_mean")) and pd.notna(row.get("baseline_sigma")):
+        mean, sigma = float(row["baseline_mean"]), float(row["baseline_sigma"])
+        bounds = pd.DataFrame({"low": [mean - z * sigma], "high": [mean + z * sigma]})
+        layers.append(
+            alt.Chart(bounds).mark_rect(opacity=0.12, color="#2e7d32").encode(y="low:Q", y2="high:Q")
+        )
+    layers.append(
+        alt.Chart(readings[["event_time", "value"]])
+        .mark_line(color="#1e88e5", strokeWidth=1)
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
+            tooltip=[
+                _time_tip("event_time", "event time (UTC)", "%H:%M:%S.%L"),
+                alt.Tooltip("value:Q", format=".3f"),
+            ],
+        )
+    )
+    if not anomalies.empty:
+        start = readings["event_time"].min()
+        marks = anomalies[anomalies["event_time"] >= start][["event_time", "value", "rule", "score"]]
+        layers.append(
+            alt.Chart(marks)
+            .mark_point(color="#c62828", filled=True, size=70, shape="diamond")
+            .encode(
+                x=x,
+                y="value:Q",
+                tooltip=[
+                    _time_tip("event_time", "event time (UTC)", "%H:%M:%S.%L"),
+                    "rule:N",
+                    alt.Tooltip("value:Q", format=".3f"),
+                    alt.Tooltip("score:Q", format=".2f"),
+                ],
+            )
+        )
+    return alt.layer(*layers).properties(height=260)
 
 
 def quality_over_time(late: pd.DataFrame, dead: pd.DataFrame) -> alt.Chart | None:

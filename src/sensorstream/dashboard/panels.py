@@ -21,6 +21,7 @@ from sensorstream.dashboard.status import (
     fmt_number,
     is_missing,
     sensor_status,
+    sensor_why,
 )
 
 
@@ -74,12 +75,13 @@ _TILE_CSS = """
 .ss-tile .id {font-weight: 600; font-size: 0.9rem;}
 .ss-tile .v {font-size: 1.35rem; font-weight: 700;}
 .ss-tile .meta {font-size: 0.75rem; opacity: 0.9;}
+.ss-tile .why {font-size: 0.72rem; margin-top: 3px; opacity: 0.95;}
 </style>
 """
 
 
-def state_grid(sensors: Answer, filters: Filters, state: PipelineState) -> None:
-    """Latest value per sensor, one coloured tile each (ok / anomaly / stale)."""
+def state_grid(sensors: Answer, filters: Filters, state: PipelineState, warmup: int) -> None:
+    """Latest value per sensor, one coloured tile each (ok / anomaly / stale), and why."""
     frame = sensors.frame
     if filters.sensor_id:
         frame = frame[frame["sensor_id"] == filters.sensor_id]
@@ -94,12 +96,15 @@ def state_grid(sensors: Answer, filters: Filters, state: PipelineState) -> None:
         counts[status] += 1
         value = row.last_value if not is_missing(row.last_value) else row.last_window_avg
         meta = " · ".join(str(v) for v in (row.sensor_type, row.site) if not is_missing(v))
+        why = sensor_why(row, warmup)
         # Sensor ids, types and sites come from Kafka messages: escape them before they become HTML.
         tiles.append(
-            f'<div class="ss-tile" data-status="{status}" style="background:{STATUS_COLOURS[status]}">'
+            f'<div class="ss-tile" data-status="{status}" title="{html.escape(why)}" '
+            f'style="background:{STATUS_COLOURS[status]}">'
             f'<div class="id">{html.escape(str(row.sensor_id))}</div>'
             f'<div class="v">{html.escape(fmt_number(value, 2))}</div>'
-            f'<div class="meta">{html.escape(meta)} · {status}</div></div>'
+            f'<div class="meta">{html.escape(meta)} · {status}</div>'
+            f'<div class="why">{html.escape(why)}</div></div>'
         )
     st.caption(" · ".join(f"{n} {status}" for status, n in counts.items()))
     st.markdown(_TILE_CSS + '<div class="ss-grid">' + "".join(tiles) + "</div>", unsafe_allow_html=True)
@@ -107,22 +112,41 @@ def state_grid(sensors: Answer, filters: Filters, state: PipelineState) -> None:
 
 
 # --- time series -----------------------------------------------------------------------------------
-def series(windows: Answer) -> None:
+def series(windows: Answer, anomalies: Answer) -> None:
+    """Small multiples: one chart per sensor, its own y range, the anomalies marked on it."""
     frame = windows.frame
-    figures = charts.window_series(frame)
+    figures = charts.window_series(frame, anomalies.frame)
     if not figures:
         st.info("No windows in this range yet.")
-    # Two per row: one chart per sensor type, each in a column that Streamlit sizes to the page.
-    for start in range(0, len(figures), 2):
-        for column, figure in zip(st.columns(2), figures[start : start + 2], strict=False):
-            with column:
-                st.altair_chart(figure, width="stretch")
+    for figure in figures:
+        st.altair_chart(figure, width="stretch")
     if not frame.empty and frame["sensor_id"].nunique() > charts.MAX_SERIES:
         st.caption(
             f"Showing {charts.MAX_SERIES} of {frame['sensor_id'].nunique()} sensors; "
             "pick a sensor, type or site in the sidebar to narrow it down."
         )
-    freshness(windows)
+    freshness(windows, anomalies)
+
+
+def raw(
+    readings: Answer | None,
+    sensor: Answer | None,
+    anomalies: Answer | None,
+    sensor_id: str | None,
+    minutes: float,
+    z: float,
+) -> None:
+    """One sensor's readings as they arrive, over the band its next reading is judged against."""
+    if sensor_id is None or readings is None or sensor is None or anomalies is None:
+        st.info("No sensor has reported yet.")
+        return
+    figure = charts.raw_readings(readings.frame, sensor.frame, anomalies.frame, z)
+    chart(figure, f"No readings from {sensor_id} in the last {minutes:g} minutes.")
+    st.caption(
+        f"{sensor_id}, last {minutes:g} minutes of event time. The band is the sensor's baseline "
+        "(mean +- ANOMALY_ZSCORE sigma of its recent normal readings); red points are anomalies."
+    )
+    freshness(readings, sensor, anomalies)
 
 
 # --- anomalies -------------------------------------------------------------------------------------

@@ -118,3 +118,29 @@ def fmt_age(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def _hms(value: Any) -> str:
+    return "?" if is_missing(value) else pd.Timestamp(value).tz_convert("UTC").strftime("%H:%M:%S")
+
+
+def sensor_why(row: Any, warmup: int) -> str:
+    """One line a person reads under a sensor's tile: why it is red, or what it is judged on.
+
+    ``row`` is a row of the ``sensors`` query (attributes by column name).
+    """
+    rule, value, since = row.rule, row.rule_value, row.since
+    if row.status == "anomaly" and not is_missing(rule):
+        expected = f"expected {fmt_number(row.expected_low, 2)}..{fmt_number(row.expected_high, 2)}"
+        what = {
+            "threshold": f"{fmt_number(value, 2)} outside {fmt_number(row.expected_low, 2)}..{fmt_number(row.expected_high, 2)}",
+            "zscore": f"spike {fmt_number(value, 2)}, {expected}",
+            "stuck": f"stuck on {fmt_number(value, 2)} for {fmt_number(row.rule_score, 0)} readings",
+            "drift": f"drifting ({fmt_number(row.rule_score, 1)} sigma of evidence), {expected}",
+        }.get(str(rule), f"{rule} {fmt_number(value, 2)}")
+        return f"{what} since {_hms(since)} UTC"
+    if not is_missing(row.baseline_readings) and int(row.baseline_readings) < warmup:
+        return f"warming up: {int(row.baseline_readings)}/{warmup} readings"
+    if not is_missing(row.last_anomaly_time):
+        return f"last anomaly {_hms(row.last_anomaly_time)} UTC ({rule})"
+    return f"normal {fmt_number(row.baseline_mean, 2)} +- {fmt_number(row.baseline_sigma, 2)}"
