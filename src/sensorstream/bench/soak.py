@@ -249,7 +249,7 @@ def _new_topic(settings: Settings, bootstrap: str, work: Path, prefix: str, **ov
 
 
 @contextmanager
-def _running_job(s: Settings, sensors: int) -> Iterator[tuple[Any, StoreClient]]:
+def _running_job(s: Settings, sensors: int, rate: float) -> Iterator[tuple[Any, StoreClient]]:
     """The real job (runtime) and a client of its read API, past its first (warm-up) batches."""
     from sensorstream.stream.runner import StreamRuntime
 
@@ -258,7 +258,7 @@ def _running_job(s: Settings, sensors: int) -> Iterator[tuple[Any, StoreClient]]
         StoreClient(s, api_url=runtime.store_service.api.url) as client,
     ):
         time.sleep(8)  # first (empty) batches, not measured
-        warm_up(s, runtime, sensors)
+        warm_up(s, runtime, sensors, rate)
         yield runtime, client
 
 
@@ -281,7 +281,7 @@ def full_store_point(
                      window_s=int(s.window), lateness_s=int(s.allowed_lateness))  # fmt: skip
     con.close()
     point: dict[str, Any] = {"prefilled_readings": rows, "prefill_seconds": round(fill_s, 1)}
-    with _running_job(s, sensors) as (runtime, client):
+    with _running_job(s, sensors, rate) as (runtime, client):
         before = int(client.sql("SELECT coalesce(max(batch_id), -1) AS b FROM pipeline_metrics").iloc[0, 0])
         _producer_process(s, rate, seconds, sensors, seed=7).wait(timeout=seconds + 120)
         runtime.job.wait_idle(timeout=600)
@@ -318,7 +318,7 @@ def soak(
     s = _new_topic(settings, bootstrap, work, "soak-run", retention=retention, retention_interval=20.0,
                    window_retention=2 * retention, metrics_retention=2 * retention)  # fmt: skip
     samples: list[dict[str, Any]] = []
-    with _running_job(s, sensors) as (runtime, client):
+    with _running_job(s, sensors, rate) as (runtime, client):
         t0 = time.time()
         proc = _producer_process(s, rate, minutes * 60, sensors, seed=21)
         while proc.poll() is None:

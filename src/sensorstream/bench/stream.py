@@ -69,15 +69,16 @@ def _producer_process(
     )  # fmt: skip
 
 
-def warm_up(settings: Settings, runtime: Any, sensors: int) -> None:
-    """A few seconds of real events through the job before anything is measured.
+def warm_up(settings: Settings, runtime: Any, sensors: int, rate: float, seconds: float = 20.0) -> None:
+    """``seconds`` of real events at ``rate`` through the job before anything is measured.
 
-    The job's first batch with data compiles Spark's code for the parse and the aggregation and
-    opens the Kafka fetchers: about 10 s on these cores. Measured from a cold start, that one
-    batch is a backlog that every later event waits behind, and it says nothing about the
-    pipeline running.
+    The job's first batches with data compile Spark's code for the parse and the aggregation,
+    open the Kafka fetchers and warm the JVM's JIT: the first batch took ~4.5 s here, and
+    batches of 10-30 K events kept taking 2-5 s for about 10 s more. Measured from a cold start,
+    that backlog is what every later event waits behind, and it says nothing about the pipeline
+    running at that rate.
     """
-    _producer_process(settings, 1000, 3, sensors, seed=99_999).wait(timeout=120)
+    _producer_process(settings, rate, seconds, sensors, seed=99_999).wait(timeout=seconds + 120)
     runtime.job.wait_idle(timeout=300)
 
 
@@ -174,7 +175,7 @@ def fixed_rates(
         StoreClient(settings, api_url=runtime.store_service.api.url) as client,
     ):
         time.sleep(8)  # first (empty) batches, not measured
-        warm_up(settings, runtime, sensors)
+        warm_up(settings, runtime, sensors, rates[0] if rates else 1000.0)
         t0 = time.time()
         for phase, rate in enumerate(rates):
             before = _last_batch(client)
