@@ -44,7 +44,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sensorstream.config import Settings
 from sensorstream.sink.judge import Judge
@@ -210,7 +212,9 @@ class BatchMerger:
         # Staging: the batch's valid events, one copy per event_id (the first in Kafka order), minus
         # those already stored at the same event times; late when their window ended at or before
         # the watermark.
-        ranges, range_params = _time_ranges(cur, "batch WHERE error IS NULL", "event_time", "event_time")
+        valid = batch.filter(pc.is_null(batch["error"]))
+        times = valid["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        ranges, range_params = _time_ranges(times, "event_time")
         cur.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE stage AS
@@ -385,47 +389,27 @@ MAX_RANGES = 32
 RANGE_GAP_US = 10_000_000
 
 
-def _time_ranges(
-    cur: duckdb.DuckDBPyConnection,
-    source: str,
-    column: str,
-    target: str,
-    *,
-    gap_us: int = RANGE_GAP_US,
-    reach_back_us: int = 0,
-) -> tuple[str, dict[str, Any]]:
-    """A filter on ``target`` covering every value of ``source.column``, as a few closed ranges.
+def _time_ranges(times_us: np.ndarray, target: str, gap_us: int = RANGE_GAP_US) -> tuple[str, dict[str, Any]]:
+    """A filter on ``target`` covering every one of ``times_us`` (microseconds), as a few closed ranges.
 
     Returns SQL like ``(t BETWEEN $r0a AND $r0b OR t BETWEEN $r1a AND $r1b)`` and its parameters.
     The bounds are parameters, not subqueries: DuckDB prunes row groups by their min/max (zone
     maps) only for values known when the query is planned. Ranges are cut at the widest gaps wider
-    than ``gap_us`` between consecutive values (at most MAX_RANGES ranges), and each starts
-    ``reach_back_us`` early.
+    than ``gap_us`` between consecutive values (at most MAX_RANGES ranges). Computed here from the
+    batch's Arrow column: the same in SQL (a sort and two window functions) cost ~20 ms a batch.
     """
-    rows = cur.execute(
-        f"""
-        WITH v AS (SELECT DISTINCT {column} AS t FROM {source}),
-        g AS (SELECT t, lag(t) OVER (ORDER BY t) AS prev FROM v)
-        SELECT (SELECT min(t) FROM v), (SELECT max(t) FROM v),
-               list([prev, t] ORDER BY t) FILTER (WHERE gap_rank < $max_ranges)
-        FROM (SELECT *, row_number() OVER (ORDER BY t - prev DESC) AS gap_rank FROM g
-              WHERE t - prev > to_microseconds($gap_us))
-        """,
-        {"max_ranges": MAX_RANGES, "gap_us": gap_us},
-    ).fetchone()
-    lo, hi, cuts = rows
-    if lo is None:
+    t = np.unique(times_us)
+    if t.size == 0:
         return "false", {}
-    bounds: list[tuple[datetime, datetime]] = []
-    start = lo
-    for prev, nxt in cuts or []:
-        bounds.append((start, prev))
-        start = nxt
-    bounds.append((start, hi))
-    back = timedelta(microseconds=reach_back_us)
+    gaps = np.diff(t)
+    cuts = np.flatnonzero(gaps > gap_us)
+    if cuts.size > MAX_RANGES - 1:
+        cuts = np.sort(cuts[np.argsort(-gaps[cuts], kind="stable")[: MAX_RANGES - 1]])
+    starts, ends = np.concatenate(([t[0]], t[cuts + 1])), np.concatenate((t[cuts], [t[-1]]))
     params: dict[str, Any] = {}
     terms = []
-    for i, (a, b) in enumerate(bounds):
-        params[f"r{i}a"], params[f"r{i}b"] = a - back, b
+    for i, (lo, hi) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        params[f"r{i}a"] = EPOCH + timedelta(microseconds=lo)
+        params[f"r{i}b"] = EPOCH + timedelta(microseconds=hi)
         terms.append(f"{target} BETWEEN $r{i}a AND $r{i}b")
     return "(" + " OR ".join(terms) + ")", params
