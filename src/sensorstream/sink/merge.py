@@ -213,7 +213,12 @@ class BatchMerger:
         # those already stored at the same event times; late when their window ended at or before
         # the watermark.
         valid = batch.filter(pc.is_null(batch["error"]))
-        times = valid["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        times = (
+            valid["event_time"]
+            .cast(pa.timestamp("us", tz="UTC"))
+            .cast(pa.int64())
+            .to_numpy(zero_copy_only=False)
+        )
         ranges, range_params = _time_ranges(times, "event_time")
         cur.execute(
             f"""
