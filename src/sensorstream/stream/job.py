@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 QUERY_NAME = "sensorstream"
 ABANDONED_BATCH_WAIT = 10.0  # seconds; see StreamJob.stop
+OBSERVER_DRAIN_WAIT = 5.0  # seconds for the observers of the last batches, on stop
 
 
 class StopRequested(Exception):
@@ -72,8 +74,50 @@ def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
+class _Observers:
+    """Hands each committed batch's result to the observers on a thread of their own.
+
+    Spark waits for ``foreachBatch`` to return before it writes the commit log and plans the next
+    trigger, so work done there is latency every event pays. The observers (metrics, the lag probe
+    that asks the broker for its high watermarks, the alert rules) need not hold the next batch:
+    they run here, in order, one result after another.
+    """
+
+    def __init__(self, observers: list[Callable[[BatchResult], None]]) -> None:
+        self.observers = observers
+        self._queue: queue.Queue[BatchResult] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def notify(self, result: BatchResult) -> None:
+        if not self.observers:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="batch-observers", daemon=True)
+            self._thread.start()
+        self._queue.put(result)
+
+    def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until every result handed over has been observed."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        while True:
+            result = self._queue.get()
+            try:
+                for observer in self.observers:
+                    try:
+                        observer(result)
+                    except Exception:  # an observer (metrics, alerts) must never fail a committed batch
+                        log.exception("batch observer failed")
+            finally:
+                self._queue.task_done()
+
+
 class StreamJob:
-    """Start, watch and stop the query; ``on_batch`` observers get each :class:`BatchResult`."""
+    """Start, watch and stop the query; ``on_batch`` observers get each :class:`BatchResult`
+    (on a thread of their own, after the batch committed: see :class:`_Observers`)."""
 
     def __init__(
         self, spark: SparkSession, settings: Settings, merger: BatchMerger, query_name: str = QUERY_NAME
@@ -84,6 +128,7 @@ class StreamJob:
         self.query_name = query_name
         self.query: StreamingQuery | None = None
         self.on_batch: list[Callable[[BatchResult], None]] = []
+        self._observers = _Observers(self.on_batch)
         # Guards the hand-over between a running batch and stop(): see _process and stop.
         self._gate = threading.Condition()
         self._in_flight: int | None = None
@@ -142,11 +187,7 @@ class StreamJob:
             result.watermark.strftime("%H:%M:%S") if result.watermark else "none",
             extra={"batch": result.as_log()} if _json_logs() else None,
         )  # fmt: skip
-        for observer in self.on_batch:
-            try:
-                observer(result)
-            except Exception:  # an observer (metrics, alerts) must never fail a committed batch
-                log.exception("batch observer failed")
+        self._observers.notify(result)
 
     def start(self) -> StreamingQuery:
         self._stopping = self._abandoned = False
@@ -220,6 +261,8 @@ class StreamJob:
             # An abandoned batch leaves _process once its cancelled Spark job fails (or its merge
             # ends); the caller closes the store next, which must not happen under it.
             self._gate.wait_for(lambda: self._in_flight is None, timeout=ABANDONED_BATCH_WAIT)
+        # The last results' observers write to the store too (the lag column); before it closes.
+        self._observers.drain(OBSERVER_DRAIN_WAIT)
         log.info(
             "stream stopped (%.2f s for the batch in flight, %.2f s to stop the query)",
             waited, time.monotonic() - started - waited,
