@@ -9,6 +9,7 @@ test-artifacts/dashboard.png for a person to look at.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -160,7 +161,7 @@ def test_the_live_dashboard_in_chromium(kafka, spark, topic, make_settings, tmp_
         time.sleep(1.5)  # let the charts finish their transitions before the picture
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
         for heading in browser.find_elements("css selector", '[data-testid="stHeading"] h3'):
-            name = heading.text.split("(")[0].strip().lower().replace(" ", "-").replace(",", "")
+            name = re.sub(r"[^a-z0-9]+", "-", heading.text.split("(")[0].lower()).strip("-")
             browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", heading)
             time.sleep(0.3)
             browser.save_screenshot(str(ARTIFACTS / f"panel-{name[:40]}.png"))
