@@ -51,7 +51,10 @@ def latency_p99_ms(db: str | Path) -> float | None:
 
 def run(opts: FaultOptions) -> ScenarioResult:
     events = opts.size(200_000, 20_000)
-    rate = 2_000.0 if opts.quick else 5_000.0
+    # Below the job's capacity beside a hostile reader on two cores: at 5 K/s (with the scenario's
+    # 5 K-message batches) the job fell behind in both phases (calm p99 78 s), and the ratio then
+    # measured how fast a backlog drains, not what the reads cost the writer.
+    rate = 2_000.0
     result = ScenarioResult(
         "hostile-reader", faults="hostile and heavy queries from another process throughout the run"
     )
