@@ -192,7 +192,6 @@ class Judge:
     """Runs the rules over the batch's staged readings on the merge's cursor."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         thresholds = list(settings.anomaly_thresholds.items())
         self._thresholds = pa.table(
             {

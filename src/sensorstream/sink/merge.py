@@ -49,12 +49,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorstream.config import Settings
+from sensorstream.sink.batch import EPOCH
 from sensorstream.sink.judge import Judge
 from sensorstream.store.db import writer_lock
 
 log = logging.getLogger(__name__)
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
