@@ -72,6 +72,11 @@ def listening_socket(host: str, port: int, *, busy: Callable[[OSError], Exceptio
     return sock
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URL or client writes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def supervised() -> dict[str, Any]:
     """``Popen`` arguments for a child that only its supervisor stops, and that never outlives it.
 

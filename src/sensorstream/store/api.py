@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from sensorstream.config import Settings
-from sensorstream.procs import listening_socket
+from sensorstream.procs import host_port, listening_socket
 from sensorstream.store import queries
 from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.queries import Result
@@ -183,8 +183,7 @@ class ReadApi:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host_port(self.host, self.port)}"
 
     def start(self, timeout: float = 10.0) -> ReadApi:
         """Bind the port (a clear error if taken), serve in a daemon thread, return once it answers."""

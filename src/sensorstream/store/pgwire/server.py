@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 
 from sensorstream.config import Settings
-from sensorstream.procs import listening_socket
+from sensorstream.procs import host_port, listening_socket
 from sensorstream.store.pgwire import translate
 from sensorstream.store.pgwire.auth import Credentials
 from sensorstream.store.pgwire.gate import ReadError, is_syntax_problem, run_read
@@ -182,8 +182,7 @@ class PgServer:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
     def start(self, timeout: float = 10.0) -> PgServer:
         if self._thread is not None:
