@@ -22,7 +22,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real single-node KRaft broker, shared by every test of the run."""
-    from sensorstream.kafka.broker import LocalKafka
+    from sensorstream.tools.local.broker import LocalKafka
 
     port = int(os.environ.get("SENSORSTREAM_TEST_KAFKA_PORT", "39092"))
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=port, cache_dir=ROOT / ".cache")

@@ -11,7 +11,6 @@ import fcntl
 import os
 import pty
 import signal
-import socket
 import subprocess
 import sys
 import termios
@@ -27,12 +26,6 @@ STOP_WITHIN = 5.0  # seconds from the signal to the exit: the issue's bound for 
 
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sensorstream", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def children(pid: int) -> list[int]:

@@ -6,16 +6,14 @@ late/windows by DuckDB SQL over the input. If the job and this disagree, one of 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 from confluent_kafka import Producer
 
-from sensorstream.schema import encode, make_event, validate
+from sensorstream.schema import encode, make_event
 from sensorstream.store.db import connect
 
 T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
@@ -86,50 +84,6 @@ def build_stream(sensors: int = 6, minutes: int = 4, seed: int = 7) -> EventStre
     msgs += [(e["sensor_id"].encode(), encode(e)) for e in rng.sample(events, 5)]  # old duplicates
     msgs += [(None, b"{broken"), (None, b'{"event_id": "x"}')]
     return EventStream([phase0, msgs])
-
-
-def expected_tables(
-    stream: EventStream, window_s: int = 60, lateness_s: int = 30, ranges=None
-) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with `expected_windows`, `expected_late` and `expected_dead`.
-
-    The watermark only moves between phases here (each phase fits in one micro-batch or more,
-    and phase 1 holds no event newer than phase 0), so late = phase 1's first copies whose window
-    ended at or before max(phase-0 event time) - lateness.
-    """
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    rows = []
-    seq = 0
-    for phase, msgs in enumerate(stream.phases):
-        for _key, raw in msgs:
-            event, error = validate(raw, ranges)
-            rows.append((phase, seq, error, json.dumps(event) if event else None))
-            seq += 1
-    con.execute("CREATE TABLE input (phase INT, seq INT, error VARCHAR, doc JSON)")
-    con.executemany("INSERT INTO input VALUES (?, ?, ?, ?)", rows)
-    con.execute(
-        f"""
-        CREATE TABLE events AS
-        SELECT phase, seq, doc->>'event_id' AS event_id, doc->>'sensor_id' AS sensor_id,
-               (doc->>'event_time')::TIMESTAMPTZ AS event_time, (doc->>'value')::DOUBLE AS value,
-               time_bucket(INTERVAL {window_s} SECOND, (doc->>'event_time')::TIMESTAMPTZ,
-                           TIMESTAMPTZ '1970-01-01 00:00:00+00') AS window_start
-        FROM input WHERE error IS NULL
-        QUALIFY row_number() OVER (PARTITION BY doc->>'event_id' ORDER BY seq) = 1;
-        CREATE TABLE expected_late AS
-        SELECT event_id FROM events
-        WHERE phase = 1 AND window_start + INTERVAL {window_s} SECOND
-              <= (SELECT max(event_time) FROM events WHERE phase = 0) - INTERVAL {lateness_s} SECOND;
-        CREATE TABLE expected_windows AS
-        SELECT sensor_id, window_start, count(*) AS reading_count, avg(value) AS avg_value,
-               min(value) AS min_value, max(value) AS max_value
-        FROM events WHERE event_id NOT IN (SELECT event_id FROM expected_late)
-        GROUP BY ALL;
-        CREATE TABLE expected_dead AS SELECT seq, error FROM input WHERE error IS NOT NULL;
-        """
-    )
-    return con
 
 
 # Everything a batch decides, without wall-clock columns (ingested_at, updated_at, batch ids...).

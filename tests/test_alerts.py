@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sensorstream.bench.alerts import run_rules
 from sensorstream.produce.simulator import FAULT_KINDS
+from sensorstream.tools.bench.alerts import run_rules
 
 # make run's plant: 20 sensors, 200 readings/s (each sensor 10 a second), in 3-second batches.
 PLANT = {"sensors": 20, "rate": 200.0, "minutes": 4.0, "batch_seconds": 3.0}

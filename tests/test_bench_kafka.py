@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from sensorstream.bench.kafka import event_payloads, run_bench
 from sensorstream.schema import validate
+from sensorstream.tools.bench.kafka import event_payloads, run_bench
 
 pytestmark = pytest.mark.integration
 

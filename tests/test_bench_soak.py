@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sensorstream.bench.soak import prefill, sink_batches, verdict
 from sensorstream.store.db import connect
+from sensorstream.tools.bench.soak import sink_batches, verdict
+from sensorstream.tools.synthetic import prefill
 
 
 def test_a_prefilled_store_takes_batches_and_finds_every_copy_even_hours_old(make_settings):

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from sensorstream.bench.plots import plot_scale, plot_stream
-from sensorstream.bench.scale import BASELINE, run_scale_bench, scale_points
-from sensorstream.bench.stream import kept_up, lag_growth, run_stream_bench
+from sensorstream.tools.bench.plots import plot_scale, plot_stream
+from sensorstream.tools.bench.scale import BASELINE, run_scale_bench, scale_points
+from sensorstream.tools.bench.stream import kept_up, lag_growth, run_stream_bench
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sensorstream.faults import cluster_run
-from sensorstream.faults.base import FaultOptions
+from sensorstream.tools.faults import cluster_run
+from sensorstream.tools.faults.scenario import FaultOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sensorstream.cli import app
-from sensorstream.kafka.broker import create_topic
 from sensorstream.kafka.consume import consume, lag, lag_details
+from sensorstream.kafka.topics import create_topic
 from sensorstream.produce import ProducePlan, produce
 
 pytestmark = pytest.mark.integration

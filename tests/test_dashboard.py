@@ -35,7 +35,8 @@ from sensorstream.procs import port_in_use
 from sensorstream.store.api import ReadApi
 from sensorstream.store.client import StoreClient
 from sensorstream.store.db import connect
-from test_dashboard_support import SENSORS, filled_store, free_port, free_ports
+from sensorstream.tools.ports import free_port, free_ports
+from test_dashboard_support import SENSORS, filled_store
 
 APP = str(server.APP)
 API = "http://127.0.0.1:1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,28 +13,6 @@ from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.db import connect
 
 SENSORS = ("sensor-a1", "sensor-a2", "sensor-b1")
-
-
-def free_port(low: int = 45100, high: int = 45199, exclude: tuple[int, ...] = ()) -> int:
-    """A port in this suite's range (45100-45199) that nothing listens on right now."""
-    for port in range(low, high + 1):
-        if port in exclude:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {low}..{high}")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` different free ports (nothing binds them until the caller does: keep them apart)."""
-    ports: list[int] = []
-    for _ in range(n):
-        ports.append(free_port(exclude=tuple(ports)))
-    return ports
 
 
 def fill_store(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:

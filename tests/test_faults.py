@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sensorstream.faults import broker_restart, hostile_reader, kill9, malformed_storm
-from sensorstream.faults.base import FaultOptions, ScenarioResult
+from sensorstream.tools.faults import broker_restart, hostile_reader, kill9, malformed_storm
+from sensorstream.tools.faults.scenario import FaultOptions, ScenarioResult
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sensorstream.config import Settings
-from sensorstream.faults.events import Expectation, StreamSpec, build, topic_check
 from sensorstream.store.db import connect
+from sensorstream.tools.reference import Expectation, StreamSpec, build, topic_check
 
 RANGES = Settings().valid_ranges
 

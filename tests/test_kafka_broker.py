@@ -3,7 +3,8 @@
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from sensorstream.kafka.broker import BrokerError, LocalKafka, create_topic
+from sensorstream.kafka.topics import create_topic
+from sensorstream.tools.local.broker import BrokerError, LocalKafka
 
 pytestmark = pytest.mark.integration
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sensorstream.kafka.broker import create_topic
+from sensorstream.kafka.topics import create_topic
 from sensorstream.monitor.alerts import AlertRules
 from sensorstream.produce.plan import ProducePlan
-from sensorstream.produce.runner import produce
+from sensorstream.produce.send import produce
 from sensorstream.store.client import StoreClient
-from sensorstream.stream.runner import StreamRuntime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sensorstream.tools.ports import free_port
+from sensorstream.writer.runtime import StreamRuntime
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

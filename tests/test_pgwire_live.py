@@ -20,7 +20,6 @@ import pytest
 
 from pg_support import conninfo, endpoint, pg_settings
 from sensorstream.store.reads import ReadGate
-from test_dashboard_support import free_port
 from test_store_support import serving, writer_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -148,11 +147,12 @@ def test_answers_are_current_refusals_hold_and_hostile_clients_are_bounded(make_
 
 def test_answers_follow_the_real_stream(kafka, spark, topic, make_settings):
     """The real job (Kafka -> Spark -> sink) commits; a client on the wire sees each batch at once."""
-    from sensorstream.kafka.broker import create_topic
+    from sensorstream.kafka.topics import create_topic
     from sensorstream.produce.plan import ProducePlan
-    from sensorstream.produce.runner import produce
+    from sensorstream.produce.send import produce
     from sensorstream.store.client import StoreClient
-    from sensorstream.stream.runner import StreamRuntime
+    from sensorstream.tools.ports import free_port
+    from sensorstream.writer.runtime import StreamRuntime
 
     settings = pg_settings(
         make_settings,

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sensorstream.cli import app
-from sensorstream.kafka.broker import create_topic
 from sensorstream.kafka.consume import consume
+from sensorstream.kafka.topics import create_topic
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.inject import Injection, Injector
 from sensorstream.produce.malformed import KINDS

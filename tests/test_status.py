@@ -7,7 +7,7 @@ from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from sensorstream.cli import app
-from sensorstream.kafka.broker import create_topic
+from sensorstream.kafka.topics import create_topic
 from sensorstream.store.db import connect
 
 pytestmark = pytest.mark.integration

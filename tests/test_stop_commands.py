@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sensorstream.kafka.broker import LocalKafka
 from sensorstream.procs import port_in_use, read_pid
-from stopkit import STOP_WITHIN, command, ctrl_c, descendants, free_port, gone, java_descendants, launch
+from sensorstream.tools.local.broker import LocalKafka
+from sensorstream.tools.ports import free_block, free_port
+from stopkit import STOP_WITHIN, command, ctrl_c, descendants, gone, java_descendants, launch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,11 +51,7 @@ def _stop_and_check(run, send, bound: float = STOP_WITHIN) -> float:
 
 
 def _two_free_ports() -> int:
-    for _ in range(50):
-        port = free_port()
-        if not port_in_use(port + 1):
-            return port
-    raise RuntimeError("no two consecutive free ports")
+    return free_block(2)  # a broker's client and controller listeners
 
 
 @pytest.mark.parametrize("how", ["SIGTERM to the group", "Ctrl-C in a terminal"])

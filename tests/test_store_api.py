@@ -10,8 +10,8 @@ import pytest
 
 from sensorstream.store.api import ApiStartError, ReadApi
 from sensorstream.store.client import StoreClient
+from sensorstream.store.errors import QueryError
 from sensorstream.store.migrations import LATEST
-from sensorstream.store.queries import QueryError
 from test_store_support import serving, store_settings, writer_store
 
 

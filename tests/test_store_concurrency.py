@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from sensorstream.bench.store import start_reader
+from sensorstream.tools.reader import ReaderProcess
 from test_store_support import serving, store_settings, writer_store
 
 
 @pytest.mark.slow
-def test_a_reader_process_sees_whole_batches_and_steady_progress(make_settings):
+def test_a_reader_process_sees_whole_batches_and_steady_progress(make_settings, tmp_path):
     settings = store_settings(make_settings)
     stop = threading.Event()
     committed: list[int] = []
@@ -33,15 +33,15 @@ def test_a_reader_process_sees_whole_batches_and_steady_progress(make_settings):
         thread = threading.Thread(target=write_every_100_ms)
         thread.start()
         try:
-            proc, out = start_reader(api.url, reads=1000, mix=[("table_counts", {})])
-            assert out.get(timeout=60) == "ready"
-            result = out.get(timeout=300)
-            proc.join(10)
+            reader = ReaderProcess(
+                api.url, tmp_path / "reader.json", "--mix", "table_counts", "--reads", "1000"
+            )
+            result = reader.wait(timeout=300)
         finally:
             stop.set()
             thread.join()
 
-    assert result["errors"] == []
+    assert result["failures"] == [] and result["busy"] == 0
     seen = result["counts"]
     assert len(seen) == 1000
     for earlier, later in itertools.pairwise(seen):

@@ -25,13 +25,13 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from sensorstream.bench.store import FakeBatchWriter
 from sensorstream.cli import app
-from sensorstream.faults.hostile import ATTACKS
 from sensorstream.store import sqlguard
 from sensorstream.store.errors import QueryTimeout, ReadBusy, SqlRefused, TooLarge
 from sensorstream.store.reads import ReadGate, _rss
 from sensorstream.store.snapshot import write_snapshot
+from sensorstream.tools.faults.hostile import ATTACKS
+from sensorstream.tools.synthetic import FakeBatchWriter
 from test_store_support import serving, writer_store
 
 pytestmark = pytest.mark.integration
@@ -96,7 +96,7 @@ def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, 
         # Idle and attacked windows alternate, idle, attacks, idle, attacks, idle: the machine's
         # own load drifts, so the idle figure is taken around the attacks, not once before them.
         # The attacks come from another process, as they would: its HTTP work is not the writer's.
-        attacker = [sys.executable, "-m", "sensorstream.faults.hostile", api.url, "", "2", "once"]
+        attacker = [sys.executable, "-m", "sensorstream.tools.faults.hostile", api.url, "", "2", "once"]
         idle: list[BatchLoop] = []
         busy: list[BatchLoop] = []
         docs = []

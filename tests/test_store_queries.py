@@ -7,10 +7,11 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from sensorstream.store import queries
+from sensorstream.store import catalog
 from sensorstream.store.client import StoreClient
 from sensorstream.store.db import write_transaction
-from sensorstream.store.queries import QueryError, run_query
+from sensorstream.store.errors import QueryError
+from sensorstream.store.execute import run_query
 from test_store_support import serving, store_settings, writer_store
 
 
@@ -19,11 +20,11 @@ def settings(make_settings):
     return store_settings(make_settings)
 
 
-@pytest.mark.parametrize("name", list(queries.QUERIES))
+@pytest.mark.parametrize("name", list(catalog.QUERIES))
 def test_every_query_answers_its_documented_columns(settings, name):
     with writer_store(settings) as (con, _):
         result = run_query(con, name)
-    assert tuple(result.columns) == queries.QUERIES[name].columns
+    assert tuple(result.columns) == catalog.QUERIES[name].columns
 
 
 def test_timestamps_come_back_as_iso_strings(settings):

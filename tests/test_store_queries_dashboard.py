@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sensorstream.store import queries
+from sensorstream.store import catalog
 from sensorstream.store.db import connect, write_transaction
-from sensorstream.store.queries import QueryError, run_query
+from sensorstream.store.errors import QueryError
+from sensorstream.store.execute import run_query
 from test_dashboard_support import filled_store
 
 
@@ -24,7 +25,7 @@ def test_pipeline_rates_answers_its_documented_columns_oldest_first(settings):
     with filled_store(settings) as con:
         result = run_query(con, "pipeline_rates")
         newest_two = _rows(con, limit=2)
-    assert tuple(result.columns) == queries.QUERIES["pipeline_rates"].columns
+    assert tuple(result.columns) == catalog.QUERIES["pipeline_rates"].columns
     assert [r[0] for r in result.rows] == [0, 1, 2]  # batch ids, oldest first
     assert [r["batch_id"] for r in newest_two] == [1, 2]  # the newest `limit`, still oldest first
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from sensorstream.bench.store import FakeBatchWriter
 from sensorstream.store.db import BatchWriteError, connect, write_transaction
 from sensorstream.store.migrations import LATEST, MIGRATIONS, Migration, SchemaError, migrate
+from sensorstream.tools.synthetic import FakeBatchWriter
 from test_store_support import store_settings, writer_store
 
 FUTURE = Migration(

@@ -8,10 +8,11 @@ from typing import Any
 
 import duckdb
 
-from sensorstream.bench.store import FakeBatchWriter, free_port
 from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.db import connect
+from sensorstream.tools.ports import free_port
+from sensorstream.tools.synthetic import FakeBatchWriter
 
 
 def store_settings(make_settings, **overrides) -> Settings:

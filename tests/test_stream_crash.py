@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sensorstream.kafka.broker import create_topic
+from sensorstream.kafka.topics import create_topic
 from streamkit import SNAPSHOT, build_stream, child_env, run_in_process, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

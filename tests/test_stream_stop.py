@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from sensorstream.kafka.broker import create_topic
+from sensorstream.kafka.topics import create_topic
+from sensorstream.tools.ports import free_port
 from stopkit import (
     STOP_WITHIN,
     Reader,
     can_unshare_pid,
     command,
     ctrl_c,
-    free_port,
     gone,
     java_descendants,
     launch,

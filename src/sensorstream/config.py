@@ -289,6 +289,14 @@ class Settings(BaseSettings):
 
     # --- derived values ------------------------------------------------------------------------
     @property
+    def window_step(self) -> float:
+        """Seconds between window starts: SLIDE for sliding windows, WINDOW for tumbling ones.
+
+        The stream tags each event with the latest window start on this grid; the sink derives
+        the earlier windows of a sliding event from it."""
+        return self.slide or self.window
+
+    @property
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by our producer, consumer and admin client."""
         conf = {

@@ -20,11 +20,11 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from sensorstream.bench.store import FakeBatchWriter
 from sensorstream.config import load_settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.db import connect
 from sensorstream.store.pgwire import PgServer
+from sensorstream.tools.synthetic import FakeBatchWriter
 
 QUERIES = {
     "point (newest batch)": "SELECT max(batch_id) FROM pipeline_metrics",

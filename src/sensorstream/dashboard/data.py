@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from sensorstream.store import queries
+from sensorstream.store import catalog
 from sensorstream.store.client import StoreClient, StoreUnavailableError
-from sensorstream.store.queries import QueryError
+from sensorstream.store.errors import QueryError
 
 # Sidebar choices -> `since` in minutes before the newest data (None = everything kept).
 TIME_RANGES: dict[str, float | None] = {
@@ -57,7 +57,7 @@ def query_params(name: str, filters: Filters, **extra: Any) -> dict[str, Any]:
     understand it (``anomaly_counts`` has no ``sensor_id``, for example) and the store's
     binding refuses nothing.
     """
-    accepted = {p.name for p in queries.get(name).params}
+    accepted = {p.name for p in catalog.get(name).params}
     values: dict[str, Any] = {
         "sensor_id": filters.sensor_id,
         "sensor_type": filters.sensor_type,
@@ -103,7 +103,7 @@ class LastKnown:
 
 def empty_frame(name: str) -> pd.DataFrame:
     """A frame with the query's documented columns and no rows (the page's empty state)."""
-    return pd.DataFrame(columns=list(queries.get(name).columns))
+    return pd.DataFrame(columns=list(catalog.get(name).columns))
 
 
 @dataclass

@@ -1,26 +1,23 @@
-"""Status classification and formatting: plain functions, no Streamlit, so they are unit-tested."""
+"""The page's status and formatting: plain functions, no Streamlit, so they are unit-tested.
+
+The level itself (live, empty, stale, no stream, down) comes from
+:func:`sensorstream.monitor.health.classify`, the same classifier ``sensorstream status`` uses;
+this module only words it for the banner.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import pandas as pd
 
 from sensorstream.dashboard.data import Health
+from sensorstream.monitor.health import Level, classify
 
 SENSOR_STATUSES = ("ok", "anomaly", "stale")
 STATUS_COLOURS = {"ok": "#2e7d32", "anomaly": "#c62828", "stale": "#757575"}
-
-
-class Level(StrEnum):
-    OK = "ok"  # batches arrive and the API answers
-    EMPTY = "empty"  # the store answers but no batch has been committed yet
-    STALE = "stale"  # the last batch is older than STALE_AFTER
-    NO_STREAM = "no_stream"  # the API is down; the DuckDB file was read directly
-    DOWN = "down"  # nothing answers: last known data only
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,9 @@ def pipeline_state(
     """Classify the pipeline from the store's health; the message says what to do about it."""
     now = time.time() if now is None else now
     age = health.age_now(now)
-    if not health.reachable:
+    store = (health.mode or "api") if health.reachable else None
+    level = classify(store=store, age=age, stale_after=stale_after)
+    if level is Level.DOWN:
         since = time.strftime("%H:%M:%S", time.localtime(health.checked_at))
         known = f"showing the last known data (read at {since})" if age is not None else "no data yet"
         return PipelineState(
@@ -59,7 +58,7 @@ def pipeline_state(
             f"read; {known}. Is `sensorstream stream` (or `run`) running? ({health.error})",
             age,
         )
-    if health.mode == "file":
+    if level is Level.NO_STREAM:
         last = f"last batch {fmt_age(age)} ago" if age is not None else "no batch committed"
         return PipelineState(
             Level.NO_STREAM,
@@ -67,12 +66,12 @@ def pipeline_state(
             f"the DuckDB file as the stream left it ({last}). Start `sensorstream stream` to go live.",
             age,
         )
-    if age is None:
+    if level is Level.EMPTY:
         return PipelineState(
             Level.EMPTY,
             "Waiting for the first micro-batch: the stream is up, no data has been committed yet.",
         )
-    if age > stale_after:
+    if level is Level.STALE:
         return PipelineState(
             Level.STALE,
             f"Stale: the last batch was committed {fmt_age(age)} ago (SENSORSTREAM_STALE_AFTER = "

@@ -7,12 +7,16 @@ metadata that never comes: ``require_topic`` turns that into one sentence at sta
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from sensorstream.kafka.broker import _quiet, create_topic
+# librdkafka logs every refused connection while the broker boots; keep that out of our output.
+QUIET_LOG = logging.getLogger("sensorstream.kafka.librdkafka")
+QUIET_LOG.setLevel(logging.CRITICAL)
 
 # The topic settings `describe` shows (the rest is in `kafka-configs.sh --describe`).
 SHOWN_CONFIGS = (
@@ -39,7 +43,7 @@ class TopicInfo:
 
 
 def _admin(client_config: dict) -> AdminClient:
-    return AdminClient({**client_config, "logger": _quiet})
+    return AdminClient({**client_config, "logger": QUIET_LOG})
 
 
 def list_topics(client_config: dict, timeout: float = 10.0) -> list[TopicInfo]:
@@ -111,3 +115,47 @@ def _unreachable(client_config: dict, exc: KafkaException) -> str:
         f"cannot reach Kafka at {client_config['bootstrap.servers']} ({exc.args[0].str()}): start it with "
         "`sensorstream kafka start` or set SENSORSTREAM_BOOTSTRAP_SERVERS"
     )
+
+
+def answering(client_config: dict, timeout: float = 3.0) -> bool:
+    """Does a broker answer metadata requests at ``client_config``'s bootstrap servers?"""
+    try:
+        AdminClient({**client_config, "logger": QUIET_LOG}).list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
+def create_topic(
+    client_config: dict,
+    topic: str,
+    partitions: int,
+    replication_factor: int = 1,
+    config: dict[str, str] | None = None,
+) -> bool:
+    """Create ``topic`` if it does not exist; returns True when it was created."""
+    admin = AdminClient({**client_config, "logger": QUIET_LOG})
+    if topic in admin.list_topics(timeout=10).topics:
+        return False
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {}
+            )
+        ],
+        operation_timeout=30,
+    )
+    try:
+        futures[topic].result()
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" in str(exc):
+            return False
+        raise
+    # Metadata propagates asynchronously; wait until every partition has a leader.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        md = admin.list_topics(topic, timeout=5).topics.get(topic)
+        if md and len(md.partitions) == partitions and all(p.leader >= 0 for p in md.partitions.values()):
+            break
+        time.sleep(0.2)
+    return True

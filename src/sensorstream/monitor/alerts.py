@@ -3,7 +3,8 @@
 * ``lag_growing``: the total consumer lag grew for ``ALERT_LAG_BATCHES`` batches in a row and is
   above ``ALERT_MIN_LAG``, so the job is not keeping up with the producers (small wobbles of a
   healthy stream, a few dozen records, do not count).
-* ``stalled``: records are waiting in Kafka (lag > 0) but no batch committed for ``STALE_AFTER``.
+* ``stalled``: records are waiting in Kafka (lag > 0) but no batch committed for ``STALE_AFTER``
+  (:func:`sensorstream.monitor.health.is_stalled`, as in ``sensorstream status``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+
+from sensorstream.monitor.health import is_stalled
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class AlertRules:
     def on_tick(self, total_lag: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         age = now - self._last_batch
-        self._set("stalled", total_lag > 0 and age > self.stale_after,
+        self._set("stalled", is_stalled(total_lag, age, self.stale_after),
                   f"{total_lag} records waiting and no batch for {age:.0f}s")  # fmt: skip
 
     def _set(self, rule: str, on: bool, why: str) -> None:

@@ -12,7 +12,8 @@ import duckdb
 from pyspark.sql.streaming import StreamingQueryListener
 
 from sensorstream.monitor.metrics import PipelineMetrics
-from sensorstream.store.db import writer_lock
+from sensorstream.sink import ledger
+from sensorstream.store.db import writes_held
 from sensorstream.stream.job import stopped_on_request
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class ProgressListener(StreamingQueryListener):
     def close(self) -> None:
         """No more writes: Spark may still deliver a queued event after removeListener, and the
         store connection closes right after the monitor stops."""
-        with writer_lock:
+        with writes_held():
             self.closed = True
 
     def onQueryStarted(self, event) -> None:
@@ -48,20 +49,11 @@ class ProgressListener(StreamingQueryListener):
         self.metrics.rows_per_second.labels("input").set(p.inputRowsPerSecond or 0)
         self.metrics.rows_per_second.labels("processed").set(p.processedRowsPerSecond or 0)
         try:
-            with writer_lock:
-                if self.closed:
-                    return
-                cur = self.con.cursor()
-                cur.execute(
-                    "UPDATE pipeline_metrics SET input_rows_per_second = ?, processed_rows_per_second = ?, "
-                    "trigger_ms = ? WHERE batch_id = ?",
-                    [
-                        p.inputRowsPerSecond,
-                        p.processedRowsPerSecond,
-                        p.durationMs.get("triggerExecution"),
-                        p.batchId,
-                    ],
-                )
-                cur.close()
+            ledger.annotate(
+                self.con, p.batchId, unless=lambda: self.closed,
+                input_rows_per_second=p.inputRowsPerSecond,
+                processed_rows_per_second=p.processedRowsPerSecond,
+                trigger_ms=p.durationMs.get("triggerExecution"),
+            )  # fmt: skip
         except Exception:  # a listener must never take the job down
             log.exception("could not record progress of batch %s", p.batchId)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from sensorstream.sink.merge import BatchResult
+from sensorstream.sink.base import BatchResult
 
 OUTCOMES = ("input", "valid", "new", "duplicate", "late", "dead_letter", "anomaly")
 

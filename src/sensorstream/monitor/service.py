@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import duckdb
 
 from sensorstream.config import Settings
 from sensorstream.monitor.alerts import AlertRules
-from sensorstream.monitor.lag import TopicLag
+from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag, end_offsets
 from sensorstream.monitor.metrics import PipelineMetrics
-from sensorstream.sink.merge import BatchResult
+from sensorstream.sink import ledger
+from sensorstream.sink.base import BatchResult
 from sensorstream.store.background import Periodic
-from sensorstream.store.db import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,8 @@ class MonitorService:
     def start(self) -> MonitorService:
         from sensorstream.monitor.listener import ProgressListener
 
-        last = (
-            self.con.cursor()
-            .execute("SELECT end_offsets FROM sink_commits ORDER BY committed_at DESC LIMIT 1")
-            .fetchall()
-        )
-        self._end_offsets = json.loads(last[0][0]) if last and last[0][0] else {}
+        last = self.con.cursor().execute(LAST_END_OFFSETS_SQL).fetchall()
+        self._end_offsets = end_offsets(last[0][0]) if last else {}
         self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self.job.on_batch.append(self._on_batch)
         self._listener = ProgressListener(self.con, self.metrics, self.job.query_name)
@@ -66,12 +61,7 @@ class MonitorService:
         self.metrics.set_lag(lag)
         self.alerts.on_batch(total)
         self._export_alerts()
-        with writer_lock:
-            cur = self.con.cursor()
-            cur.execute(
-                "UPDATE pipeline_metrics SET consumer_lag = ? WHERE batch_id = ?", [total, result.batch_id]
-            )
-            cur.close()
+        ledger.annotate(self.con, result.batch_id, consumer_lag=total)
 
     def _on_tick(self) -> None:
         if self._end_offsets is None:

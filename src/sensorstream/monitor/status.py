@@ -1,7 +1,8 @@
 """`sensorstream status`: pipeline health on one screen, and an exit code scripts can use.
 
 Exit codes: 0 healthy, 2 broker down, 3 stream stalled (records wait in Kafka but no batch for
-STALE_AFTER), 4 store unreachable (no read API answering and the file cannot be read).
+STALE_AFTER), 4 store unreachable (no read API answering and the file cannot be read). The level
+comes from :func:`sensorstream.monitor.health.classify`, as on the dashboard.
 """
 
 from __future__ import annotations
@@ -12,13 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sensorstream.config import Settings
+from sensorstream.monitor.health import EXIT_CODES, Level, classify, is_stalled
 
-HEALTHY, BROKER_DOWN, STALLED, STORE_DOWN = 0, 2, 3, 4
+HEALTHY = 0
+BROKER_DOWN, STALLED, STORE_DOWN = (
+    EXIT_CODES[level] for level in (Level.BROKER_DOWN, Level.STALLED, Level.DOWN)
+)
 
 
 @dataclass
 class Health:
     code: int = HEALTHY
+    level: Level = Level.OK
     problems: list[str] = field(default_factory=list)
     broker: dict[str, Any] = field(default_factory=dict)
     last_batch: dict[str, Any] = field(default_factory=dict)
@@ -26,20 +32,19 @@ class Health:
     lag: dict[int, int] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-    def fail(self, code: int, problem: str) -> None:
+    def fail(self, problem: str) -> None:
         self.problems.append(problem)
-        if self.code == HEALTHY:
-            self.code = code
 
 
 def check(settings: Settings) -> Health:
     from confluent_kafka import KafkaException
 
-    from sensorstream.monitor.lag import TopicLag
+    from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag
     from sensorstream.store.client import StoreClient, StoreUnavailableError
 
     health = Health()
     lag_probe = None
+    store: str | None = None
     try:
         lag_probe = TopicLag(settings)
         highs = lag_probe.high_watermarks(timeout=3)
@@ -50,11 +55,12 @@ def check(settings: Settings) -> Health:
         }
     except KafkaException as exc:
         health.broker = {"bootstrap_servers": settings.bootstrap_servers, "up": False}
-        health.fail(BROKER_DOWN, f"Kafka at {settings.bootstrap_servers} does not answer: {exc}")
+        health.fail(f"Kafka at {settings.bootstrap_servers} does not answer: {exc}")
         highs = {}
     try:
         with StoreClient(settings, timeout=3) as client:
             batch = client.query("last_batch")
+            store = client.mode
             health.last_batch = _first_row(batch)
             counts = client.query("table_counts")
             health.tables = (
@@ -63,24 +69,24 @@ def check(settings: Settings) -> Health:
                 else {}
             )
             health.errors = client.query("dead_letter_reasons", limit=5).to_dict("records")
-            offsets = client.sql("SELECT end_offsets FROM sink_commits ORDER BY committed_at DESC LIMIT 1")
+            offsets = client.sql(LAST_END_OFFSETS_SQL)
     except StoreUnavailableError as exc:
-        health.fail(STORE_DOWN, str(exc))
+        health.fail(str(exc))
         offsets = None
     if highs and lag_probe is not None:
-        done = (
-            json.loads(offsets.iloc[0, 0])
-            if offsets is not None and len(offsets) and offsets.iloc[0, 0]
-            else {}
-        )
-        health.lag = lag_probe.lag(done)
+        health.lag = lag_probe.lag(offsets.iloc[0, 0] if offsets is not None and len(offsets) else None)
     if lag_probe is not None:
         lag_probe.close()
     waiting = sum(health.lag.values())
     age = health.last_batch.get("age_seconds")
-    if waiting and (age is None or age > settings.stale_after):
+    if is_stalled(waiting, age, settings.stale_after):
         since = "no batch yet" if age is None else f"last batch {age:.0f}s ago"
-        health.fail(STALLED, f"{waiting} records wait in Kafka and the stream is not taking them ({since})")
+        health.fail(f"{waiting} records wait in Kafka and the stream is not taking them ({since})")
+    health.level = classify(
+        store=store, age=age, stale_after=settings.stale_after, waiting=waiting,
+        broker_up=health.broker.get("up"),
+    )  # fmt: skip
+    health.code = EXIT_CODES.get(health.level, HEALTHY)
     return health
 
 

@@ -5,6 +5,6 @@ what was sent, by kind, and what the broker acknowledged.
 """
 
 from sensorstream.produce.plan import ProducePlan, ProduceSummary
-from sensorstream.produce.runner import produce
+from sensorstream.produce.send import produce
 
 __all__ = ["ProducePlan", "ProduceSummary", "produce"]

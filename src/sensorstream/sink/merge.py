@@ -1,5 +1,12 @@
 """The per-batch merge into DuckDB: SQL over a staging table, in one transaction.
 
+:class:`BatchMerger` is the DuckDB :class:`~sensorstream.sink.base.Sink`. Its steps, each a method
+of that name and one or two SQL statements, in this order: ``_dead_letters`` (bad records with
+their reasons), ``_stage`` (valid, deduplicated, late or not), ``_readings``, ``_late_events``,
+``_merge_windows``, the judge (``sink.judge``: anomalies and per-sensor state), ``_finalise``
+(watermark, final windows), ``_latency``, ``_end_offsets``, then ``ledger.record`` (the batch's
+``sink_commits`` and ``pipeline_metrics`` rows).
+
 Why the windows are merged here and not in a Spark stateful operator: Spark drops rows behind
 the watermark inside its operators and only counts them, so it cannot tell *which* events were
 late. Here the watermark is ours, derived from the ledger, so every batch knows exactly which
@@ -38,9 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import suppress
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -49,61 +54,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorstream.config import Settings
+from sensorstream.sink import ledger
+from sensorstream.sink.base import BatchResult, StoreWriteError, is_disk_error
 from sensorstream.sink.batch import EPOCH
 from sensorstream.sink.judge import Judge
-from sensorstream.store.db import writer_lock
+from sensorstream.store.db import BatchWriteError, write_transaction
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BatchResult:
-    batch_id: int
-    skipped: bool = False
-    input_rows: int = 0
-    valid_rows: int = 0
-    new_readings: int = 0
-    duplicate_rows: int = 0
-    late_rows: int = 0
-    dead_letters: int = 0
-    anomalies: int = 0
-    windows_updated: int = 0
-    windows_finalized: int = 0
-    watermark: datetime | None = None
-    next_watermark: datetime | None = None
-    max_event_time: datetime | None = None
-    sink_ms: float = 0.0
-    spark_ms: float = 0.0
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
-    latency_max_ms: float | None = None
-    kafka_latency_p50_ms: float | None = None
-    kafka_latency_p95_ms: float | None = None
-    kafka_latency_max_ms: float | None = None
-    end_offsets: dict[str, int] | None = None
-
-    def as_log(self) -> dict:
-        doc = asdict(self)
-        for key in ("watermark", "next_watermark", "max_event_time"):
-            if doc[key] is not None:
-                doc[key] = doc[key].isoformat()
-        return {k: v for k, v in doc.items() if v is not None and k != "end_offsets"}
-
-
-class StoreWriteError(RuntimeError):
-    """The store's file cannot be written (disk full, read-only, permissions)."""
-
-
-def _is_disk_error(exc: BaseException) -> bool:
-    # DuckDB reports a failed WAL write at COMMIT as a TransactionException, so the type alone
-    # does not tell; the message does.
-    if isinstance(exc, duckdb.IOException | duckdb.PermissionException):
-        return True
-    text = str(exc)
-    return isinstance(exc, duckdb.Error) and any(
-        marker in text
-        for marker in ("Could not write", "No space left", "Permission denied", "Read-only file")
-    )
 
 
 class BatchMerger:
@@ -118,7 +75,7 @@ class BatchMerger:
         self.settings = settings
         self.query_name = query_name
         self.window = timedelta(seconds=settings.window)
-        self.slide = timedelta(seconds=settings.slide or settings.window)
+        self.slide = timedelta(seconds=settings.window_step)
         self.lateness = timedelta(seconds=settings.allowed_lateness)
         self.judge = Judge(settings)
 
@@ -159,33 +116,24 @@ class BatchMerger:
     def merge(self, batch_id: int, batch: pa.Table, spark_ms: float = 0.0) -> BatchResult:
         """Merge one parsed micro-batch (columns from ``stream.parse``) in one transaction."""
         started = time.perf_counter()
-        with writer_lock:
-            cur = self.con.cursor()
-            cur.execute("SET TimeZone = 'UTC'")
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                result = self._merge(cur, batch_id, batch)
+        try:
+            with write_transaction(self.con, f"batch {batch_id}") as tx:
+                result = self._merge(tx.cur, batch_id, batch)
                 if not result.skipped:
                     result.spark_ms = spark_ms
                     result.sink_ms = (time.perf_counter() - started) * 1000
-                    self._record(cur, result)
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                # After a failed COMMIT DuckDB has already ended the transaction; a second error
-                # from ROLLBACK must not hide the first.
-                with suppress(duckdb.Error):
-                    cur.execute("ROLLBACK")
-                if _is_disk_error(exc):
-                    raise StoreWriteError(
-                        f"cannot write the store {self.settings.db}: {exc}. Nothing of batch {batch_id} "
-                        "was written; fix the disk or permissions and restart, the batch is replayed."
-                    ) from exc
-                raise
-            finally:
-                cur.close()
+                    ledger.record(tx.cur, self.query_name, result)
+        except BatchWriteError as exc:
+            if is_disk_error(exc.__cause__):
+                raise StoreWriteError(
+                    f"cannot write the store {self.settings.db}: {exc.__cause__}. Nothing of batch {batch_id} "
+                    "was written; fix the disk or permissions and restart, the batch is replayed."
+                ) from exc.__cause__
+            raise
         return result
 
     def _merge(self, cur: duckdb.DuckDBPyConnection, batch_id: int, batch: pa.Table) -> BatchResult:
+        """The merge's named steps, in order, inside the batch's transaction (see the module doc)."""
         result = BatchResult(batch_id=batch_id, input_rows=batch.num_rows)
         if cur.execute(
             "SELECT 1 FROM sink_commits WHERE query_name = ? AND batch_id = ?", [self.query_name, batch_id]
@@ -196,9 +144,26 @@ class BatchMerger:
         wm = watermark or EPOCH
         result.watermark = watermark
         cur.register("batch", batch)
-        window_us = int(self.window.total_seconds() * 1_000_000)
+        # A failed step aborts the transaction; the cursor (and its registration) is closed then.
+        result.dead_letters = self._dead_letters(cur, batch_id)
+        batch_max = self._stage(cur, batch, wm, result)
+        self._readings(cur, batch_id)
+        self._late_events(cur, batch_id, wm)
+        result.windows_updated = self._merge_windows(cur, self._window_us, wm)
+        result.anomalies = self.judge.judge(cur, batch_id)
+        self._finalise(cur, wm, max_before, batch_max, result)
+        self._latency(cur, result)
+        self._end_offsets(cur, offsets_before, result)
+        cur.unregister("batch")
+        return result
 
-        result.dead_letters = cur.execute(
+    @property
+    def _window_us(self) -> int:
+        return int(self.window.total_seconds() * 1_000_000)
+
+    def _dead_letters(self, cur: duckdb.DuckDBPyConnection, batch_id: int) -> int:
+        """Every record that failed validation, with its reason and raw bytes."""
+        return cur.execute(
             """
             INSERT INTO dead_letters
             SELECT kafka_topic, kafka_partition, kafka_offset, kafka_key, raw_value, error, $batch_id, now()
@@ -208,9 +173,12 @@ class BatchMerger:
             {"batch_id": batch_id},
         ).fetchall()[0][0]
 
-        # Staging: the batch's valid events, one copy per event_id (the first in Kafka order), minus
-        # those already stored at the same event times; late when their window ended at or before
-        # the watermark.
+    def _stage(
+        self, cur: duckdb.DuckDBPyConnection, batch: pa.Table, wm: datetime, result: BatchResult
+    ) -> datetime | None:
+        """The batch's valid events, one copy per event_id (the first in Kafka order), minus those
+        already stored at the same event times; late when their window ended at or before the
+        watermark. Returns the newest on-time event time."""
         valid = batch.filter(pc.is_null(batch["error"]))
         times = (
             valid["event_time"]
@@ -231,7 +199,7 @@ class BatchMerger:
                   WHERE r.event_id = b.event_id)
             QUALIFY row_number() OVER (PARTITION BY b.event_id ORDER BY b.kafka_partition, b.kafka_offset) = 1
             """,
-            {"window_us": window_us, "wm": wm, **range_params},
+            {"window_us": self._window_us, "wm": wm, **range_params},
         )
         result.valid_rows = batch.num_rows - result.dead_letters
         counts = cur.execute(
@@ -239,8 +207,11 @@ class BatchMerger:
         ).fetchall()[0]
         result.new_readings, result.late_rows, batch_max = counts
         result.duplicate_rows = result.valid_rows - result.new_readings
+        return batch_max
 
-        # In event-time order, so each row group covers a short span and zone maps stay tight.
+    def _readings(self, cur: duckdb.DuckDBPyConnection, batch_id: int) -> None:
+        """Append the staged events; in event-time order, so each row group covers a short span
+        and zone maps stay tight."""
         cur.execute(
             """
             INSERT INTO readings BY NAME
@@ -250,6 +221,9 @@ class BatchMerger:
             """,
             {"batch_id": batch_id},
         )
+
+    def _late_events(self, cur: duckdb.DuckDBPyConnection, batch_id: int, wm: datetime) -> None:
+        """The staged events whose window was already final, with the watermark that made them late."""
         cur.execute(
             """
             INSERT INTO late_events
@@ -259,32 +233,38 @@ class BatchMerger:
             """,
             {"wm": wm, "batch_id": batch_id},
         )
-        result.windows_updated = self._merge_windows(cur, window_us, wm)
-        result.anomalies = self.judge.judge(cur, batch_id)
 
+    def _finalise(
+        self, cur: duckdb.DuckDBPyConnection, wm: datetime, max_before: datetime | None,
+        batch_max: datetime | None, result: BatchResult,
+    ) -> None:  # fmt: skip
+        """Move the watermark and mark the windows it passed final.
+
+        Windows that ended at or before this batch's watermark were finalised by an earlier batch
+        (and no batch opens a window the watermark has passed), so only the range in between is
+        looked at.
+        """
         candidates = [t for t in (max_before, batch_max) if t is not None]
         result.max_event_time = max(candidates) if candidates else None
         moved = result.max_event_time - self.lateness if result.max_event_time else None
         next_wm = max(t for t in (wm, moved) if t is not None)
         result.next_watermark = next_wm if next_wm > EPOCH else None
-        # Windows the next watermark has passed can no longer change: mark them final. Those that
-        # ended at or before this batch's watermark were finalised by an earlier batch (and no
-        # batch opens a window the watermark has passed), so only the range in between is looked at.
         if result.next_watermark is not None and result.next_watermark > wm:
             result.windows_finalized = cur.execute(
                 "UPDATE window_stats SET is_final = true, updated_at = now() "
                 "WHERE window_end > $wm AND window_end <= $next AND NOT is_final",
                 {"wm": wm, "next": result.next_watermark},
             ).fetchall()[0][0]
-        self._latency(cur, result)
-        # Cumulative: the highest offset done per partition, including partitions idle in this batch.
-        result.end_offsets = dict(offsets_before)
+
+    def _end_offsets(
+        self, cur: duckdb.DuckDBPyConnection, before: dict[str, int], result: BatchResult
+    ) -> None:
+        """Cumulative: the highest offset done per partition, including partitions idle in this batch."""
+        result.end_offsets = dict(before)
         for p, o in cur.execute(
             "SELECT kafka_partition, max(kafka_offset) FROM batch GROUP BY ALL"
         ).fetchall():
             result.end_offsets[str(p)] = max(o, result.end_offsets.get(str(p), -1))
-        cur.unregister("batch")
-        return result
 
     def _merge_windows(self, cur: duckdb.DuckDBPyConnection, window_us: int, wm: datetime) -> int:
         """Fold the batch's new on-time events into their windows; returns the windows touched.
@@ -358,31 +338,6 @@ class BatchMerger:
         if row[2] is not None:
             result.kafka_latency_p50_ms, result.kafka_latency_p95_ms = (now_ms - q for q in row[2])
             result.kafka_latency_max_ms = now_ms - row[3]
-
-    def _record(self, cur: duckdb.DuckDBPyConnection, r: BatchResult) -> None:
-        duration_ms = r.spark_ms + r.sink_ms
-        cur.execute(
-            """
-            INSERT OR REPLACE INTO pipeline_metrics (batch_id, query_name, committed_at, input_rows, valid_rows, new_readings,
-                duplicate_rows, late_rows, dead_letters, anomalies, windows_updated, windows_finalized,
-                batch_duration_ms, spark_ms, sink_ms, rows_per_second, latency_p50_ms, latency_p95_ms,
-                latency_max_ms, kafka_latency_p50_ms, kafka_latency_p95_ms, kafka_latency_max_ms, watermark,
-                max_event_time)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                # Wall-clock time at the end of the batch (now() would be the transaction's start).
-                r.batch_id, self.query_name, datetime.now(UTC), r.input_rows, r.valid_rows, r.new_readings, r.duplicate_rows,
-                r.late_rows, r.dead_letters, r.anomalies, r.windows_updated, r.windows_finalized, duration_ms,
-                r.spark_ms, r.sink_ms, r.input_rows / (duration_ms / 1000) if duration_ms > 0 else None,
-                r.latency_p50_ms, r.latency_p95_ms, r.latency_max_ms, r.kafka_latency_p50_ms,
-                r.kafka_latency_p95_ms, r.kafka_latency_max_ms, r.watermark, r.max_event_time,
-            ],
-        )  # fmt: skip
-        cur.execute(
-            "INSERT INTO sink_commits VALUES (?, ?, now(), ?, ?, ?)",
-            [self.query_name, r.batch_id, r.next_watermark, r.max_event_time, json.dumps(r.end_offsets)],
-        )
 
 
 # At most this many separate event-time ranges per lookup: the filter stays short, and a batch of

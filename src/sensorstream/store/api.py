@@ -38,9 +38,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
-from sensorstream.store import queries
+from sensorstream.store import catalog
 from sensorstream.store.errors import QueryError, ReadBusy
-from sensorstream.store.queries import Result
+from sensorstream.store.execute import Result
 from sensorstream.store.reads import ReadGate
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def make_app(
 
     @app.get("/queries")
     def list_queries() -> dict[str, Any]:
-        return {"queries": queries.describe()}
+        return {"queries": catalog.describe()}
 
     @app.get("/query/{name}")
     def query(name: str, request: Request) -> Response:

@@ -21,7 +21,7 @@ import pandas as pd
 from sensorstream.config import Settings
 from sensorstream.store.db import StoreLockedError, connect
 from sensorstream.store.errors import QueryError
-from sensorstream.store.queries import Result
+from sensorstream.store.execute import Result
 from sensorstream.store.reads import ReadGate
 
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class StoreClient:
 
     # --- the interface -----------------------------------------------------------------------
     def query(self, name: str, **params: Any) -> pd.DataFrame:
-        """Run a named query (see ``store.queries``); ``None`` parameters mean "not given"."""
+        """Run a named query (see ``store.catalog``); ``None`` parameters mean "not given"."""
         given = {k: _wire(v) for k, v in params.items() if v is not None}
         return to_frame(
             self._either(

@@ -89,6 +89,13 @@ def write_transaction(con: duckdb.DuckDBPyConnection, what: str = "batch") -> It
             cur.close()
 
 
+@contextmanager
+def writes_held() -> Iterator[None]:
+    """Wait for the write transaction in flight, and keep new ones out while the block runs."""
+    with writer_lock:
+        yield
+
+
 def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
     # A failed COMMIT (e.g. a constraint checked at commit) has already ended the transaction.
     with suppress(duckdb.Error):

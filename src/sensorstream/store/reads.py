@@ -51,7 +51,7 @@ from typing import Any, Literal
 import duckdb
 
 from sensorstream.config import Settings
-from sensorstream.store import queries, sqlguard
+from sensorstream.store import execute, sqlguard
 from sensorstream.store.errors import (
     InvalidParameter,
     QueryError,
@@ -62,8 +62,8 @@ from sensorstream.store.errors import (
     TooLarge,
     first_line,
 )
+from sensorstream.store.execute import Result, jsonable, read_cursor
 from sensorstream.store.lockdown import lock_down
-from sensorstream.store.queries import Result, jsonable, read_cursor
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class ReadLimits:
 
 
 class ReadResult(Result):
-    """A :class:`~sensorstream.store.queries.Result` whose rows hold DuckDB's Python values."""
+    """A :class:`~sensorstream.store.catalog.Result` whose rows hold DuckDB's Python values."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -366,16 +366,16 @@ class ReadGate:
     def run_named(
         self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> Result:
-        """A named query (``store.queries``) in its own lane; its rows are already JSON values."""
+        """A named query (``store.catalog``) in its own lane; its rows are already JSON values."""
         # The caller's thread at its normal priority: these are the dashboard's short, static reads.
         with self.admit("named"):
-            return queries.run_query(
+            return execute.run_query(
                 self.con, name, params, timeout=min(timeout or self.limits.timeout, self.limits.timeout)
             )
 
     def health(self) -> dict[str, Any]:
         """Schema version and last batch; nothing about the machine (no paths, no PIDs)."""
-        return queries.health(self.con)
+        return execute.health(self.con)
 
 
 def run_sql(

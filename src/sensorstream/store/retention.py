@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from sensorstream.store.db import write_transaction
-from sensorstream.store.queries import read_cursor
+from sensorstream.store.execute import read_cursor
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from sensorstream.store.queries import read_cursor
+from sensorstream.store.execute import read_cursor
 
 log = logging.getLogger(__name__)
 

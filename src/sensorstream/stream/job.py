@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from sensorstream.config import Settings, spark_interval
-from sensorstream.sink.merge import BatchMerger, BatchResult
+from sensorstream.sink.base import BatchResult, Sink
 from sensorstream.stream.parse import parse_records, with_window
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def kafka_stream(spark: SparkSession, settings: Settings) -> DataFrame:
 
 def parsed_stream(spark: SparkSession, settings: Settings) -> DataFrame:
     return with_window(
-        parse_records(kafka_stream(spark, settings), settings.valid_ranges), settings.slide or settings.window
+        parse_records(kafka_stream(spark, settings), settings.valid_ranges), settings.window_step
     )
 
 
@@ -119,9 +119,7 @@ class StreamJob:
     """Start, watch and stop the query; ``on_batch`` observers get each :class:`BatchResult`
     (on a thread of their own, after the batch committed: see :class:`_Observers`)."""
 
-    def __init__(
-        self, spark: SparkSession, settings: Settings, merger: BatchMerger, query_name: str = QUERY_NAME
-    ):
+    def __init__(self, spark: SparkSession, settings: Settings, merger: Sink, query_name: str = QUERY_NAME):
         self.spark = spark
         self.settings = settings
         self.merger = merger

@@ -2,7 +2,7 @@
 
 Modules, one concern each: ``codec`` (message framing), ``auth`` (SCRAM-SHA-256), ``types`` (OIDs
 and value encodings), ``params`` (parameter types), ``translate`` (PostgreSQL -> DuckDB SQL and
-session commands), ``catalog`` (what the "server" reports), ``gate`` (the shared read gate's guard and
+session commands), ``pg_catalog`` (what the "server" and its catalog report), ``gate`` (the shared read gate's guard and
 limits), ``session`` (one connection) and ``server`` (the listener thread).
 """
 

@@ -19,9 +19,9 @@ from typing import Any
 from sensorstream.store.pgwire import codec, translate
 from sensorstream.store.pgwire import types as t
 from sensorstream.store.pgwire.auth import AuthFailed
-from sensorstream.store.pgwire.catalog import STARTUP_PARAMETERS, settings_for
 from sensorstream.store.pgwire.codec import ProtocolError, Reader
 from sensorstream.store.pgwire.gate import ReadError
+from sensorstream.store.pgwire.pg_catalog import STARTUP_PARAMETERS, settings_for
 from sensorstream.store.reads import ReadResult
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from sensorstream.store.pgwire import catalog
+from sensorstream.store.pgwire import pg_catalog
 
 _TOKENIZER_DIALECT = Postgres()
 
@@ -207,7 +207,7 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
     if isinstance(node, exp.CurrentVersion) or (
         isinstance(node, exp.Anonymous) and _function_name(node) == "version"
     ):
-        return _named(node, exp.Literal.string(catalog.VERSION_TEXT), "version")
+        return _named(node, exp.Literal.string(pg_catalog.VERSION_TEXT), "version")
     if isinstance(node, exp.Anonymous):
         name = _function_name(node)
         args = node.expressions
@@ -216,7 +216,7 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
         if name == "current_setting" and args:
             if isinstance(args[0], exp.Literal):
                 return _named(node, _literal(settings.get(args[0].name.lower())), name)
-            table = catalog.replaced_tables(user, settings)["pg_settings"]
+            table = pg_catalog.replaced_tables(user, settings)["pg_settings"]
             lookup = sqlglot.parse_one(
                 f"(SELECT any_value(setting) FROM ({table}) AS s WHERE name = lower(''))"
             )
@@ -237,7 +237,7 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
             return _named(node, _oid_lookup(*_REG_TYPES["REG" + name[6:].upper()], args[0]), name)
         if name == "format_type" and args:
             cases = exp.Case(this=args[0].copy())
-            for oid, text in catalog.FORMAT_TYPE_NAMES.items():
+            for oid, text in pg_catalog.FORMAT_TYPE_NAMES.items():
                 cases = cases.when(exp.Literal.number(oid), exp.Literal.string(text))
             fallback = exp.Anonymous(this="format_type", expressions=[a.copy() for a in args])
             return _named(node, cases.else_(fallback), name)
@@ -271,7 +271,7 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
 
 def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, str]) -> None:
     """pg_catalog tables DuckDB lacks or answers with engine internals become subqueries of ours."""
-    replaced = catalog.replaced_tables(user, settings)
+    replaced = pg_catalog.replaced_tables(user, settings)
     for table in list(tree.find_all(exp.Table)):
         if isinstance(table.this, exp.Func) and table.db.lower() == "pg_catalog":
             table.set("db", None)  # pg_catalog.generate_series(...): DuckDB's live in main
@@ -281,11 +281,11 @@ def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, s
             continue
         if name in replaced:
             body = sqlglot.parse_one(replaced[name], read="duckdb")
-        elif name in catalog.EMPTY_TABLES:
-            body = sqlglot.parse_one(catalog.empty_table_sql(name), read="duckdb")
-        elif name in catalog.EXTRA_COLUMNS:
-            extras = ", ".join(f"{v} AS {k}" for k, v in catalog.EXTRA_COLUMNS[name].items())
-            retyped = ", ".join(f"{v} AS {k}" for k, v in catalog.RETYPED_COLUMNS.get(name, {}).items())
+        elif name in pg_catalog.EMPTY_TABLES:
+            body = sqlglot.parse_one(pg_catalog.empty_table_sql(name), read="duckdb")
+        elif name in pg_catalog.EXTRA_COLUMNS:
+            extras = ", ".join(f"{v} AS {k}" for k, v in pg_catalog.EXTRA_COLUMNS[name].items())
+            retyped = ", ".join(f"{v} AS {k}" for k, v in pg_catalog.RETYPED_COLUMNS.get(name, {}).items())
             star = f"* REPLACE ({retyped})" if retyped else "*"
             body = sqlglot.parse_one(f"SELECT {star}, {extras} FROM pg_catalog.{name}", read="duckdb")
         else:

@@ -20,10 +20,16 @@ import time
 
 from confluent_kafka.admin import AdminClient
 
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.common import Background, for_kafka, start_reader, summary_numbers
-from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, read_topic, wait_until
-from sensorstream.faults.events import Expectation, StreamSpec, build, topic_check
+from sensorstream.tools.faults.env import Workspace, api_up, api_url, caught_up, read_topic, wait_until
+from sensorstream.tools.faults.scenario import (
+    Background,
+    FaultOptions,
+    ScenarioResult,
+    for_kafka,
+    start_reader,
+    summary_numbers,
+)
+from sensorstream.tools.reference import Expectation, StreamSpec, build, topic_check
 
 STALL_BOUND_S = 50.0  # the longest partition stall the expected result is valid for
 

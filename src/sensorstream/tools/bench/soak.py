@@ -37,137 +37,26 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
-from sensorstream.bench.kafka import bench_broker
-from sensorstream.bench.stream import _latency, _producer_process, _settings, lag_growth, warm_up
 from sensorstream.config import Settings
-from sensorstream.kafka.broker import create_topic
+from sensorstream.kafka.topics import create_topic
+from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.client import StoreClient
 from sensorstream.store.db import connect
 from sensorstream.store.migrations import TABLES
 from sensorstream.store.retention import apply_retention
+from sensorstream.tools.bench.kafka import bench_broker
+from sensorstream.tools.bench.stream import (
+    lag_growth,
+    latency_figures,
+    producer_process,
+    run_settings,
+    warm_up,
+)
+from sensorstream.tools.synthetic import make_batch, old_copies, prefill
 
 console = Console(stderr=True)
 wide = console if console.is_terminal else Console(stderr=True, width=160)
-
-SENSOR_TYPES = ("temperature", "humidity", "pressure", "vibration")
-# A plausible level and swing per type: inside the anomaly thresholds, as a healthy plant is.
-LEVELS, SWINGS = [20.0, 50.0, 1013.0, 4.0], [5.0, 10.0, 8.0, 2.0]
-
-
-# --- pre-fill ------------------------------------------------------------------------------------
-def prefill(
-    con: duckdb.DuckDBPyConnection,
-    rows: int,
-    end: datetime,
-    *,
-    sensors: int = 1000,
-    span: timedelta = timedelta(hours=24),
-    window_s: int = 60,
-    lateness_s: int = 30,
-) -> float:
-    """``rows`` readings evenly over ``span`` before ``end``, their (final) windows and a ledger row.
-
-    In event-time order and in one statement per table, as the sink would have left them after a
-    day; returns the seconds it took.
-    """  # fmt: skip
-    started = time.perf_counter()
-    if rows <= 0:
-        return 0.0
-    step_us = span.total_seconds() * 1e6 / rows
-    t0 = end - span
-    con.execute(
-        """
-        INSERT INTO readings
-        SELECT md5('prefill-' || i) AS event_id,
-               'sensor-' || lpad(CAST(i % $sensors AS VARCHAR), 5, '0') AS sensor_id,
-               $t0 + to_microseconds(CAST(i * $step_us AS BIGINT)) AS event_time,
-               ($levels)[1 + i % $sensors % 4] + ($swings)[1 + i % $sensors % 4] * sin(i / 7.0) AS value,
-               ($types)[1 + i % $sensors % 4] AS sensor_type, 'u' AS unit, 'plant-a' AS site,
-               time_bucket(to_seconds($window), $t0 + to_microseconds(CAST(i * $step_us AS BIGINT))) AS window_start,
-               false AS is_late, CAST(i % 3 AS INTEGER) AS kafka_partition, i // 3 AS kafka_offset,
-               $t0 + to_microseconds(CAST(i * $step_us AS BIGINT)) AS kafka_timestamp,
-               -1 AS batch_id, now() AS ingested_at
-        FROM range($rows) r(i)
-        """,
-        {"rows": rows, "sensors": sensors, "t0": t0, "step_us": step_us, "types": list(SENSOR_TYPES),
-         "window": window_s, "levels": LEVELS, "swings": SWINGS},
-    )  # fmt: skip
-    con.execute(
-        """
-        INSERT INTO window_stats
-        SELECT sensor_id, window_start, window_start + to_seconds($window), any_value(sensor_type),
-               any_value(site), count(*), avg(value), min(value), max(value), stddev_samp(value), true, now(),
-               var_pop(value) * count(*)
-        FROM readings GROUP BY sensor_id, window_start ORDER BY window_start
-        """,
-        {"window": window_s},
-    )
-    newest = con.execute("SELECT max(event_time) FROM readings").fetchone()[0]
-    con.execute(
-        "INSERT INTO sink_commits VALUES ('prefill', 0, now(), ?, ?, '{}')",
-        [newest - timedelta(seconds=lateness_s), newest],
-    )
-    con.execute("CHECKPOINT")
-    return time.perf_counter() - started
-
-
-# --- sink batches --------------------------------------------------------------------------------
-def make_batch(
-    con: duckdb.DuckDBPyConnection,
-    index: int,
-    start: datetime,
-    *,
-    events: int = 20_000,
-    sensors: int = 1000,
-    window_s: int = 60,
-    offset: int = 0,
-) -> pa.Table:
-    """A batch shaped like the Spark parser's output: one second of event time from ``start``.
-
-    1 % exact copies of the previous batch's events, 0.5 % out of order (10 s behind) and 0.1 %
-    late (an hour behind).
-    """  # fmt: skip
-    return con.sql(
-        """
-        WITH ev AS (
-            SELECT i,
-                   CASE WHEN i % 100 = 1 AND $index > 0 THEN 'b' || ($index - 1) || '-' || (i + 1)
-                        ELSE 'b' || $index || '-' || i END AS event_id,
-                   CASE WHEN i % 100 = 1 AND $index > 0  -- the previous batch's event i + 1, resent
-                        THEN $start - INTERVAL 1 SECOND + to_microseconds(CAST((i + 1) * 1e6 / $events AS BIGINT))
-                        ELSE $start + to_microseconds(CAST(i * 1e6 / $events AS BIGINT)) END
-                     - CASE WHEN i % 200 = 3 THEN INTERVAL 10 SECOND WHEN i % 1000 = 7 THEN INTERVAL 1 HOUR
-                            ELSE INTERVAL 0 SECOND END AS event_time
-            FROM range($events) r(i)
-        )
-        SELECT 'sensor-data' AS kafka_topic, CAST(i % 3 AS INTEGER) AS kafka_partition,
-               CAST($offset + i AS BIGINT) AS kafka_offset, now() AS kafka_timestamp, NULL::BLOB AS kafka_key,
-               NULL::BLOB AS raw_value, event_id,
-               'sensor-' || lpad(CAST(i % $sensors AS VARCHAR), 5, '0') AS sensor_id,
-               ($levels)[1 + i % $sensors % 4] + ($swings)[1 + i % $sensors % 4] * sin(i / 7.0) AS value,
-               ($types)[1 + i % $sensors % 4] AS sensor_type, 'u' AS unit, 'plant-a' AS site,
-               event_time, NULL::VARCHAR AS error,
-               time_bucket(to_seconds($window), event_time) AS window_start
-        FROM ev
-        """,
-        params={"index": index, "start": start, "events": events, "sensors": sensors, "offset": offset,
-                "types": list(SENSOR_TYPES), "window": window_s, "levels": LEVELS, "swings": SWINGS},
-    ).to_arrow_table()  # fmt: skip
-
-
-def old_copies(con: duckdb.DuckDBPyConnection, at: datetime, n: int, offset: int) -> pa.Table:
-    """``n`` stored readings from around ``at``, resent as new Kafka records: exact copies."""
-    cur = con.cursor()  # its own cursor: the caller's may still hold a result
-    return cur.sql(
-        """
-        SELECT 'sensor-data' AS kafka_topic, kafka_partition, CAST($offset + row_number() OVER () AS BIGINT)
-                   AS kafka_offset, now() AS kafka_timestamp, NULL::BLOB AS kafka_key, NULL::BLOB AS raw_value,
-               event_id, sensor_id, value, sensor_type, unit, site, event_time, NULL::VARCHAR AS error, window_start
-        FROM readings WHERE event_time BETWEEN $at AND $at + INTERVAL 10 SECOND LIMIT $n
-        """,
-        params={"at": at, "n": n, "offset": offset},
-    ).to_arrow_table()
 
 
 @dataclass
@@ -245,13 +134,13 @@ def _num(value: Any) -> float | None:
 def _new_topic(settings: Settings, bootstrap: str, work: Path, prefix: str, **over: Any) -> Settings:
     topic = f"{prefix}-{uuid.uuid4().hex[:6]}"
     create_topic({"bootstrap.servers": bootstrap}, topic, settings.partitions)
-    return _settings(settings, bootstrap, topic, work, **over)
+    return run_settings(settings, bootstrap, topic, work, **over)
 
 
 @contextmanager
 def _running_job(s: Settings, sensors: int, rate: float) -> Iterator[tuple[Any, StoreClient]]:
     """The real job (runtime) and a client of its read API, past its first (warm-up) batches."""
-    from sensorstream.stream.runner import StreamRuntime
+    from sensorstream.writer.runtime import StreamRuntime
 
     with (
         StreamRuntime(s) as runtime,
@@ -283,9 +172,9 @@ def full_store_point(
     point: dict[str, Any] = {"prefilled_readings": rows, "prefill_seconds": round(fill_s, 1)}
     with _running_job(s, sensors, rate) as (runtime, client):
         before = int(client.sql("SELECT coalesce(max(batch_id), -1) AS b FROM pipeline_metrics").iloc[0, 0])
-        _producer_process(s, rate, seconds, sensors, seed=7).wait(timeout=seconds + 120)
+        producer_process(s, rate, seconds, sensors, seed=7).wait(timeout=seconds + 120)
         runtime.job.wait_idle(timeout=600)
-        point["e2e"] = {"rate": rate, **_latency(client, before)}
+        point["e2e"] = {"rate": rate, **latency_figures(client, before)}
         sink = client.sql("SELECT median(sink_ms) AS m FROM pipeline_metrics WHERE batch_id > ?", [before])
         point["e2e"]["sink_ms"] = _num(sink.iloc[0, 0])
     con = connect(s.db)
@@ -320,7 +209,7 @@ def soak(
     samples: list[dict[str, Any]] = []
     with _running_job(s, sensors, rate) as (runtime, client):
         t0 = time.time()
-        proc = _producer_process(s, rate, minutes * 60, sensors, seed=21)
+        proc = producer_process(s, rate, minutes * 60, sensors, seed=21)
         while proc.poll() is None:
             time.sleep(10)
             last = client.sql(
@@ -328,12 +217,10 @@ def soak(
                 "quantile_cont(latency_max_ms, 0.99) FILTER (committed_at > now() - INTERVAL 10 SECOND) AS p99 "
                 "FROM pipeline_metrics"
             ).iloc[0]
-            end_offsets = client.sql(
-                "SELECT end_offsets FROM sink_commits ORDER BY committed_at DESC LIMIT 1"
-            ).iloc[0, 0]
+            done = client.sql(LAST_END_OFFSETS_SQL).iloc[0, 0]
             sample = {
                 "t": round(time.time() - t0, 1),
-                "consumer_lag": sum(runtime.monitor.lag.lag(end_offsets).values()),
+                "consumer_lag": sum(runtime.monitor.lag.lag(done).values()),
                 "batch_ms": _num(last["ms"]),
                 "batch_latency_max_p99_ms": _num(last["p99"]),
                 "python_rss_mb": rss_mb(os.getpid()),

@@ -34,20 +34,21 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sensorstream.bench.kafka import bench_broker
-from sensorstream.bench.plots import plot_stream
 from sensorstream.config import ENV_PREFIX, Settings
-from sensorstream.kafka.broker import create_topic
+from sensorstream.kafka.topics import create_topic
+from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, end_offsets
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.store.client import StoreClient
-from sensorstream.stream.runner import StreamRuntime
+from sensorstream.tools.bench.kafka import bench_broker
+from sensorstream.tools.bench.plots import plot_stream
+from sensorstream.writer.runtime import StreamRuntime
 
 console = Console(stderr=True)
 # Outside a terminal (make, CI logs, a pipe) rich would fold the table to 80 columns.
 wide = console if console.is_terminal else Console(stderr=True, width=160)
 
 
-def _settings(base: Settings, bootstrap: str, topic: str, work: Path, **over: Any) -> Settings:
+def run_settings(base: Settings, bootstrap: str, topic: str, work: Path, **over: Any) -> Settings:
     return base.model_copy(
         update={
             "bootstrap_servers": bootstrap, "topic": topic, "data_dir": work, "db": work / "bench.duckdb",
@@ -56,7 +57,7 @@ def _settings(base: Settings, bootstrap: str, topic: str, work: Path, **over: An
     )  # fmt: skip
 
 
-def _producer_process(
+def producer_process(
     settings: Settings, rate: float, duration: float, sensors: int, seed: int
 ) -> subprocess.Popen:
     env = dict(os.environ)
@@ -78,7 +79,7 @@ def warm_up(settings: Settings, runtime: Any, sensors: int, rate: float, seconds
     that backlog is what every later event waits behind, and it says nothing about the pipeline
     running at that rate.
     """
-    _producer_process(settings, rate, seconds, sensors, seed=99_999).wait(timeout=seconds + 120)
+    producer_process(settings, rate, seconds, sensors, seed=99_999).wait(timeout=seconds + 120)
     runtime.job.wait_idle(timeout=300)
 
 
@@ -87,7 +88,7 @@ def _figures(df: Any) -> dict[str, float | None]:
     return {k: None if v is None or v != v else float(v) for k, v in df.iloc[0].to_dict().items()}
 
 
-def _latency(client: StoreClient, since_batch: int) -> dict[str, float | None]:
+def latency_figures(client: StoreClient, since_batch: int) -> dict[str, float | None]:
     """Per-event latency: the commit time of the event's batch minus its event time."""
     df = client.sql(
         """
@@ -182,7 +183,7 @@ def fixed_rates(
             high_before = sum(runtime.monitor.lag.high_watermarks().values())
             # A new seed per phase: the same seed would resend the same event ids (all duplicates).
             started, phase_start = time.monotonic(), time.time() - t0
-            proc = _producer_process(settings, rate, duration, sensors, seed=100 + phase)
+            proc = producer_process(settings, rate, duration, sensors, seed=100 + phase)
             proc.wait(timeout=duration + 120)
             produced_for = time.monotonic() - started
             phase_end = phase_start + produced_for
@@ -197,7 +198,7 @@ def fixed_rates(
                 "produced_per_second": round(produced / produced_for), "lag_at_end": sum(lag_end.values()),
                 "catch_up_seconds": round(catch_up, 2), "t_start": round(phase_start, 2), "t_end": round(phase_end, 2),
             }  # fmt: skip
-            row.update(_latency(client, before))
+            row.update(latency_figures(client, before))
             row["stages"] = _stages(client, before)
             row["batches"] = _batches(client, before, t0)
             # While the producer ran: the catch-up batches after it stopped would flatten the trend.
@@ -234,8 +235,8 @@ def kept_up(phase: dict[str, Any], trigger_s: float) -> bool:
 
 
 def _end_offsets(client: StoreClient) -> dict[str, int]:
-    df = client.sql("SELECT end_offsets FROM sink_commits ORDER BY committed_at DESC LIMIT 1")
-    return json.loads(df.iloc[0, 0]) if len(df) else {}
+    df = client.sql(LAST_END_OFFSETS_SQL)
+    return end_offsets(df.iloc[0, 0]) if len(df) else {}
 
 
 def run_stream_bench(
@@ -250,14 +251,14 @@ def run_stream_bench(
         work = Path(tmp)
         topic = f"bench-drain-{uuid.uuid4().hex[:6]}"
         create_topic({"bootstrap.servers": bootstrap}, topic, settings.partitions)
-        drained = drain(_settings(settings, bootstrap, topic, work / "drain"), events, sensors)
+        drained = drain(run_settings(settings, bootstrap, topic, work / "drain"), events, sensors)
         console.print(f"drain: {json.dumps(drained)}")
         paced = []
         if rates:  # `--rates ""`: the drain alone (what `bench scale` runs at each point)
             topic = f"bench-rates-{uuid.uuid4().hex[:6]}"
             create_topic({"bootstrap.servers": bootstrap}, topic, settings.partitions)
             paced = fixed_rates(
-                _settings(settings, bootstrap, topic, work / "rates"), list(rates), duration, sensors
+                run_settings(settings, bootstrap, topic, work / "rates"), list(rates), duration, sensors
             )
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

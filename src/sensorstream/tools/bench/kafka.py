@@ -31,12 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from sensorstream.config import Settings
-from sensorstream.kafka.broker import LocalKafka, create_topic
 from sensorstream.kafka.jars import ensure_jars, java_binary
-from sensorstream.procs import port_in_use
+from sensorstream.kafka.topics import create_topic
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.producer import PRODUCER_DEFAULTS, EventProducer
 from sensorstream.produce.simulator import Simulator
+from sensorstream.tools.local.broker import LocalKafka
+from sensorstream.tools.ports import free_block
 
 MIB = 1024 * 1024  # Kafka's perf tools report "MB" as MiB
 DISTINCT_PAYLOADS = 10_000
@@ -59,23 +60,13 @@ console = Console(stderr=True)
 
 
 # --- the broker ----------------------------------------------------------------------------------
-def free_port_pair(low: int = 20_000, high: int = 60_000) -> int:
-    """A port ``p`` with ``p`` and ``p + 1`` free (client and controller listeners)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(low, high, 2)
-        if not port_in_use(port) and not port_in_use(port + 1):
-            return port
-    raise RuntimeError("found no free port pair for the benchmark broker")
-
-
 @contextlib.contextmanager
 def bench_broker(settings: Settings, bootstrap_servers: str | None, port: int | None) -> Iterator[str]:
     if bootstrap_servers:
         yield bootstrap_servers
         return
     with tempfile.TemporaryDirectory(prefix="sensorstream-bench-") as tmp:
-        broker = LocalKafka(Path(tmp) / "kafka", port=port or free_port_pair(), cache_dir=settings.cache_dir)
+        broker = LocalKafka(Path(tmp) / "kafka", port=port or free_block(2), cache_dir=settings.cache_dir)
         console.print(f"starting a throwaway broker on {broker.bootstrap_servers} in {tmp}")
         try:
             yield broker.start()

@@ -5,7 +5,7 @@ own stream job and store:
 
 1. **calm**: only the usual reader (``faults.reader``) reads the API;
 2. **hostile**: the usual reader plus ``faults.hostile`` in another process, several threads
-   sending :data:`~sensorstream.faults.hostile.ATTACKS` (files, extension downloads, huge SQL,
+   sending :data:`~sensorstream.tools.faults.hostile.ATTACKS` (files, extension downloads, huge SQL,
    huge values and answers, endless queries, the machine's settings...) round and round.
 
 Both stores must equal the expectation (nothing lost, doubled or wrong); every hostile request
@@ -22,11 +22,17 @@ from pathlib import Path
 
 import duckdb
 
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.common import Background, for_kafka, start_reader, summary_numbers
-from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, wait_until
-from sensorstream.faults.events import Expectation, StreamSpec, build
-from sensorstream.faults.hostile import HostileReader, HostileStats
+from sensorstream.tools.faults.env import Workspace, api_up, api_url, caught_up, wait_until
+from sensorstream.tools.faults.hostile import HostileReader, HostileStats
+from sensorstream.tools.faults.scenario import (
+    Background,
+    FaultOptions,
+    ScenarioResult,
+    for_kafka,
+    start_reader,
+    summary_numbers,
+)
+from sensorstream.tools.reference import Expectation, StreamSpec, build
 
 LATENCY_FACTOR = 1.5
 PHASES = ("calm", "hostile")

@@ -17,9 +17,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sensorstream.faults import broker_restart, cluster_run, disk, hostile_reader, kill9, malformed_storm
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.reader import ReaderStats
+from sensorstream.tools.faults import (
+    broker_restart,
+    cluster_run,
+    disk,
+    hostile_reader,
+    kill9,
+    malformed_storm,
+)
+from sensorstream.tools.faults.scenario import FaultOptions, ScenarioResult
+from sensorstream.tools.reader import ReaderStats
 
 Scenario = Callable[[FaultOptions], ScenarioResult]
 SCENARIOS: dict[str, list[Scenario]] = {

@@ -24,10 +24,16 @@ import os
 import subprocess
 from pathlib import Path
 
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.common import for_kafka, path_in, send, summary_numbers
-from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, commits, wait_until
-from sensorstream.faults.events import Expectation, StreamSpec, build
+from sensorstream.tools.faults.env import Workspace, api_up, api_url, caught_up, commits, wait_until
+from sensorstream.tools.faults.scenario import (
+    FaultOptions,
+    ScenarioResult,
+    for_kafka,
+    path_in,
+    send,
+    summary_numbers,
+)
+from sensorstream.tools.reference import Expectation, StreamSpec, build
 
 
 def mechanism(probe_dir: Path) -> str | None:

@@ -87,7 +87,7 @@ def run_rules(
     warm_up_s = 3 * settings.anomaly_warmup * sensors * interval + 30
     plan = plan_faults(sensors, minutes, warm_up_s, settings.window) if faults else ()
     sim = Simulator(sensors, start, interval, seed, settings.valid_ranges, natural=False, faults=plan)
-    slide = settings.slide or settings.window
+    slide = settings.window_step
     run = AlertRun("faults" if faults else "clean", sensors, rate, minutes)
     with tempfile.TemporaryDirectory(prefix="sensorstream-alerts-") as tmp:
         s = settings.model_copy(update={"db": Path(tmp) / "alerts.duckdb"})

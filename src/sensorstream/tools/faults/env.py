@@ -8,7 +8,6 @@ JVM it launched).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -29,23 +28,12 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from sensorstream.config import ENV_PREFIX, Settings
-from sensorstream.kafka.broker import LocalKafka, create_topic
-from sensorstream.procs import port_in_use
+from sensorstream.kafka.topics import create_topic
+from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag, end_offsets
+from sensorstream.tools.local.broker import LocalKafka
+from sensorstream.tools.ports import free_block, free_port
 
 log = logging.getLogger(__name__)
-
-PORT_RANGE = (47100, 47999)  # our share of the machine's ports (others run tests beside us)
-
-
-def free_ports(count: int, rng: random.Random | None = None) -> int:
-    """The first of ``count`` consecutive free ports in :data:`PORT_RANGE` (LocalKafka wants a block)."""
-    rng = rng or random.Random()
-    low, high = PORT_RANGE
-    for _ in range(500):
-        first = rng.randrange(low, high - count)
-        if not any(port_in_use(p) for p in range(first, first + count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
 
 
 @dataclass
@@ -139,7 +127,7 @@ class Workspace:
     # --- Kafka -------------------------------------------------------------------------------------
     def kafka(self, brokers: int = 1) -> LocalKafka:
         """A broker (or a 3-node cluster) on free ports, stopped at teardown."""
-        port = free_ports(2 * brokers, self.rng)
+        port = free_block(2 * brokers, rng=self.rng)
         kafka = LocalKafka(
             self.dir / f"kafka-{brokers}", port=port, brokers=brokers, cache_dir=self.cache_dir
         )
@@ -159,7 +147,7 @@ class Workspace:
             "bootstrap_servers": bootstrap, "topic": topic, "data_dir": self.dir / tag,
             "db": self.dir / tag / "store.duckdb", "checkpoint_dir": self.dir / tag / "checkpoints",
             "cache_dir": self.cache_dir, "spark_master": "local[2]", "shuffle_partitions": 2,
-            "trigger": "500 ms", "metrics_port": 0, "api_port": free_ports(1, self.rng),
+            "trigger": "500 ms", "metrics_port": 0, "api_port": free_port(rng=self.rng),
             "pg_port": 0, "log_level": "INFO",
         }  # fmt: skip
         base.update(settings)
@@ -215,36 +203,28 @@ def store_offsets(url: str) -> dict[str, int] | None:
     """The last committed batch's end offsets per partition, through the job's read API."""
     try:
         r = httpx.post(
-            f"{url}/sql", json={"sql": "SELECT end_offsets FROM sink_commits ORDER BY committed_at DESC LIMIT 1"},
+            f"{url}/sql", json={"sql": LAST_END_OFFSETS_SQL},
             timeout=5.0, trust_env=False,
         )  # fmt: skip
         rows = r.json()["rows"] if r.status_code == 200 else None
     except httpx.HTTPError:
         return None
-    return json.loads(rows[0][0]) if rows else {}
+    return end_offsets(rows[0][0]) if rows else {}
 
 
 def topic_ends(bootstrap: str, topic: str) -> dict[str, int]:
     """High watermark per partition (the next offset to be written)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "faults-probe", "enable.auto.commit": False}
-    )
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            str(p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
-        }
-    finally:
-        consumer.close()
+    with TopicLag(client_config={"bootstrap.servers": bootstrap}, topic=topic) as probe:
+        return {str(p): high for p, high in probe.high_watermarks(timeout=10).items()}
 
 
 def caught_up(url: str, bootstrap: str, topic: str) -> bool:
-    """The store has committed every message the topic holds (end offsets are inclusive)."""
+    """The store has committed every message the topic holds."""
     done = store_offsets(url)
     if done is None:
         return False
-    ends = topic_ends(bootstrap, topic)
-    return all(done.get(p, -1) + 1 >= end for p, end in ends.items() if end > 0)
+    with TopicLag(client_config={"bootstrap.servers": bootstrap}, topic=topic) as probe:
+        return sum(probe.lag(done, timeout=10).values()) == 0
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 120.0) -> Counter[bytes]:

@@ -27,9 +27,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sensorstream.bench.kafka import bench_broker
-from sensorstream.bench.plots import plot_scale
 from sensorstream.config import ENV_PREFIX, Settings
+from sensorstream.tools.bench.kafka import bench_broker
+from sensorstream.tools.bench.plots import plot_scale
 
 console = Console(stderr=True)
 # Outside a terminal (make, CI logs, a pipe) rich would fold the table to 80 columns.

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from sensorstream.kafka.jars import ensure_jars, java_binary
+from sensorstream.kafka.topics import QUIET_LOG
 from sensorstream.procs import alive, port_in_use, read_pid, supervised
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,9 @@ class LocalKafka:
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Block until every node answers metadata requests (or one of them dies)."""
         deadline = time.monotonic() + timeout
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0, "logger": _quiet})
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap_servers, "log_level": 0, "logger": QUIET_LOG}
+        )
         while True:
             dead = [n for n in self.nodes if not n.pid()]
             if dead:
@@ -302,7 +305,7 @@ class LocalKafka:
         topics: dict[str, int] = {}
         if any(n["pid"] for n in nodes):
             try:
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _quiet})
+                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": QUIET_LOG})
                 md = admin.list_topics(timeout=3)
                 answering = True
                 topics = {t: len(m.partitions) for t, m in md.topics.items() if not t.startswith("__")}
@@ -316,50 +319,6 @@ class LocalKafka:
         }
 
 
-def answering(client_config: dict, timeout: float = 3.0) -> bool:
-    """Does a broker answer metadata requests at ``client_config``'s bootstrap servers?"""
-    try:
-        AdminClient({**client_config, "logger": _quiet}).list_topics(timeout=timeout)
-    except KafkaException:
-        return False
-    return True
-
-
-def create_topic(
-    client_config: dict,
-    topic: str,
-    partitions: int,
-    replication_factor: int = 1,
-    config: dict[str, str] | None = None,
-) -> bool:
-    """Create ``topic`` if it does not exist; returns True when it was created."""
-    admin = AdminClient({**client_config, "logger": _quiet})
-    if topic in admin.list_topics(timeout=10).topics:
-        return False
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                topic, num_partitions=partitions, replication_factor=replication_factor, config=config or {}
-            )
-        ],
-        operation_timeout=30,
-    )
-    try:
-        futures[topic].result()
-    except KafkaException as exc:
-        if "TOPIC_ALREADY_EXISTS" in str(exc):
-            return False
-        raise
-    # Metadata propagates asynchronously; wait until every partition has a leader.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        md = admin.list_topics(topic, timeout=5).topics.get(topic)
-        if md and len(md.partitions) == partitions and all(p.leader >= 0 for p in md.partitions.values()):
-            break
-        time.sleep(0.2)
-    return True
-
-
 def _reap(pid: int) -> None:
     # Our own children (started by this process) must be waited on, or they linger as zombies.
     with contextlib.suppress(ChildProcessError):
@@ -371,8 +330,3 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
-
-
-# librdkafka logs every refused connection while the broker boots; keep that out of our output.
-_quiet = logging.getLogger("sensorstream.kafka.librdkafka")
-_quiet.setLevel(logging.CRITICAL)

@@ -1,7 +1,9 @@
-"""Named, parameterized read queries: the one place that knows how the dashboard reads the store.
+"""The catalogue of named, parameterized read queries: what the dashboard and the API may ask.
 
-The read API (``store.api``) and the client's file fallback (``store.client``) both call
-:func:`run_query`, so a query answers the same columns and values whichever path served it.
+Each :class:`NamedQuery` declares its SQL, its parameters and the columns it answers (the
+contract); :func:`bind` turns user values into DuckDB parameters. Running them (cursors, time
+limits, JSON) is :mod:`sensorstream.store.execute`'s job, for every path that reads: the read
+API, the client's file fallback and the PostgreSQL endpoint.
 Every user value is bound as a DuckDB parameter (``$name``); SQL text here is static.
 
 Relative times: a ``since`` given as a number means that many minutes before the newest
@@ -13,22 +15,15 @@ from __future__ import annotations
 
 import math
 import re
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any, Literal
-from uuid import UUID
 
-import duckdb
-
-from sensorstream.store.errors import InvalidParameter, QueryError, QueryTimeout, first_line
+from sensorstream.store.errors import InvalidParameter, QueryError
 from sensorstream.store.migrations import TABLES
 
-MAX_ROWS = 10_000
-DEFAULT_TIMEOUT_S = 10.0
+MAX_ROWS = 10_000  # the most rows one read answers (the API's `limit` cap)
 MAX_SINCE_MINUTES = 100 * 366 * 24 * 60  # a century: more overflows DuckDB's microsecond arithmetic
 
 ParamKind = Literal["str", "int", "time", "since"]
@@ -61,19 +56,6 @@ class NamedQuery:
             ],
             "columns": list(self.columns),
         }
-
-
-@dataclass
-class Result:
-    """Column names, DuckDB type names and JSON-ready rows (timestamps as ISO-8601 strings)."""
-
-    columns: list[str]
-    types: list[str]
-    rows: list[list[Any]]
-    truncated: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"columns": self.columns, "types": self.types, "rows": self.rows, "truncated": self.truncated}
 
 
 # --- reusable SQL pieces (static text; values are always $parameters) ------------------------------
@@ -463,132 +445,3 @@ def get(name: str) -> NamedQuery:
         return QUERIES[name]
     except KeyError:
         raise QueryError(f"no query named {name!r}; known: {', '.join(QUERIES)}") from None
-
-
-# --- running ---------------------------------------------------------------------------------------
-def read_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """A cursor for one read: its own connection to the same database, so it sees the last commit."""
-    cur = con.cursor()
-    # Cursors do not inherit session settings; time_bucket and ISO output depend on the zone.
-    cur.execute("SET TimeZone = 'UTC'")
-    return cur
-
-
-@contextmanager
-def interrupt_after(cur: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
-    """Interrupt whatever ``cur`` runs once ``seconds`` have passed; raise :class:`QueryTimeout`."""
-    fired = threading.Event()
-
-    def fire() -> None:
-        fired.set()
-        cur.interrupt()
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    except duckdb.Error as exc:
-        if fired.is_set():
-            raise QueryTimeout(f"query interrupted after {seconds:g} s (the limit for one query)") from exc
-        raise
-    finally:
-        timer.cancel()
-
-
-def execute(
-    cur: duckdb.DuckDBPyConnection,
-    sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None,
-    *,
-    max_rows: int = MAX_ROWS,
-    timeout: float = DEFAULT_TIMEOUT_S,
-) -> Result:
-    """Run one statement on ``cur`` with a time limit and fetch at most ``max_rows`` rows."""
-    with interrupt_after(cur, timeout):
-        try:
-            cur.execute(sql, params)
-            rows = cur.fetchmany(max_rows + 1)
-        except QueryError:
-            raise
-        except duckdb.InterruptException:
-            raise
-        except duckdb.Error as exc:
-            # The first line only: the rest is DuckDB's caret diagram or hints, not a sentence.
-            raise QueryError(f"the store could not run this query: {first_line(exc)}") from exc
-    description = cur.description or []
-    truncated = len(rows) > max_rows
-    return Result(
-        columns=[d[0] for d in description],
-        types=[str(d[1]) for d in description],
-        rows=[[jsonable(v) for v in row] for row in rows[:max_rows]],
-        truncated=truncated,
-    )
-
-
-def run_query(
-    con: duckdb.DuckDBPyConnection,
-    name: str,
-    params: Mapping[str, Any] | None = None,
-    *,
-    timeout: float = DEFAULT_TIMEOUT_S,
-) -> Result:
-    """Run a named query on a fresh cursor of ``con`` (the writer's connection or a read-only one)."""
-    query = get(name)
-    bound = bind(query, params or {})
-    cur = read_cursor(con)
-    try:
-        return execute(cur, query.sql, bound, timeout=timeout)
-    finally:
-        cur.close()
-
-
-def _iso(value: datetime | date | time) -> str:
-    return value.isoformat()
-
-
-_CONVERT: dict[type, Callable[[Any], Any]] = {
-    datetime: _iso,
-    date: _iso,
-    time: _iso,
-    timedelta: lambda v: v.total_seconds(),
-    Decimal: float,
-    UUID: str,
-    bytes: lambda v: v.decode("utf-8", "backslashreplace"),
-    bytearray: lambda v: bytes(v).decode("utf-8", "backslashreplace"),
-}
-
-
-def jsonable(value: Any) -> Any:
-    """A DuckDB value as JSON: ISO-8601 times, seconds for intervals, null for NaN/inf."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    convert = _CONVERT.get(type(value))
-    if convert is not None:
-        return convert(value)
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return str(value)
-
-
-def health(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Schema version and the newest batch's id and age, from one cursor (``GET /health``)."""
-    cur = read_cursor(con)
-    try:
-        version = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        last = cur.execute(
-            "SELECT batch_id, committed_at, epoch(now()) - epoch(committed_at) FROM pipeline_metrics "
-            "ORDER BY committed_at DESC, batch_id DESC LIMIT 1"
-        ).fetchone()
-    finally:
-        cur.close()
-    return {
-        "schema_version": version[0] if version else 0,
-        "last_batch_id": last[0] if last else None,
-        "last_batch_at": jsonable(last[1]) if last else None,
-        "last_batch_age_seconds": last[2] if last else None,
-    }

@@ -1,4 +1,6 @@
-"""A known event stream for the fault scenarios, and what the store must hold after it.
+"""The reference model: a known event stream, and what the store must hold after it.
+
+One model of the expected result, used by the fault scenarios and by the end-to-end test.
 
 The stream is built so that its correct result does not depend on where micro-batches begin and
 end (which a broker outage, a kill or a concurrent producer all change):
@@ -153,11 +155,16 @@ class Expectation:
         lateness_s: float = 30.0,
         behind: int = 20_000,
         ahead: int = 1_000,
+        batches: list[int] | None = None,
     ) -> None:
         """How far batches can move the watermark against send order, in messages: the batches
         before a message end at most ``behind`` messages earlier (a batch's size plus partition
         skew) and reach at most ``ahead`` messages later (partition skew: a stalled partition, a
-        prorated batch). The expected result must be the same anywhere within these bounds."""
+        prorated batch). The expected result must be the same anywhere within these bounds.
+
+        ``batches``: the message counts of consecutive micro-batches, for a caller that controls
+        them exactly (a test that sends one phase, waits until it is committed, then the next);
+        the watermark then moves only between them, and ``behind``/``ahead`` are not used."""
         self.messages = messages
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
@@ -173,27 +180,32 @@ class Expectation:
             cols["value"].append(float(event["value"]) if event else None)
         # Arrow, not executemany: a row-by-row insert of 200K messages took minutes.
         table = pa.table(
-            {"seq": pa.array(range(len(messages)), pa.int64()), **{k: cols[k] for k in ("event_id", "sensor_id", "event_time", "error")},
+            {"seq": pa.array(range(len(messages)), pa.int64()), "batch_no": pa.array(_batch_numbers(len(messages), batches), pa.int64()), **{k: cols[k] for k in ("event_id", "sensor_id", "event_time", "error")},
              "value": pa.array(cols["value"], pa.float64()), "raw": pa.array(cols["raw"], pa.binary())}
         )  # fmt: skip
         self.con.register("input_arrow", table)
         self.con.execute("CREATE TABLE input AS SELECT * FROM input_arrow")
         self.con.unregister("input_arrow")
         w_us, l_us = round(window_s * 1e6), round(lateness_s * 1e6)
+        if batches is not None:  # exact: the newest event time of all earlier batches
+            lo_max = hi_max = (
+                "max(event_time) OVER (ORDER BY batch_no RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+            )
+        else:
+            lo_max = f"max(event_time) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND {int(behind)} PRECEDING)"
+            hi_max = f"max(event_time) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND {int(ahead)} FOLLOWING)"
         self.con.execute(
             f"""
             CREATE TABLE events AS
-            SELECT seq, event_id, sensor_id, event_time::TIMESTAMPTZ AS event_time, value,
+            SELECT seq, batch_no, event_id, sensor_id, event_time::TIMESTAMPTZ AS event_time, value,
                    time_bucket(to_microseconds({w_us}), event_time::TIMESTAMPTZ,
                                TIMESTAMPTZ '1970-01-01 00:00:00+00') AS window_start
             FROM input WHERE error IS NULL
             QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY seq) = 1;
             CREATE TABLE classified AS
-            SELECT *, window_start + to_microseconds({w_us}) <= coalesce(max(event_time) OVER (
-                          ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND {int(behind)} PRECEDING), TIMESTAMPTZ 'epoch')
+            SELECT *, window_start + to_microseconds({w_us}) <= coalesce({lo_max}, TIMESTAMPTZ 'epoch')
                           - to_microseconds({l_us}) AS late_lo,
-                      window_start + to_microseconds({w_us}) <= max(event_time) OVER (
-                          ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND {int(ahead)} FOLLOWING)
+                      window_start + to_microseconds({w_us}) <= coalesce({hi_max}, TIMESTAMPTZ 'epoch')
                           - to_microseconds({l_us}) AS late_hi
             FROM events;
             CREATE TABLE expected_windows AS
@@ -265,6 +277,14 @@ class Expectation:
         finally:
             con.execute("DETACH store")
         return v
+
+
+def _batch_numbers(n: int, batches: list[int] | None) -> list[int]:
+    if batches is None:
+        return [0] * n
+    if sum(batches) != n:
+        raise ValueError(f"batches {batches} hold {sum(batches)} messages, not the {n} given")
+    return [i for i, size in enumerate(batches) for _ in range(size)]
 
 
 def topic_check(messages: list[Message], in_topic: Counter[bytes]) -> dict[str, int]:

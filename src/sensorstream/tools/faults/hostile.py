@@ -11,7 +11,7 @@ The tests (``tests/test_store_hostile.py``) send each once; the ``hostile-reader
 runs :func:`run` in its own process, several threads sending the list over and over, while the
 stream job ingests.
 
-Run: ``python -m sensorstream.faults.hostile URL OUT.json [THREADS] [once]`` (stops on SIGTERM, or
+Run: ``python -m sensorstream.tools.faults.hostile URL OUT.json [THREADS] [once]`` (stops on SIGTERM, or
 after one round with ``once``, and writes OUT).
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from sensorstream.faults.reader import Reader
+from sensorstream.tools.reader import ReaderProcess
 
 REFUSED = frozenset({400, 413})  # the guard's or a limit's answer (or 429: busy, always right)
 HEAVY = frozenset({200, 400, 413})  # legal but costly: an answer or a limit
@@ -210,7 +210,7 @@ class HostileReader:
     """The hostile reader as a process of its own (its memory and CPU are not the writer's)."""
 
     def __init__(self, url: str, out: Path, threads: int = 4) -> None:
-        self._process = Reader(url, out, str(threads), module="sensorstream.faults.hostile")
+        self._process = ReaderProcess(url, out, str(threads), module=__name__)
 
     def kill(self) -> None:
         self._process.kill()

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import time
 
-from sensorstream.cluster import SparkCluster
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.common import for_kafka, send, start_reader, summary_numbers
-from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, free_ports, wait_until
-from sensorstream.faults.events import Expectation, StreamSpec, build
+from sensorstream.tools.faults.env import Workspace, api_up, api_url, caught_up, wait_until
+from sensorstream.tools.faults.scenario import (
+    FaultOptions,
+    ScenarioResult,
+    for_kafka,
+    send,
+    start_reader,
+    summary_numbers,
+)
+from sensorstream.tools.local.cluster import SparkCluster
+from sensorstream.tools.ports import free_block
+from sensorstream.tools.reference import Expectation, StreamSpec, build
 
 
 def run(opts: FaultOptions) -> ScenarioResult:
@@ -39,7 +46,7 @@ def run(opts: FaultOptions) -> ScenarioResult:
             summary = send(ws, for_kafka(opts.settings, bootstrap, topic), messages)
             result.events, result.numbers = summary.sent, summary_numbers(summary)
 
-            port = free_ports(2, ws.rng)
+            port = free_block(2, rng=ws.rng)
             cluster = SparkCluster(
                 ws.dir / "spark-cluster", port=port, webui_port=port + 1, workers=2, cores=1, memory="1g"
             )

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import duckdb
 
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.common import for_kafka, send, start_reader, summary_numbers
-from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, wait_until
-from sensorstream.faults.events import Expectation, StreamSpec, build
+from sensorstream.tools.faults.env import Workspace, api_up, api_url, caught_up, wait_until
+from sensorstream.tools.faults.scenario import (
+    FaultOptions,
+    ScenarioResult,
+    for_kafka,
+    send,
+    start_reader,
+    summary_numbers,
+)
+from sensorstream.tools.reference import Expectation, StreamSpec, build
 
 MIN_KINDS = 10
 

@@ -13,10 +13,16 @@ import math
 import random
 import time
 
-from sensorstream.faults.base import FaultOptions, ScenarioResult
-from sensorstream.faults.common import for_kafka, send, start_reader, summary_numbers
-from sensorstream.faults.env import Workspace, api_up, api_url, caught_up, commits, wait_until
-from sensorstream.faults.events import Expectation, StreamSpec, build
+from sensorstream.tools.faults.env import Workspace, api_up, api_url, caught_up, commits, wait_until
+from sensorstream.tools.faults.scenario import (
+    FaultOptions,
+    ScenarioResult,
+    for_kafka,
+    send,
+    start_reader,
+    summary_numbers,
+)
+from sensorstream.tools.reference import Expectation, StreamSpec, build
 
 
 def run(opts: FaultOptions) -> ScenarioResult:

@@ -1,0 +1,414 @@
+"""The runtime's commands: produce, stream, read the store, the dashboard, `run` and `status`.
+
+Registered on the root ``sensorstream`` command by :mod:`sensorstream.cli`, beside the tools'.
+Commands are thin: they load settings and call a module, imported inside the command so
+``sensorstream --help`` stays fast and a missing optional part never breaks the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sensorstream.config import Settings
+from sensorstream.terminal import console, fail, settings_or_exit
+
+commands = typer.Typer()  # top-level runtime commands
+topic_app = typer.Typer(help="Topics on the cluster (SENSORSTREAM_BOOTSTRAP_SERVERS).", no_args_is_help=True)
+
+
+def register(app: typer.Typer, kafka: typer.Typer) -> None:
+    app.add_typer(commands)
+    kafka.add_typer(topic_app, name="topic")
+
+
+# --- kafka topic ---------------------------------------------------------------------------------
+
+
+def _topic_or_exit(settings: Settings) -> None:
+    """A missing topic stops a producer or the stream at once with one sentence, not after a timeout."""
+    from sensorstream.kafka.topics import TopicError, require_topic
+
+    try:
+        require_topic(settings.kafka_client_config, settings.topic)
+    except TopicError as exc:
+        fail(str(exc))
+
+
+@topic_app.command("create")
+def topic_create(
+    name: Annotated[str | None, typer.Argument(help="topic (default: SENSORSTREAM_TOPIC)")] = None,
+    partitions: Annotated[int | None, typer.Option(help="default: SENSORSTREAM_PARTITIONS")] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option("--replication-factor", "-r", help="default: SENSORSTREAM_REPLICATION_FACTOR"),
+    ] = None,
+    retention: Annotated[
+        str | None, typer.Option(help="how long Kafka keeps messages, e.g. '7 days' (default: the broker's)")
+    ] = None,
+) -> None:
+    """Create a topic (nothing changes if it exists)."""
+    from sensorstream.config import parse_duration
+    from sensorstream.kafka.topics import TopicError, create
+
+    settings = settings_or_exit(partitions=partitions, replication_factor=replication_factor)
+    topic = name or settings.topic
+    try:
+        retention_ms = round(parse_duration(retention) * 1000) if retention else None
+    except ValueError as exc:
+        fail(f"--retention {retention!r}: {exc}", 2)
+        return
+    try:
+        created = create(settings.kafka_client_config, topic, settings.partitions, settings.replication_factor,
+                         retention_ms)  # fmt: skip
+    except TopicError as exc:
+        fail(str(exc))
+        return
+    state = "created" if created else "already exists (left as it is)"
+    console.print(
+        f"topic {topic} {state}: {settings.partitions} partitions, replication {settings.replication_factor}"
+    )
+
+
+@topic_app.command("list")
+def topic_list() -> None:
+    """Every topic with its partitions and replication factor."""
+    from sensorstream.kafka.topics import TopicError, list_topics
+
+    settings = settings_or_exit()
+    try:
+        topics = list_topics(settings.kafka_client_config)
+    except TopicError as exc:
+        fail(str(exc))
+        return
+    table = Table("topic", "partitions", "replication", title=f"topics on {settings.bootstrap_servers}")
+    for t in topics:
+        table.add_row(t.name, str(t.partitions), str(t.replication_factor))
+    Console().print(table)
+
+
+@topic_app.command("describe")
+def topic_describe(
+    name: Annotated[str | None, typer.Argument(help="default: SENSORSTREAM_TOPIC")] = None,
+) -> None:
+    """Partitions (leader, in-sync replicas), replication and retention of a topic."""
+    from sensorstream.kafka.topics import TopicError, describe_topic
+
+    settings = settings_or_exit()
+    try:
+        info = describe_topic(settings.kafka_client_config, name or settings.topic)
+    except TopicError as exc:
+        fail(str(exc))
+        return
+    out = Console()
+    out.print(f"topic {info.name}: {info.partitions} partitions, replication {info.replication_factor}")
+    for key, value in info.configs.items():
+        out.print(f"  {key} = {value}")
+    table = Table("partition", "leader", "in-sync replicas")
+    for part in sorted(info.leaders):
+        table.add_row(str(part), str(info.leaders[part]), f"{info.in_sync[part]}/{info.replication_factor}")
+    out.print(table)
+
+
+# --- stream --------------------------------------------------------------------------------------
+@commands.command("stream")
+def stream(
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    topic: Annotated[str | None, typer.Option(help="topic to read")] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Spark checkpoints")] = None,
+    spark_master: Annotated[str | None, typer.Option(help="e.g. local[2] or spark://host:7077")] = None,
+    max_offsets_per_trigger: Annotated[
+        int | None, typer.Option(help="upper bound of one micro-batch")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    until_idle: Annotated[bool, typer.Option(help="stop once caught up with the topic")] = False,
+) -> None:
+    """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
+    from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.stopping import exit_now
+    from sensorstream.store.db import StoreLockedError
+    from sensorstream.store.migrations import SchemaError
+    from sensorstream.writer.runtime import run_stream
+
+    settings = settings_or_exit(
+        bootstrap_servers=bootstrap_servers, topic=topic, db=db, checkpoint_dir=checkpoint_dir,
+        spark_master=spark_master, max_offsets_per_trigger=max_offsets_per_trigger,
+    )  # fmt: skip
+    _topic_or_exit(settings)
+    try:
+        run_stream(settings, timeout=timeout, until_idle=until_idle)
+    except (StoreLockedError, SchemaError, JavaMissingError, RuntimeError) as exc:
+        fail(str(exc))
+    exit_now(0)  # stopped on request (or caught up): everything is closed already
+
+
+# --- produce / consume ---------------------------------------------------------------------------
+BootstrapOpt = Annotated[str | None, typer.Option(help="Kafka bootstrap servers")]
+TopicOpt = Annotated[str | None, typer.Option(help="topic (default: SENSORSTREAM_TOPIC)")]
+AmountHelp = "an exact count (>= 1) or a fraction of the readings (< 1)"
+
+
+def _stop_on_sigterm():
+    """An Event set by SIGTERM, so `run` (or a service manager) stops us with a flush, like Ctrl-C."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+@commands.command("produce")
+def produce_cmd(
+    sensors: Annotated[int, typer.Option(help="simulated sensors")] = 10,
+    rate: Annotated[
+        float | None, typer.Option(help="messages/s; 0 = as fast as possible [default: 100, file: 0]")
+    ] = None,
+    duration: Annotated[str | None, typer.Option(help="run this long, e.g. '60', '5 minutes'")] = None,
+    count: Annotated[int | None, typer.Option(help="readings to send (file: lines, data set: rows)")] = None,
+    seed: Annotated[int, typer.Option(help="same seed, same sensors, values and event ids")] = 0,
+    late: Annotated[float, typer.Option(help=f"late events (minutes behind): {AmountHelp}")] = 0,
+    duplicates: Annotated[float, typer.Option(help=f"second sends of an event_id: {AmountHelp}")] = 0,
+    out_of_order: Annotated[float, typer.Option(help=f"held back a few messages: {AmountHelp}")] = 0,
+    malformed: Annotated[float, typer.Option(help=f"dead letters of every kind: {AmountHelp}")] = 0,
+    file: Annotated[Path | None, typer.Option(help="send each line of this file verbatim")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="replay a real data set: serf_west_15min, nrel_RSF_II, system_4_module_temperature"
+        ),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="data set time compression (900: 15 min -> 1 s)")] = 900.0,
+    start: Annotated[str | None, typer.Option(help="first event time, ISO-8601 (default: now)")] = None,
+    natural_faults: Annotated[
+        bool, typer.Option(help="the simulator's random spikes and stuck spells (--no-natural-faults: clean)")
+    ] = True,
+    topic: TopicOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress line")] = False,
+) -> None:
+    """Send sensor events: simulated (default), a file's lines verbatim, or a real data set.
+
+    Prints a JSON summary (sent, acked, failed, valid, late, duplicates, malformed by kind) on stdout.
+    """
+    from sensorstream.config import parse_duration
+    from sensorstream.produce import ProducePlan, produce
+    from sensorstream.schema import parse_time
+
+    settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
+    begin = parse_time(start) if start else None
+    if start and begin is None:
+        fail(f"--start {start!r} is not ISO-8601 with a zone (e.g. 2026-11-26T20:00:00Z)", 2)
+    try:
+        plan = ProducePlan(
+            sensors=sensors, rate=rate, duration=parse_duration(duration) if duration else None,
+            count=count, seed=seed, late=late, duplicates=duplicates, out_of_order=out_of_order,
+            malformed=malformed, file=file, dataset=dataset, speed=speed, start=begin,
+            natural_faults=natural_faults,
+        )  # fmt: skip
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    # After the arguments (a usage error needs no broker), before anything is sent.
+    _topic_or_exit(settings)
+    try:
+        summary = produce(settings, plan, progress=not quiet, stop=_stop_on_sigterm())
+    except (ValueError, OSError) as exc:
+        fail(str(exc), 2)
+        return
+    print(json.dumps(summary.to_dict()))
+    if summary.failed:
+        fail(f"{summary.failed} message(s) were not acknowledged by Kafka")
+
+
+@commands.command("consume")
+def consume_cmd(
+    from_beginning: Annotated[
+        bool | None,
+        typer.Option(
+            "--from-beginning/--latest", help="ignore the group's offsets [default: resume the group]"
+        ),
+    ] = None,
+    max_messages: Annotated[int | None, typer.Option("--max", help="stop after N messages")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
+    group: Annotated[
+        str, typer.Option(help="consumer group (offsets are committed)")
+    ] = "sensorstream-consume",
+    lag: Annotated[bool, typer.Option("--lag", help="print the group's lag per partition and exit")] = False,
+    timeout: Annotated[float | None, typer.Option(help="stop after this many idle seconds")] = None,
+    topic: TopicOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Print the topic's messages (pretty, or JSON lines), or the group's lag with --lag."""
+    from confluent_kafka import KafkaException
+    from rich.highlighter import JSONHighlighter
+    from rich.markup import escape
+
+    from sensorstream.kafka.consume import as_json as message_json
+    from sensorstream.kafka.consume import consume, lag_details
+
+    settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
+    conf = settings.kafka_client_config
+    try:
+        if lag:
+            rows = lag_details(conf, settings.topic, group)
+            if as_json:
+                print(json.dumps([{**row.__dict__, "lag": row.lag} for row in rows]))
+                return
+            table = Table(
+                "partition", "low", "high", "committed", "lag", title=f"{group} on {settings.topic}"
+            )
+            for row in rows:
+                table.add_row(*(str(v) for v in (row.partition, row.low, row.high, row.committed, row.lag)))
+            table.add_row("total", "", "", "", str(sum(r.lag for r in rows)), style="bold")
+            Console().print(table)
+            return
+        start = "committed" if from_beginning is None else "beginning" if from_beginning else "latest"
+        out = Console(highlight=False, soft_wrap=True)
+        highlight = JSONHighlighter()
+        for msg in consume(
+            conf, settings.topic, group=group, start=start, max_messages=max_messages, idle_timeout=timeout
+        ):
+            doc = message_json(msg)
+            if as_json:
+                print(json.dumps(doc), flush=True)
+                continue
+            value = doc["value"] if doc["value"] is not None else f"<not UTF-8: {doc['value_hex']}>"
+            out.print(
+                f"[dim]p{doc['partition']}@{doc['offset']}[/] [cyan]{escape(str(doc['key']))}[/] ", end=""
+            )
+            out.print(highlight(value))
+    except KafkaException as exc:
+        fail(f"Kafka at {settings.bootstrap_servers}: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+# --- dashboard -----------------------------------------------------------------------------------
+@commands.command("dashboard")
+def dashboard(
+    port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 (default: DASHBOARD_PORT)")] = None,
+) -> None:
+    """Serve the live dashboard (Streamlit) on 127.0.0.1 until Ctrl-C / SIGTERM."""
+    from sensorstream.dashboard.server import DashboardStartError, serve_dashboard
+
+    settings = settings_or_exit(dashboard_port=port)
+    try:
+        code = serve_dashboard(
+            settings, on_ready=lambda url: console.print(f"dashboard at [bold]{url}[/bold] (Ctrl-C stops it)")
+        )
+    except DashboardStartError as exc:
+        fail(str(exc))
+        return
+    raise typer.Exit(code)
+
+
+# --- the store from the command line -------------------------------------------------------------
+def _print_read(read: Callable[[Any], Any]) -> None:
+    """Print what ``read(client)`` returns; a refusal or an unreachable store is one sentence."""
+    from sensorstream.store.client import QueryError, StoreClient, StoreUnavailableError
+
+    settings = settings_or_exit()
+    try:
+        with StoreClient(settings) as client:
+            print(read(client).to_string(index=False))
+    except QueryError as exc:
+        fail(f"refused: {exc}")
+    except (StoreUnavailableError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@commands.command("query")
+def query_cmd(
+    name: Annotated[str, typer.Argument(help="a named query (see GET /queries)")],
+    params: Annotated[list[str] | None, typer.Argument(help="parameters as key=value")] = None,
+) -> None:
+    """Run a named read query through the store's read API (or the file when no writer runs)."""
+    kwargs = dict(p.split("=", 1) for p in params or [] if "=" in p)
+    _print_read(lambda client: client.query(name, **kwargs))
+
+
+@commands.command("sql")
+def sql_cmd(text: Annotated[str, typer.Argument(help="one read-only SELECT")]) -> None:
+    """Ad-hoc read-only SQL against the store (writes, ATTACH, COPY, file readers are refused)."""
+    _print_read(lambda client: client.sql(text))
+
+
+@commands.command("snapshot")
+def snapshot_cmd() -> None:
+    """Write the read-only snapshot file now (only while no stream holds the store)."""
+    from sensorstream.store.db import StoreLockedError, connect
+    from sensorstream.store.snapshot import write_snapshot
+
+    settings = settings_or_exit()
+    try:
+        con = connect(settings.db)
+    except StoreLockedError as exc:
+        fail(f"{exc} (a running stream writes snapshots itself when SENSORSTREAM_SNAPSHOT_INTERVAL > 0)")
+        return
+    try:
+        result = write_snapshot(con, settings.snapshot_path)
+    finally:
+        con.close()
+    console.print(f"snapshot written to {settings.snapshot_path}: {result}")
+
+
+# --- run and status --------------------------------------------------------------------------------
+@commands.command("run")
+def run(
+    sensors: Annotated[int, typer.Option(help="simulated sensors")] = 20,
+    rate: Annotated[float, typer.Option(help="events per second from the simulator")] = 200.0,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="skip the dashboard")] = False,
+) -> None:
+    """Broker, simulator, stream job and dashboard together, with embedded defaults; Ctrl-C stops all."""
+    from sensorstream.app.pipeline import Pipeline
+    from sensorstream.kafka.jars import JavaMissingError
+    from sensorstream.stopping import exit_now
+    from sensorstream.tools.local.broker import BrokerError
+
+    settings = settings_or_exit()
+    pipeline = Pipeline(settings, sensors=sensors, rate=rate, dashboard=not no_dashboard)
+
+    def ready() -> None:
+        postgres = (
+            f"postgres {settings.pg_host}:{settings.pg_port} (user {settings.pg_user})  "
+            if settings.pg_port >= 0
+            else ""
+        )
+        console.print(
+            f"[bold green]sensorstream running[/bold green]: dashboard http://{settings.host}:{settings.dashboard_port}  "
+            f"read API {settings.api_url}  {postgres}metrics http://{settings.host}:{settings.metrics_port}/metrics  "
+            "(Ctrl-C stops everything)"
+        )
+
+    try:
+        code = pipeline.run(on_ready=ready)
+    except (BrokerError, JavaMissingError, RuntimeError) as exc:
+        fail(str(exc))
+        return
+    exit_now(code)  # every part has stopped; the interpreter's teardown would only add to the stop
+
+
+@commands.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Pipeline health: broker, lag, last batch, rows per table. Exit code 0 only when healthy."""
+    from dataclasses import asdict
+
+    from sensorstream.monitor.status import check, render
+
+    settings = settings_or_exit()
+    health = check(settings)
+    if as_json:
+        print(json.dumps(asdict(health), default=str, indent=2))
+    else:
+        render(health, Console())
+    raise typer.Exit(health.code)

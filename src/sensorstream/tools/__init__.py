@@ -1,0 +1,1 @@
+"""Tooling beside the runtime: benchmarks, fault injection and local Kafka/Spark launchers."""

@@ -1,0 +1,1 @@
+"""Local launchers for development and tests: a KRaft broker (or three) and a Spark standalone cluster."""

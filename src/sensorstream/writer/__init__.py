@@ -1,0 +1,1 @@
+"""The writer process: one stream job, its sink, the store service and monitoring, wired together."""
