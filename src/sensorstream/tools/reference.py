@@ -31,14 +31,10 @@ import pyarrow as pa
 
 from sensorstream.produce import malformed
 from sensorstream.produce.messages import DUPLICATE, LATE, MALFORMED, OUT_OF_ORDER, VALID
-from sensorstream.schema import encode, make_event, validate
+from sensorstream.produce.simulator import Simulator
+from sensorstream.schema import encode, format_time, validate
 
 T0 = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
-SENSOR_TYPES = (
-    ("temperature", "C", 21.0, 3.0),
-    ("humidity", "%", 45.0, 8.0),
-    ("pressure", "hPa", 1010.0, 4.0),
-)
 
 
 @dataclass(frozen=True)
@@ -66,32 +62,35 @@ class StreamSpec:
 def build(spec: StreamSpec, valid_ranges: dict[str, tuple[float, float]]) -> list[Message]:
     """The messages in send order; the same spec always gives the same bytes."""
     rng = random.Random(spec.seed)
-    sensors = [(f"sensor-{i:04d}", *SENSOR_TYPES[i % len(SENSOR_TYPES)]) for i in range(spec.sensors)]
     n = spec.events
+    # The regular readings are the simulator's (the one event generator), without its natural
+    # spikes and stuck spells: the same sensors, signals and event ids `produce` sends.
+    sim = Simulator(
+        spec.sensors,
+        spec.start,
+        spec.step_ms / 1000,
+        seed=spec.seed,
+        valid_ranges=valid_ranges,
+        natural=False,
+    )
+    readings = [r.event for r in sim.readings(n)]
     # Each message gets a position key; one sort at the end puts the injected ones in place
     # (inserting into a 200K-element list one by one took seconds).
     keyed: list[tuple[float, Message]] = []
     held = set(rng.sample(range(n - 9), round(spec.disorder * n))) if n > 9 else set()
-    for i in range(n):
-        sensor_id, kind, unit, mean, sd = sensors[i % spec.sensors]
-        ts = spec.start + timedelta(milliseconds=i * spec.step_ms + rng.random() * spec.step_ms)
-        event = make_event(
-            f"ev-{spec.seed}-{i}", sensor_id, ts, round(rng.gauss(mean, sd), 3), kind, unit, "plant-f"
-        )
+    for i, event in enumerate(readings):
         # Disorder: a held reading goes out behind a few newer ones (milliseconds of event time).
         pos, label = (i + rng.randint(2, 8) + 0.5, OUT_OF_ORDER) if i in held else (float(i), VALID)
-        keyed.append((pos, Message(sensor_id.encode(), encode(event), label)))
+        keyed.append((pos, Message(event["sensor_id"].encode(), encode(event), label)))
     for k in range(round(spec.late * n)):
-        sensor_id, kind, unit, mean, _ = sensors[k % spec.sensors]
         ts = spec.start - timedelta(seconds=rng.uniform(600, 3600))
-        event = make_event(f"late-{spec.seed}-{k}", sensor_id, ts, mean, kind, unit, "plant-f")
-        keyed.append((rng.uniform(0.9 * n, n), Message(sensor_id.encode(), encode(event), LATE)))
+        event = {**readings[k % n], "event_id": f"late-{spec.seed}-{k}", "event_time": format_time(ts)}
+        keyed.append((rng.uniform(0.9 * n, n), Message(event["sensor_id"].encode(), encode(event), LATE)))
     for pos, msg in rng.sample(keyed[:n], round(spec.duplicates * n)):
         keyed.append((rng.uniform(pos, n), Message(msg.key, msg.value, DUPLICATE)))
     kinds = malformed.kinds_for(valid_ranges)
     for k in range(round(spec.malformed * n)):
-        sensor_id, stype, unit, mean, _ = sensors[k % spec.sensors]
-        base = make_event(f"bad-{spec.seed}-{k}", sensor_id, spec.start, mean, stype, unit, "plant-f")
+        base = {**readings[k % n], "event_id": f"bad-{spec.seed}-{k}", "event_time": format_time(spec.start)}
         raw = malformed.build(kinds[k % len(kinds)], base, rng, valid_ranges).replace(b"\n", b" ")
         keyed.append((rng.uniform(0, n), Message(None, raw, f"{MALFORMED}:{kinds[k % len(kinds)]}")))
     keyed.sort(key=lambda item: item[0])
