@@ -25,8 +25,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from sensorstream.kafka.topics import QUIET_LOG
+
 log = logging.getLogger(__name__)
-_librdkafka_log = logging.getLogger("sensorstream.kafka.librdkafka")
+_librdkafka_log = QUIET_LOG
 
 DEFAULT_GROUP = "sensorstream-consume"
 StartAt = Literal["committed", "beginning", "latest"]

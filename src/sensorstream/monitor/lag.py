@@ -14,10 +14,9 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from sensorstream.config import Settings
+from sensorstream.kafka.topics import QUIET_LOG
 
 log = logging.getLogger(__name__)
-_quiet = logging.getLogger("sensorstream.monitor.librdkafka")
-_quiet.setLevel(logging.CRITICAL)
 
 # The last committed batch's end offsets, per partition (inclusive: the last offset processed).
 LAST_END_OFFSETS_SQL = "SELECT end_offsets FROM sink_commits ORDER BY committed_at DESC LIMIT 1"
@@ -46,7 +45,7 @@ class TopicLag:
         config = client_config if client_config is not None else settings.kafka_client_config  # type: ignore[union-attr]
         self.topic = topic or settings.topic  # type: ignore[union-attr]
         self._consumer = Consumer(
-            {**config, "group.id": "sensorstream-lag-probe", "enable.auto.commit": False, "logger": _quiet}
+            {**config, "group.id": "sensorstream-lag-probe", "enable.auto.commit": False, "logger": QUIET_LOG}
         )
 
     def high_watermarks(self, timeout: float = 5.0) -> dict[int, int]:

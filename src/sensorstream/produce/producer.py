@@ -14,6 +14,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from sensorstream.kafka.topics import QUIET_LOG
+
 log = logging.getLogger(__name__)
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -33,7 +35,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 POLL_INTERVAL = 0.05  # seconds between serving delivery reports while sending
 
 # librdkafka logs every refused connection while a broker is down; our counts say what matters.
-_librdkafka_log = logging.getLogger("sensorstream.kafka.librdkafka")
+_librdkafka_log = QUIET_LOG
 
 
 class EventProducer:

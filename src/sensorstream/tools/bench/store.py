@@ -87,6 +87,7 @@ def _phase(
             "reads": reader["reads"],
             "reads_per_s": round(reader["reads"] / seconds, 1),
             "errors": len(reader["failures"]),
+            "busy_429": reader["busy"],
             "first_errors": reader["failures"][:3],
             "latency_ms_all": _summary(latencies),
             "latency_ms": {name: _summary(v) for name, v in sorted(reader["latencies_ms"].items())},
