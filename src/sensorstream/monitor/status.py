@@ -16,9 +16,12 @@ from sensorstream.config import Settings
 from sensorstream.monitor.health import EXIT_CODES, Level, classify, is_stalled
 
 HEALTHY = 0
-BROKER_DOWN, STALLED, STORE_DOWN = (
-    EXIT_CODES[level] for level in (Level.BROKER_DOWN, Level.STALLED, Level.DOWN)
-)
+# What the first line says for the levels a script must act on; every other level is healthy.
+_TROUBLE = {
+    Level.BROKER_DOWN: "broker down",
+    Level.STALLED: "stream stalled",
+    Level.DOWN: "store unreachable",
+}
 
 
 @dataclass
@@ -105,8 +108,8 @@ def _plain(value: Any) -> Any:
 def render(health: Health, console) -> None:
     from rich.table import Table
 
-    state = {HEALTHY: "[green]healthy[/green]", BROKER_DOWN: "[red]broker down[/red]",
-             STALLED: "[red]stream stalled[/red]", STORE_DOWN: "[red]store unreachable[/red]"}[health.code]  # fmt: skip
+    trouble = _TROUBLE.get(health.level)
+    state = f"[red]{trouble}[/red]" if trouble else "[green]healthy[/green]"
     console.print(f"sensorstream: {state}  ({time.strftime('%H:%M:%S')})")
     for problem in health.problems:
         console.print(f"  [yellow]![/yellow] {problem}")

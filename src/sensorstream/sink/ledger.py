@@ -53,8 +53,8 @@ def annotate(
 ) -> None:
     """Fill in monitoring columns (:data:`ANNOTATIONS`) of a committed batch's metrics row.
 
-    ``unless``: checked inside the transaction (no write when it says so), for a caller that is
-    closing and must not write once it said it closed.
+    ``unless``: checked under the writer lock before the transaction opens a cursor (no write when
+    it says so), for a caller that is closing and must not write once it said it closed.
     """
     unknown = set(values) - set(ANNOTATIONS)
     if unknown:
