@@ -1,6 +1,6 @@
 """The sensor event, defined once.
 
-The producer, the Spark parser, the DuckDB ``readings`` table and the tests all derive their view
+The producer, the sink's parser, the DuckDB ``readings`` table and the tests all derive their view
 of an event from :data:`EVENT_FIELDS`; the README's "The event" section states the contract for users:
 
     {"event_id": "9f1c…", "sensor_id": "sensor-0042", "event_time": "2026-11-26T20:15:03.120Z",
@@ -22,32 +22,20 @@ class Field:
     json_type: str  # "string" | "number" | "timestamp"
     required: bool
     duckdb_type: str
-    spark_type: str  # Spark SQL DDL type used by from_json
 
 
 EVENT_FIELDS: tuple[Field, ...] = (
-    Field("event_id", "string", True, "VARCHAR", "STRING"),
-    Field("sensor_id", "string", True, "VARCHAR", "STRING"),
-    # Parsed as a string first so that an unparseable time gets its own dead-letter reason.
-    Field("event_time", "timestamp", True, "TIMESTAMPTZ", "STRING"),
-    Field("value", "number", True, "DOUBLE", "DOUBLE"),
-    Field("sensor_type", "string", False, "VARCHAR", "STRING"),
-    Field("unit", "string", False, "VARCHAR", "STRING"),
-    Field("site", "string", False, "VARCHAR", "STRING"),
+    Field("event_id", "string", True, "VARCHAR"),
+    Field("sensor_id", "string", True, "VARCHAR"),
+    Field("event_time", "timestamp", True, "TIMESTAMPTZ"),
+    Field("value", "number", True, "DOUBLE"),
+    Field("sensor_type", "string", False, "VARCHAR"),
+    Field("unit", "string", False, "VARCHAR"),
+    Field("site", "string", False, "VARCHAR"),
 )
 REQUIRED = tuple(f.name for f in EVENT_FIELDS if f.required)
 OPTIONAL = tuple(f.name for f in EVENT_FIELDS if not f.required)
 STRING_FIELDS = tuple(f.name for f in EVENT_FIELDS if f.json_type == "string")
-
-# Spark's from_json puts the raw text of a record it could not fully convert here.
-CORRUPT_COLUMN = "_corrupt_record"
-
-
-def spark_ddl() -> str:
-    """The DDL string for ``from_json`` (all event fields plus the corrupt-record column)."""
-    cols = [f"`{f.name}` {f.spark_type}" for f in EVENT_FIELDS]
-    cols.append(f"`{CORRUPT_COLUMN}` STRING")
-    return ", ".join(cols)
 
 
 class Reason:
@@ -103,8 +91,8 @@ def validate(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Reference validator in pure Python: ``(event, None)`` or ``(None, reason)``.
 
-    The Spark job validates with Spark SQL for speed; this twin states the same rules plainly and
-    the tests check that both agree on every kind of bad input.
+    The sink's parser (``sink.parse``) reaches the same verdicts in bulk in DuckDB and hands every
+    record it is not certain of to this function; the tests check both agree on every kind of input.
     """
     try:
         text = raw.decode("utf-8")
@@ -128,7 +116,10 @@ def validate(
             return None, f"{Reason.WRONG_TYPE}:{f.name}"
         if f.required and f.json_type == "string" and not val.strip():
             return None, f"{Reason.EMPTY}:{f.name}"
-    if not math.isfinite(float(doc["value"])):
+        if isinstance(val, str) and not _is_unicode(val):
+            # JSON's \ud800 escapes can spell a lone surrogate: no character, so no text to store.
+            return None, Reason.NOT_UTF8
+    if not _is_finite(doc["value"]):
         return None, Reason.NOT_FINITE
     if parse_time(doc["event_time"]) is None:
         return None, Reason.BAD_TIME
@@ -138,10 +129,32 @@ def validate(
     return doc, None
 
 
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer literal beyond a double's range
+        return False
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# Event times must name an instant a day inside the years 1-9999 (UTC): every window holding one,
+# however long, then still starts and ends inside what Python, Arrow and DuckDB all represent.
+EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def parse_time(text: str) -> datetime | None:
-    """ISO-8601 with an explicit zone (``Z`` or ``±hh:mm``), else ``None``."""
+    """ISO-8601 with an explicit zone (``Z`` or ``±hh:mm``) between EARLIEST_TIME and LATEST_TIME, else ``None``."""
     try:
         ts = datetime.fromisoformat(text)
-    except ValueError:
+        # `0001-01-01T00:00+01:00` reads, but names no instant a datetime can hold in UTC.
+        return ts if ts.tzinfo is not None and EARLIEST_TIME <= ts.astimezone(UTC) < LATEST_TIME else None
+    except (ValueError, OverflowError):
         return None
-    return ts if ts.tzinfo is not None else None

@@ -2,7 +2,8 @@
 
 The stream job knows a sink only through :class:`Sink`: it asks whether a batch id is already
 committed (a replay after a crash) and hands each micro-batch over as an Arrow table with the
-columns of :data:`sensorstream.sink.batch.BATCH_SCHEMA`. The DuckDB merge
+columns of :data:`sensorstream.sink.batch.RAW_SCHEMA`: Kafka's records, untouched. Parsing and
+validation are the sink's (``sink.parse``). The DuckDB merge
 (:class:`sensorstream.sink.merge.BatchMerger`) is the one implementation; another store would
 implement these two methods with the same guarantees (one transaction per batch, a ledger keyed
 by ``(query_name, batch_id)``).
@@ -23,7 +24,7 @@ class Sink(Protocol):
 
     def is_committed(self, batch_id: int) -> bool: ...
 
-    def merge(self, batch_id: int, batch: pa.Table, spark_ms: float = 0.0) -> BatchResult: ...
+    def merge_records(self, batch_id: int, records: pa.Table, spark_ms: float = 0.0) -> BatchResult: ...
 
 
 @dataclass

@@ -1,14 +1,15 @@
-"""The micro-batch the stream hands the sink: its columns, declared once.
+"""The micro-batch on its way into the store: its columns, declared once.
 
-The Spark parser (``stream.parse`` + ``with_window``) produces exactly these columns, in this
-order; the sink's SQL reads them by name. Anything that feeds the sink without Spark (the tests,
-the alert benchmark) builds its batches here, so it cannot drift from what the job delivers.
+Spark hands over :data:`RAW_SCHEMA` (each Kafka record's coordinates and bytes, untouched); the
+sink's parser (``sink.parse``) turns it into :data:`BATCH_SCHEMA`, exactly these columns in this
+order, which the merge's SQL reads by name. Anything that feeds the merge without Spark (the
+tests, the alert benchmark) builds its batches here, so it cannot drift from what the job delivers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -19,14 +20,21 @@ _TIME = pa.timestamp("us", tz="UTC")
 _ARROW = {"string": pa.string(), "number": pa.float64(), "timestamp": _TIME}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-BATCH_SCHEMA = pa.schema(
+RAW_SCHEMA = pa.schema(
     [
         ("kafka_topic", pa.string()),
         ("kafka_partition", pa.int32()),
         ("kafka_offset", pa.int64()),
         ("kafka_timestamp", _TIME),
         ("kafka_key", pa.binary()),
-        ("raw_value", pa.binary()),  # only for dead letters
+        ("raw_value", pa.binary()),  # the message value as Kafka holds it
+    ]
+)
+
+# The raw columns first (``raw_value`` then kept for dead letters only), then the parse's.
+BATCH_SCHEMA = pa.schema(
+    [
+        *RAW_SCHEMA,
         *((f.name, _ARROW[f.json_type]) for f in EVENT_FIELDS if f.name != "event_time"),
         ("event_time", _TIME),
         ("error", pa.string()),  # the dead-letter reason; NULL for a valid event
@@ -37,9 +45,9 @@ BATCH_SCHEMA = pa.schema(
 
 def window_start(ts: datetime, window_seconds: float) -> datetime:
     """The start of the latest epoch-aligned window of ``window_seconds`` holding ``ts``."""
-    micros = round((ts - EPOCH).total_seconds() * 1_000_000)
+    micros = (ts - EPOCH) // timedelta(microseconds=1)
     size = round(window_seconds * 1_000_000)
-    return datetime.fromtimestamp((micros - micros % size) / 1_000_000, UTC)
+    return EPOCH + timedelta(microseconds=micros - micros % size)  # integer arithmetic: exact at any date
 
 
 def build_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:

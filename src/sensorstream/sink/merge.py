@@ -18,6 +18,8 @@ the same way:
 * An event whose window has ended at or before the watermark is **late**: the window is final,
   so the event goes to ``late_events`` (and ``readings`` with ``is_late``), never into the window.
   (With sliding windows: when the latest window holding it has ended.)
+* Records arrive raw (Kafka's bytes) and are parsed and validated first, by ``sink.parse``, in
+  DuckDB and outside the transaction.
 * ``event_id`` is deduplicated within the batch and against ``readings``, so an event counts once
   however many copies Kafka carries and across restarts.
 * Everything, including the ``sink_commits`` ledger row, commits in one transaction; a batch id
@@ -58,6 +60,7 @@ from sensorstream.sink import ledger
 from sensorstream.sink.base import BatchResult, StoreWriteError, is_disk_error
 from sensorstream.sink.batch import EPOCH
 from sensorstream.sink.judge import Judge
+from sensorstream.sink.parse import RecordParser
 from sensorstream.store.db import BatchWriteError, write_transaction
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class BatchMerger:
         self.slide = timedelta(seconds=settings.window_step)
         self.lateness = timedelta(seconds=settings.allowed_lateness)
         self.judge = Judge(settings)
+        self.parser = RecordParser(settings.valid_ranges, settings.window_step)
 
     # --- ledger ----------------------------------------------------------------------------------
     def is_committed(self, batch_id: int) -> bool:
@@ -113,9 +117,21 @@ class BatchMerger:
         return (max(candidates) if candidates else None), max_event_time, json.loads(offsets or "{}")
 
     # --- the merge -------------------------------------------------------------------------------
-    def merge(self, batch_id: int, batch: pa.Table, spark_ms: float = 0.0) -> BatchResult:
-        """Merge one parsed micro-batch (columns from ``stream.parse``) in one transaction."""
+    def merge_records(self, batch_id: int, records: pa.Table, spark_ms: float = 0.0) -> BatchResult:
+        """Parse Spark's raw Kafka records (``RAW_SCHEMA``), then merge them; what the stream calls.
+
+        The parse runs before the write transaction, on the parser's own connection: readers and
+        the store's housekeeping never wait for it. Its time counts in the sink's.
+        """
         started = time.perf_counter()
+        batch = self.parser.parse(records)
+        return self.merge(batch_id, batch, spark_ms, parse_ms=(time.perf_counter() - started) * 1000)
+
+    def merge(
+        self, batch_id: int, batch: pa.Table, spark_ms: float = 0.0, parse_ms: float = 0.0
+    ) -> BatchResult:
+        """Merge one parsed micro-batch (``BATCH_SCHEMA``) in one transaction."""
+        started = time.perf_counter() - parse_ms / 1000
         try:
             with write_transaction(self.con, f"batch {batch_id}") as tx:
                 result = self._merge(tx.cur, batch_id, batch)

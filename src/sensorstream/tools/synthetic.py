@@ -6,8 +6,9 @@
   (``store.db.write_transaction``), as the real sink does. The store tests and the store
   benchmark use it.
 * :func:`prefill` writes a day of history in bulk (readings, final windows, a ledger row), and
-  :func:`make_batch` / :func:`old_copies` build Arrow batches shaped like the stream's output for
-  the real sink (``BatchMerger``): the steady-state benchmark and its tests use them.
+  :func:`make_batch` / :func:`old_copies` build Arrow batches shaped like the parser's output, and
+  :func:`as_records` turns them into the raw records Spark hands the real sink (``BatchMerger``):
+  the steady-state benchmark and its tests use them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pyarrow as pa
 
+from sensorstream.sink.batch import RAW_SCHEMA
 from sensorstream.store.db import write_transaction
 
 SENSOR_TYPES = ("temperature", "humidity", "pressure", "vibration")
@@ -277,3 +279,24 @@ def old_copies(con: duckdb.DuckDBPyConnection, at: datetime, n: int, offset: int
         """,
         params={"at": at, "n": n, "offset": offset},
     ).to_arrow_table()
+
+
+def as_records(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> pa.Table:
+    """A parsed batch written back as the Kafka records Spark hands the sink (``RAW_SCHEMA``):
+    each event as the producer encodes it (compact JSON, the time in UTC with microseconds)."""
+    cur = con.cursor()
+    cur.register("parsed", batch)
+    return (
+        cur.sql(
+            """
+            SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key,
+                   encode(json_object('event_id', event_id, 'sensor_id', sensor_id,
+                                      'event_time', strftime(event_time, '%Y-%m-%dT%H:%M:%S.%fZ'),
+                                      'value', value, 'sensor_type', sensor_type, 'unit', unit,
+                                      'site', site)::VARCHAR) AS raw_value
+            FROM parsed
+            """
+        )
+        .to_arrow_table()
+        .cast(RAW_SCHEMA)
+    )
