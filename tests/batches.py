@@ -1,4 +1,4 @@
-"""Build micro-batches shaped like the Spark parser's output, for sink tests without Spark."""
+"""Build micro-batches shaped like the sink parser's output (``BATCH_SCHEMA``), for merge tests without Spark."""
 
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ def make_batch(
     window_s: int = 60,
     offset: int = 0,
 ) -> pa.Table:
-    """A batch shaped like the Spark parser's output: one second of event time from ``start``.
+    """A batch shaped like the sink parser's output: one second of event time from ``start``.
 
     1 % exact copies of the previous batch's events, 0.5 % out of order (10 s behind) and 0.1 %
     late (an hour behind).
