@@ -40,6 +40,8 @@ def test_env_overrides_default(monkeypatch):
         ("SENSORSTREAM_PARTITIONS", "zero", "SENSORSTREAM_PARTITIONS"),
         ("SENSORSTREAM_API_PORT", "70000", "SENSORSTREAM_API_PORT"),
         ("SENSORSTREAM_HOST", "0.0.0.0", "SENSORSTREAM_HOST"),
+        ("SENSORSTREAM_VALID_RANGES", '{"temperature": [NaN, 100]}', "SENSORSTREAM_VALID_RANGES"),
+        ("SENSORSTREAM_VALID_RANGES", '{"temperature": [100, -100]}', "SENSORSTREAM_VALID_RANGES"),
     ],
 )
 def test_bad_setting_fails_at_startup_naming_it(monkeypatch, env, value, named):

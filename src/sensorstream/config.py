@@ -8,6 +8,7 @@ message (see :func:`load_settings`).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -266,6 +267,10 @@ class Settings(BaseSettings):
     @classmethod
     def _ranges(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
         for kind, (low, high) in value.items():
+            if math.isnan(low) or math.isnan(high):
+                raise ValueError(
+                    f"range for {kind!r} has a NaN bound; use numbers (or -1e999 / 1e999 for none)"
+                )
             if low > high:
                 raise ValueError(f"range for {kind!r} has low {low} > high {high}")
         return value

@@ -152,7 +152,8 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
         if not f.required:
             checks.append(f"coalesce({kind}, 'NULL') IN ('VARCHAR', 'NULL')")
     in_range = " ".join(
-        f"WHEN '{kind}' THEN value BETWEEN {low!r} AND {high!r}" for kind, (low, high) in ranges.items()
+        f"WHEN {_literal(kind)} THEN value BETWEEN {_literal(low)}::DOUBLE AND {_literal(high)}::DOUBLE"
+        for kind, (low, high) in ranges.items()
     )
     if in_range:
         checks.append(f"CASE sensor_type {in_range} ELSE true END")
@@ -181,3 +182,9 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
                fast
         FROM judged
     """
+
+
+def _literal(value: str | float) -> str:
+    """A SQL string literal (sensor types come from settings and may hold a quote; bounds may be
+    infinite, which DuckDB reads from the strings 'inf' and '-inf')."""
+    return "'" + str(value).replace("'", "''") + "'"
