@@ -2,10 +2,10 @@
 
 Spark reads the records and hands each micro-batch over as Kafka delivered it (coordinates and
 bytes): parsing and validating in Spark cost ~20 us of CPU per record, the same in DuckDB ~4 us
-(see ``sink.parse``). Spark's Kafka source owns the offsets (checkpointed under ``CHECKPOINT_DIR``); after a crash it
-replays the uncommitted micro-batch with the same ``batch_id`` and the same offsets, and the sink's
-ledger turns that replay into a no-op or a first write. ``maxOffsetsPerTrigger`` bounds each batch
-so a backlog drains in steady steps.
+(see ``sink.parse``). Spark's Kafka source owns the offsets (checkpointed under
+``CHECKPOINT_DIR``); after a crash it replays the uncommitted micro-batch with the same
+``batch_id`` and the same offsets, and the sink's ledger turns that replay into a no-op or a first
+write. ``maxOffsetsPerTrigger`` bounds each batch so a backlog drains in steady steps.
 """
 
 from __future__ import annotations

@@ -284,19 +284,19 @@ def old_copies(con: duckdb.DuckDBPyConnection, at: datetime, n: int, offset: int
 def as_records(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> pa.Table:
     """A parsed batch written back as the Kafka records Spark hands the sink (``RAW_SCHEMA``):
     each event as the producer encodes it (compact JSON, the time in UTC with microseconds)."""
-    cur = con.cursor()
-    cur.register("parsed", batch)
-    return (
-        cur.sql(
-            """
-            SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key,
-                   encode(json_object('event_id', event_id, 'sensor_id', sensor_id,
-                                      'event_time', strftime(event_time, '%Y-%m-%dT%H:%M:%S.%fZ'),
-                                      'value', value, 'sensor_type', sensor_type, 'unit', unit,
-                                      'site', site)::VARCHAR) AS raw_value
-            FROM parsed
-            """
+    with con.cursor() as cur:  # closed with its registration, one per batch
+        cur.register("parsed", batch)
+        return (
+            cur.sql(
+                """
+                SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key,
+                       encode(json_object('event_id', event_id, 'sensor_id', sensor_id,
+                                          'event_time', strftime(event_time, '%Y-%m-%dT%H:%M:%S.%fZ'),
+                                          'value', value, 'sensor_type', sensor_type, 'unit', unit,
+                                          'site', site)::VARCHAR) AS raw_value
+                FROM parsed
+                """
+            )
+            .to_arrow_table()
+            .cast(RAW_SCHEMA)
         )
-        .to_arrow_table()
-        .cast(RAW_SCHEMA)
-    )
