@@ -18,6 +18,14 @@ def test_defaults_match_the_design_notes(monkeypatch):
     assert (s.dashboard_port, s.api_port, s.metrics_port) == (8501, 8765, 9108)
 
 
+def test_the_store_engine_gets_half_the_cores(monkeypatch):
+    # Reads share the store's DuckDB threads with the writer; the other half is Spark's and the sink's.
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert load_settings().db_threads == max(1, cores // 2)
+    monkeypatch.setenv("SENSORSTREAM_DB_THREADS", "3")
+    assert load_settings().db_threads == 3
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("1 minute", 60), ("30 seconds", 30), ("500 ms", 0.5), ("2h", 7200), ("15", 15), ("1.5 minutes", 90)],
@@ -42,6 +50,7 @@ def test_env_overrides_default(monkeypatch):
         ("SENSORSTREAM_HOST", "0.0.0.0", "SENSORSTREAM_HOST"),
         ("SENSORSTREAM_VALID_RANGES", '{"temperature": [NaN, 100]}', "SENSORSTREAM_VALID_RANGES"),
         ("SENSORSTREAM_VALID_RANGES", '{"temperature": [100, -100]}', "SENSORSTREAM_VALID_RANGES"),
+        ("SENSORSTREAM_DB_THREADS", "0", "SENSORSTREAM_DB_THREADS"),
     ],
 )
 def test_bad_setting_fails_at_startup_naming_it(monkeypatch, env, value, named):

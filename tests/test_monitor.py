@@ -54,10 +54,13 @@ def test_stalled_fires_when_records_wait_and_no_batch_comes():
 def test_injected_counts_show_up_in_metrics_table_and_prometheus(kafka, spark, topic, make_settings):
     metrics_port, api_port = free_port(), free_port()
     settings = make_settings(bootstrap_servers=kafka.bootstrap_servers, topic=topic, metrics_port=metrics_port,
-                             api_port=api_port, trigger="300 ms", max_offsets_per_trigger=400)  # fmt: skip
+                             api_port=api_port, trigger="300 ms", max_offsets_per_trigger=400,
+                             db_threads=1)  # fmt: skip
     create_topic({"bootstrap.servers": kafka.bootstrap_servers}, topic, 3)
     started = time.monotonic()
     with StreamRuntime(settings) as runtime:
+        # The store's engine has the threads the settings give it (reads share them with the writer).
+        assert runtime.con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
         # Warm-up first, so the watermark has moved before the late events arrive.
         warm = produce(settings, ProducePlan(sensors=5, count=300, rate=0, seed=1))
         runtime.job.wait_idle(timeout=120, min_offsets=warm.sent)

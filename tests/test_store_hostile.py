@@ -174,11 +174,13 @@ def test_the_engine_refuses_what_the_guard_might_miss_and_the_writer_still_write
             "SET enable_external_access = true",
             "SET memory_limit = '100GB'",
             "SET lock_configuration = false",
+            "SET threads = 64",  # the writer's share of the cores is the setting's, not a reader's
         ]
         for sql in outside:
             with pytest.raises(duckdb.Error):
                 cur.execute(sql)
         assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+        assert cur.execute("SELECT current_setting('threads')").fetchone()[0] == settings.db_threads
         # The writer's own needs: batches (SQL and a registered Arrow table), snapshots, time zone.
         before = writer.batch_id
         writer.write_batch()

@@ -25,7 +25,7 @@ def writer_store(
     settings: Settings, batches: int = 5, **writer_options: Any
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, FakeBatchWriter]]:
     """The store opened read-write with ``batches`` fake micro-batches in it; closed afterwards."""
-    con = connect(settings.db)
+    con = connect(settings.db, threads=settings.db_threads)  # as the writer's process opens it
     writer = FakeBatchWriter(con, **writer_options)
     for _ in range(batches):
         writer.write_batch()

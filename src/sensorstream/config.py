@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -68,6 +69,15 @@ def _names(value: Any) -> Any:
 
 NameList = Annotated[list[str], NoDecode, BeforeValidator(_names)]
 """A list of names, given comma-separated (``"a,b"``) or as a list."""
+
+
+def half_the_cores() -> int:
+    """Half the cores this process may run on (at least one)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def spark_interval(seconds: float) -> str:
@@ -194,6 +204,11 @@ class Settings(BaseSettings):
     read_max_concurrent: int = Field(2, ge=1, le=64)  # ad-hoc SQL reads at once
     read_memory_limit: ByteSize = Field(ByteSize(256 * 2**20), ge=16 * 2**20)  # growth per read
     db_memory_limit: ByteSize | None = None  # DuckDB's buffer manager, writer included; None: 80 % of RAM
+    # DuckDB's worker threads for the store, shared by the writer's statements and every read. A
+    # read's parallel work runs on them at the writer's CPU priority (only the read's own thread is
+    # lowered, see store.reads), so they are capped at half the cores: the other half stays Spark's
+    # and the sink's. The sink's parse has its own engine (sink.parse) with every core.
+    db_threads: int = Field(default_factory=lambda: half_the_cores(), ge=1, le=1024)
 
     # --- serving and monitoring ----------------------------------------------------------------
     host: str = "127.0.0.1"

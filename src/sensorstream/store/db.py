@@ -23,9 +23,13 @@ class StoreLockedError(RuntimeError):
 
 
 def connect(
-    path: Path | str, *, read_only: bool = False, run_migrations: bool = True
+    path: Path | str, *, read_only: bool = False, run_migrations: bool = True, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """Open the store. The writer migrates it; readers only open it."""
+    """Open the store. The writer migrates it; readers only open it.
+
+    ``threads``: DuckDB's worker threads for this instance (``SENSORSTREAM_DB_THREADS`` for the
+    writer's process); ``None`` keeps DuckDB's default (every core).
+    """
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +44,8 @@ def connect(
         raise
     # Set after connecting: as a connect-time config the setting fails before icu is loaded.
     con.execute("SET TimeZone = 'UTC'")
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
     if not read_only and run_migrations:
         migrate(con)
     return con

@@ -57,7 +57,7 @@ class StreamRuntime:
 
         try:
             # Open the store first: a locked or incompatible file should fail before Spark starts.
-            self.con = connect(self.settings.db)
+            self.con = connect(self.settings.db, threads=self.settings.db_threads)
             self._stack.callback(self.con.close)
             self._check()
             spark = build_session(self.settings)

@@ -178,7 +178,7 @@ def full_store_point(
         point["e2e"] = {"rate": rate, **latency_figures(client, before)}
         sink = client.sql("SELECT median(sink_ms) AS m FROM pipeline_metrics WHERE batch_id > ?", [before])
         point["e2e"]["sink_ms"] = _num(sink.iloc[0, 0])
-    con = connect(s.db)
+    con = connect(s.db, threads=s.db_threads)  # as the writer's process opens it
     try:
         point["sink"] = sink_batches(con, s, batches, batch_events, sensors).__dict__
         point["store_readings"] = con.execute("SELECT count(*) FROM readings").fetchone()[0]

@@ -128,7 +128,7 @@ def run_store_bench(
     db.parent.mkdir(parents=True, exist_ok=True)
     for leftover in (db, db.with_name(db.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    con = connect(db)
+    con = connect(db, threads=settings.db_threads)  # as the writer's process opens it
     writer = FakeBatchWriter(con, sensors=50, rows_per_batch=100)
     t0 = time.perf_counter()
     writer.prefill(rows)
