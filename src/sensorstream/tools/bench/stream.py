@@ -115,7 +115,7 @@ def _stages(client: StoreClient, since_batch: int) -> dict[str, float | None]:
         """,
         [since_batch],
     )
-    # trigger_ms comes from the query listener, which may not have reported the last batch yet.
+    # trigger_ms comes from Spark's progress, read after the next batch: the last one may lack it.
     return _figures(df)
 
 
