@@ -33,6 +33,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 POLL_INTERVAL = 0.05  # seconds between serving delivery reports while sending
+FLUSH_MARGIN = 5.0  # seconds beyond message.timeout.ms for the last delivery reports
+INTERRUPTED_FLUSH = 10.0  # seconds a Ctrl-C'd run waits for what it queued
 
 # librdkafka logs every refused connection while a broker is down; our counts say what matters.
 _librdkafka_log = QUIET_LOG
@@ -97,9 +99,24 @@ class EventProducer:
     def in_flight(self) -> int:
         return len(self._producer)
 
-    def flush(self, timeout: float = 60.0) -> int:
-        """Wait for every delivery report; returns how many messages are still undelivered."""
-        return self._producer.flush(timeout)
+    @property
+    def answer_timeout(self) -> float:
+        """Seconds by which librdkafka has answered for every queued message: delivered, or failed
+        with a report (``message.timeout.ms``), plus a margin for the report to arrive."""
+        return int(self.config.get("message.timeout.ms", 300_000)) / 1000 + FLUSH_MARGIN
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for every delivery report; returns how many messages are still undelivered.
+
+        By default as long as librdkafka may keep a message (:attr:`answer_timeout`), so what is
+        left after it is none: a shorter wait (it was 60 s, against 120 s of retries) counted
+        messages still being retried after a broker restart as undelivered, and a run ended
+        without them.
+        """
+        left = self._producer.flush(self.answer_timeout if timeout is None else timeout)
+        if left:
+            log.warning("%d message(s) still had no answer from the broker when the wait ended", left)
+        return left
 
     def __enter__(self) -> EventProducer:
         return self
@@ -107,6 +124,4 @@ class EventProducer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        left = self.flush()
-        if left:
-            log.warning("%d message(s) were not delivered before the flush timeout", left)
+        self.flush()

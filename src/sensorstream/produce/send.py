@@ -20,7 +20,7 @@ from sensorstream.produce.file_source import count_lines, file_messages
 from sensorstream.produce.inject import Injector
 from sensorstream.produce.messages import Outgoing
 from sensorstream.produce.plan import DEFAULT_RATE, ProducePlan, ProduceSummary
-from sensorstream.produce.producer import EventProducer
+from sensorstream.produce.producer import INTERRUPTED_FLUSH, EventProducer
 from sensorstream.produce.progress import ProgressLine
 from sensorstream.produce.rate import TokenBucket
 from sensorstream.produce.simulator import Simulator
@@ -102,7 +102,7 @@ def produce(
         except KeyboardInterrupt:
             summary.interrupted = True
             log.info("interrupted; flushing what was queued")
-        left = producer.flush()
+        left = producer.flush(INTERRUPTED_FLUSH if summary.interrupted else None)
         summary.elapsed = time.monotonic() - t0
         line.update(producer.sent, producer.acked, producer.failed, force=True)
     summary.acked, summary.failed, summary.bytes = producer.acked, producer.failed + left, producer.bytes_sent
