@@ -208,7 +208,7 @@ class Settings(BaseSettings):
     # read's parallel work runs on them at the writer's CPU priority (only the read's own thread is
     # lowered, see store.reads), so they are capped at half the cores: the other half stays Spark's
     # and the sink's. The sink's parse has its own engine (sink.parse) with every core.
-    db_threads: int = Field(default_factory=lambda: half_the_cores(), ge=1, le=1024)
+    db_threads: int = Field(default_factory=half_the_cores, ge=1, le=1024)
 
     # --- serving and monitoring ----------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -92,13 +92,12 @@ class MonitorService:
             )  # fmt: skip
 
     def _on_tick(self) -> None:
-        self._record_progress()
-        if self._end_offsets is None:
-            return
-        lag = self.lag.lag(self._end_offsets)
-        self.metrics.set_lag(lag)
-        self.alerts.on_tick(sum(lag.values()))
-        self._export_alerts()
+        if self._end_offsets is not None:
+            lag = self.lag.lag(self._end_offsets)
+            self.metrics.set_lag(lag)
+            self.alerts.on_tick(sum(lag.values()))
+            self._export_alerts()
+        self._record_progress()  # after the lag: a failed write here must not cost the alerts a tick
 
     def _export_alerts(self) -> None:
         for rule, on in self.alerts.firing.items():
