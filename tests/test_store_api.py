@@ -1,13 +1,21 @@
-"""The read API over real HTTP: routes, errors as 400, the SQL guard, limits, start and stop."""
+"""The read API over real HTTP: routes, errors as 400, the SQL guard, limits, start and stop.
+
+Each test runs against both ways of serving it: from a thread of the store's process, and from
+the API's own process (``process=True``, as the writer's runtime serves it), which must answer
+exactly the same.
+"""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
+from sensorstream.procs import alive
 from sensorstream.store.api import ApiStartError, ReadApi
 from sensorstream.store.client import StoreClient
 from sensorstream.store.errors import QueryError
@@ -20,9 +28,17 @@ def settings(make_settings):
     return store_settings(make_settings)
 
 
+@pytest.fixture(params=[False, True], ids=["thread", "process"])
+def process(request) -> bool:
+    return request.param
+
+
 @pytest.fixture
-def api(settings):
-    with writer_store(settings) as (con, _), serving(con, settings, query_timeout=1.0, max_rows=100) as api:
+def api(settings, process):
+    with (
+        writer_store(settings) as (con, _),
+        serving(con, settings, query_timeout=1.0, max_rows=100, process=process) as api,
+    ):
         yield api
 
 
@@ -135,21 +151,81 @@ def test_the_client_raises_query_errors_from_the_api(api, settings):
         client.sql("DROP TABLE readings")
 
 
-def test_a_busy_port_is_a_clear_error_naming_the_setting(settings):
+def test_a_busy_port_is_a_clear_error_naming_the_setting(settings, process):
     with socket.socket() as other:
         other.bind((settings.host, settings.api_port))
         other.listen()
         with writer_store(settings) as (con, _), pytest.raises(ApiStartError, match="SENSORSTREAM_API_PORT"):
-            ReadApi(con, settings).start()
+            ReadApi(con, settings, process=process).start()
 
 
-def test_start_and_stop_are_fast_and_free_the_port(settings):
+def test_start_and_stop_are_fast_and_free_the_port(settings, process):
     with writer_store(settings) as (con, _):
         for _ in range(2):  # the second start proves the port was released
             t0 = time.monotonic()
-            api = ReadApi(con, settings).start()
+            api = ReadApi(con, settings, process=process).start()
             assert httpx.get(f"{api.url}/health").status_code == 200
             api.stop()
-            assert time.monotonic() - t0 < 3
+            # The API's own process imports FastAPI, DuckDB and Arrow before it answers.
+            assert time.monotonic() - t0 < (8 if process else 3)
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{api.url}/health")
+
+
+TYPED = (
+    "SELECT 1::TINYINT AS a, 3.5::DECIMAL(10,2) AS b, 'x' AS c, NULL AS d, TIMESTAMP '2024-01-01 01:02:03.456' AS e, "
+    "TIMESTAMPTZ '2024-01-01 01:02:03+00' AS f, DATE '2024-01-02' AS g, TIME '01:02:03' AS h, [1, 2] AS i, "
+    "'abc'::BLOB AS j, 'nan'::DOUBLE AS k, 10::UBIGINT AS l, '{\"a\": 1}'::JSON AS m, "
+    "'00000000-0000-0000-0000-000000000001'::UUID AS n, 1.5::FLOAT AS o",
+    # Types whose Arrow form reads back differently: the writer builds these rows itself.
+    "SELECT INTERVAL 90 MINUTE AS a, INTERVAL 2 MONTH AS b, MAP {'k': 1} AS c, 2::HUGEINT AS d, "
+    "{'a': 1, 'b': 'x'} AS e, 'a'::ENUM('a', 'b') AS f",
+    "SELECT * FROM window_stats ORDER BY ALL",
+    "SELECT * FROM readings ORDER BY event_id LIMIT 150",
+)
+
+
+@pytest.mark.parametrize("sql", TYPED, ids=["scalars", "python-only-types", "window_stats", "readings"])
+def test_the_api_process_answers_as_the_store_process_does(settings, sql):
+    """Arrow from the writer, JSON in the API's process: every type reads as DuckDB's own value would."""
+    with (
+        writer_store(settings) as (con, _),
+        serving(con, settings) as here,
+        serving(con, settings.model_copy(update={"api_port": 0}), process=True) as there,
+    ):
+        assert there.pid != here.pid
+        answers = [httpx.post(f"{api.url}/sql", json={"sql": sql}) for api in (here, there)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    assert answers[0].json()["rows"]
+
+
+def test_the_api_process_goes_with_the_writer_however_it_ends(settings, tmp_path):
+    """kill -9 the writer: its API process notices (its stdin closes), exits and frees the port."""
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys, time\n"
+        "from sensorstream.config import Settings\n"
+        "from sensorstream.store.api import ReadApi\n"
+        "from sensorstream.store.db import connect\n"
+        f"settings = Settings(db={str(settings.db)!r}, api_port={settings.api_port})\n"
+        "con = connect(settings.db)\n"
+        "api = ReadApi(con, settings, process=True).start()\n"
+        "print(api.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    writer = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(writer.stdout.readline())
+        url = f"http://{settings.host}:{settings.api_port}"
+        assert httpx.get(f"{url}/health").json()["ok"] is True
+        writer.kill()
+        writer.wait()
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(child), "the API process outlived its writer"
+        with socket.socket() as again:
+            again.bind((settings.host, settings.api_port))  # the port is free
+    finally:
+        writer.kill()

@@ -1,9 +1,12 @@
-"""The store's read API: HTTP on 127.0.0.1, served from the writer's own process.
+"""The store's read API: HTTP on 127.0.0.1, for the store the writer's process holds open.
 
 DuckDB lets one process open the file while it is written, so the dashboard, ``sensorstream
 status`` and scripts read through here. Every read goes through one :class:`~sensorstream.store.reads.ReadGate`
 (guard, limits, engine lock-down; shared with any other endpoint), each on its own cursor: MVCC
 gives it the last committed batch, and a slow read never holds up the writer's transaction.
+The writer's runtime serves HTTP from a process of its own (``ReadApi(process=True)``:
+``store.front`` parses, guards and answers; ``store.backend`` runs the checked queries in the
+writer's process), so a flood of requests does not take the writer's GIL.
 
 Routes:
     GET  /health          ok, schema version, last batch id/age (nothing about the machine)
@@ -19,13 +22,18 @@ rebinding) gets Starlette's plain 400 "Invalid host header".
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import uvicorn
@@ -39,9 +47,13 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.store import catalog
+from sensorstream.store.backend import BackendGone, ReadBackend
 from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.execute import Result
 from sensorstream.store.reads import ReadGate
+
+if TYPE_CHECKING:
+    from sensorstream.store.front import RemoteGate
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +103,19 @@ class BodyLimit:
 
 
 def make_app(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     settings: Settings,
     *,
-    gate: ReadGate | None = None,
+    gate: ReadGate | RemoteGate | None = None,
     query_timeout: float | None = None,
     max_rows: int | None = None,
 ) -> FastAPI:
-    """The FastAPI app over ``con``. Handlers are plain ``def``: they run in a thread pool."""
-    gate = gate or ReadGate(con, settings)
+    """The FastAPI app over ``con`` (or over ``gate`` alone, which may be the writer's, remotely).
+
+    Handlers are plain ``def``: they run in a thread pool."""
+    if gate is None:
+        assert con is not None, "make_app needs a connection or a gate"
+        gate = ReadGate(con, settings)
     app = FastAPI(title="sensorstream store (read-only)", docs_url="/docs", redoc_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_allowed_hosts, www_redirect=False)
     started = time.time()
@@ -119,6 +135,10 @@ def make_app(
     @app.exception_handler(HTTPException)
     def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), "HTTPException", "42000")
+
+    @app.exception_handler(BackendGone)
+    def _gone(_: Request, exc: BackendGone) -> JSONResponse:
+        return _error(503, "the store is stopping or restarting; retry shortly", "Unavailable", "57P03")
 
     @app.exception_handler(Exception)
     def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -160,7 +180,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class ReadApi:
-    """The read API in a background thread of the writer's process: ``start()`` / ``stop()``."""
+    """The read API: ``start()`` / ``stop()``.
+
+    ``process=False`` serves it from a thread of this process (tests, benchmarks, a script).
+    ``process=True`` (the writer's runtime, through ``StoreService``) serves HTTP, JSON and the
+    SQL guard from a process of its own (``store.front``) and runs only the checked queries here
+    (``store.backend``), so what the readers cost stays out of the writer's GIL.
+    """
 
     def __init__(
         self,
@@ -171,28 +197,47 @@ class ReadApi:
         gate: ReadGate | None = None,
         query_timeout: float | None = None,
         max_rows: int | None = None,
+        process: bool = False,
     ) -> None:
         self.settings = settings
         self.host = settings.host
         self.port = settings.api_port if port is None else port
         self.gate = gate or ReadGate(con, settings)
-        self.app = make_app(con, settings, gate=self.gate, query_timeout=query_timeout, max_rows=max_rows)
+        self.process = process
+        self._app_options = {"query_timeout": query_timeout, "max_rows": max_rows}
+        self.app = None if process else make_app(con, settings, gate=self.gate, **self._app_options)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self._backend: ReadBackend | None = None
+        self._child: subprocess.Popen[str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{host_port(self.host, self.port)}"
 
+    @property
+    def pid(self) -> int:
+        """The process that answers HTTP: this one, or the API's own."""
+        return self._child.pid if self._child is not None else os.getpid()
+
     def start(self, timeout: float = 10.0) -> ReadApi:
-        """Bind the port (a clear error if taken), serve in a daemon thread, return once it answers."""
-        if self._thread is not None:
+        """Bind the port (a clear error if taken), serve, return once it answers."""
+        if self._thread is not None or self._child is not None:
             return self
         # Binding here, not inside uvicorn, turns a busy port into an exception for our caller
-        # instead of a log line and a SystemExit in a thread nobody watches.
+        # instead of a log line and a SystemExit in a thread (or process) nobody watches.
         self._sock = _bind(self.host, self.port)
         self.port = self._sock.getsockname()[1]
+        try:
+            self._start_process(timeout * 3) if self.process else self._start_thread(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("store read API on %s%s", self.url, f" (process {self.pid})" if self.process else "")
+        return self
+
+    def _start_thread(self, timeout: float) -> None:
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -209,23 +254,78 @@ class ReadApi:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
                 raise ApiStartError(f"the store's read API did not start on {self.url}")
             time.sleep(0.01)
-        log.info("store read API on %s", self.url)
-        return self
+
+    def _start_process(self, timeout: float) -> None:
+        from sensorstream.store.front import READY
+
+        assert self._sock is not None
+        self._backend = ReadBackend(self.gate).start()
+        fd = self._sock.fileno()
+        config = {
+            "settings": self.settings.model_dump(mode="json"),
+            "limits": dataclasses.asdict(self.gate.limits),
+            "backend": self._backend.path,
+            "fd": fd,
+            "app": self._app_options,
+        }
+        # Its own session: a Ctrl-C to the writer's group reaches the writer, which stops this
+        # process in its order. stdin stays open for its life: EOF tells it the writer is gone.
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "sensorstream.store.front"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=(fd,),
+            start_new_session=True,
+        )
+        assert self._child.stdin is not None and self._child.stdout is not None
+        self._child.stdin.write(json.dumps(config) + "\n")
+        self._child.stdin.flush()
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(self._child.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not ready or ready[0].strip() != READY:
+            raise ApiStartError(
+                f"the store's read API process did not start on {self.url} within {timeout:g} s "
+                "(its errors are above)"
+            )
+        # The socket is the child's now; ours would keep the port bound after the child exits.
+        self._sock.close()
+        self._sock = None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask uvicorn to exit, wait for its thread, release the port. Safe to call twice."""
+        """Stop serving (requests in flight get up to 2 s), release the port. Safe to call twice."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("store read API thread did not stop within %.1f s", timeout)
+        if self._child is not None:
+            self._stop_child(timeout)
+        if self._backend is not None:
+            self._backend.stop()
         if self._sock is not None:
             self._sock.close()
-        self._server = self._thread = self._sock = None
+        self._server = self._thread = self._sock = self._backend = self._child = None
+
+    def _stop_child(self, timeout: float) -> None:
+        child = self._child
+        assert child is not None
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.stdin.close()  # EOF: the child shuts down gracefully
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("store read API process did not stop within %.1f s; killing it", timeout)
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
     def __enter__(self) -> ReadApi:
         return self.start()

@@ -11,7 +11,9 @@ what is refused, how long a read may run and how much it may return are decided 
     gate.run_named("latest_windows", {"limit": 10})                # the named queries' own lane
 
 Create **one gate per store connection** and share it between endpoints: its concurrency limit
-is for the whole process. Every refusal or failure is a :class:`~sensorstream.store.errors.QueryError`
+is for the whole process. The HTTP API's own process (``store.front``) guards the text there and
+sends only checked statements here (:meth:`ReadGate.run_checked`, over ``store.backend``), so
+both endpoints still share this gate's slots and limits. Every refusal or failure is a :class:`~sensorstream.store.errors.QueryError`
 subclass with a one-sentence message, ``sqlstate`` and ``http_status``:
 
 ========================  ========  ====  ============================================
@@ -39,16 +41,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import duckdb
+import pyarrow as pa
 
 from sensorstream.config import Settings
 from sensorstream.store import execute, sqlguard
@@ -72,6 +76,13 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 _FETCH_ROWS = 256  # at most this many rows per fetched chunk
 _CHUNK_BYTES = 256 * 1024  # about this many bytes per fetched chunk
 _POLL_S = 0.05
+_ARROW_ROWS = 1024  # rows per Arrow batch: the byte cap is checked after each
+# DuckDB types whose Arrow value reads back in Python as DuckDB's own value would (as JSON):
+# scalars and lists of them. Others (INTERVAL, MAP, HUGEINT, ENUM, STRUCT...) take the Python path.
+_ARROW_SAFE = re.compile(
+    r"^(BOOLEAN|(U?(TINYINT|SMALLINT|INTEGER|BIGINT))|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\)|VARCHAR|DATE|TIME"
+    r'|TIMESTAMP|TIMESTAMP WITH TIME ZONE|UUID|JSON|BLOB|"NULL")(\[\d*\])*$'
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,20 @@ class ReadLimits:
     max_concurrent_named: int = 8
     memory: int = 256 * 2**20  # how much the process may grow while one read runs
     retry_after: float = 1.0  # seconds a busy client is asked to wait
+
+    def caps(
+        self, max_rows: int | None = None, max_bytes: int | None = None, timeout: float | None = None
+    ) -> tuple[int, int, float]:
+        """Rows, bytes and seconds for one read: a caller's may only tighten these limits."""
+        return (
+            min(max_rows if max_rows is not None else self.max_rows, self.max_rows),
+            min(max_bytes or self.max_bytes, self.max_bytes),
+            min(timeout or self.timeout, self.timeout),
+        )
+
+    def check(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+        """The guard with these limits (``sqlguard.check``): the statement's text to run."""
+        return sqlguard.check(cur, sql, max_sql_bytes=self.max_sql_bytes, max_columns=self.max_columns)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReadLimits:
@@ -117,7 +142,7 @@ class ReadResult(Result):
 READ_NICE = 10  # how much lower the readers' CPU priority is than the writer's (Linux nice steps)
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Lower this thread's CPU priority (Linux: nice is per thread), so a busy core serves the writer.
 
     Only on Linux, where a thread id is a valid ``setpriority`` target; it cannot be raised again
@@ -182,6 +207,23 @@ class _Watchdog:
                 return
 
 
+def _too_large(bytes_cap: int) -> TooLarge:
+    return TooLarge(
+        f"the answer is larger than {bytes_cap:,} bytes (the limit); select fewer rows or columns, "
+        "or aggregate"
+    )
+
+
+@dataclass
+class ArrowResult:
+    """An answer as Arrow: what ``run_checked_arrow`` sends to the read API's process."""
+
+    columns: list[str]
+    types: list[str]  # DuckDB's type names: Arrow's lose some (JSON, ENUM, UUID)
+    table: pa.Table
+    truncated: bool = False
+
+
 # DuckDB's exception classes -> the SQLSTATE a PostgreSQL client expects for them.
 _SQLSTATES: dict[type[duckdb.Error], str] = {
     duckdb.CatalogException: "42P01",
@@ -207,7 +249,7 @@ def _as_query_error(exc: duckdb.Error) -> QueryError:
     return error
 
 
-def _check_params(params: Any) -> Params:
+def check_params(params: Any) -> Params:
     if params is None:
         return None
     if isinstance(params, str | bytes) or not isinstance(params, Sequence | Mapping):
@@ -231,7 +273,7 @@ class ReadGate:
         lock_down(con, memory_limit=f"{int(limit)}B" if limit else None)
         # Ad-hoc reads run on these threads, at a lower CPU priority than the writer's (see below).
         self._readers = ThreadPoolExecutor(
-            self.limits.max_concurrent, thread_name_prefix="store-read", initializer=_lower_priority
+            self.limits.max_concurrent, thread_name_prefix="store-read", initializer=lower_priority
         )
         self._slots = {
             "sql": threading.BoundedSemaphore(self.limits.max_concurrent),
@@ -268,9 +310,7 @@ class ReadGate:
         """The guard alone: the statement's text to run, or a :class:`SqlRefused`/:class:`TooLarge`."""
         cur = read_cursor(self.con)
         try:
-            return sqlguard.check(
-                cur, sql, max_sql_bytes=self.limits.max_sql_bytes, max_columns=self.limits.max_columns
-            )
+            return self.limits.check(cur, sql)
         finally:
             cur.close()
 
@@ -289,13 +329,8 @@ class ReadGate:
         ``max_rows``/``max_bytes``/``timeout`` may only tighten the gate's limits, never widen them.
         ``admit=False`` is for a caller that already holds :meth:`admit`.
         """
-        limits = self.limits
-        caps = (
-            min(max_rows if max_rows is not None else limits.max_rows, limits.max_rows),
-            min(max_bytes or limits.max_bytes, limits.max_bytes),
-            min(timeout or limits.timeout, limits.timeout),
-        )
-        params = _check_params(params)
+        caps = self.limits.caps(max_rows, max_bytes, timeout)
+        params = check_params(params)
         # The guard before admission: a refusal is cheap (the text is capped) and should say why,
         # not "busy".
         text = self.check(sql)
@@ -304,10 +339,32 @@ class ReadGate:
         with self.admit("sql"):
             return self._readers.submit(self._run_sql, text, params, *caps).result()
 
+    def run_checked(
+        self, text: str, params: Params, *, max_rows: int, max_bytes: int, timeout: float
+    ) -> ArrowResult | ReadResult:
+        """Admit and run ``text`` that the guard in the read API's process already checked.
+
+        For ``store.backend``: the guard's parsing, the JSON and the HTTP stay in that process,
+        and this one only runs the query. The answer is Arrow, which DuckDB fills without the GIL,
+        so the writer's threads barely notice the reads; only an answer with a column type whose
+        Arrow form differs from DuckDB's own Python value (INTERVAL, MAP, HUGEINT...) is built
+        as Python rows here, as :meth:`run` does.
+        """
+        caps = self.limits.caps(max_rows, max_bytes, timeout)
+        params = check_params(params)
+        with self.admit("sql"):
+            return self._readers.submit(self._run_sql, text, params, *caps, self._fetch_arrow).result()
+
     def _run_sql(
-        self, text: str, params: Params, rows_cap: int, bytes_cap: int, seconds: float
-    ) -> ReadResult:
-        """Run ``text`` (already checked) on a reader thread."""
+        self,
+        text: str,
+        params: Params,
+        rows_cap: int,
+        bytes_cap: int,
+        seconds: float,
+        fetch: Callable[..., Any] | None = None,
+    ) -> Any:
+        """Run ``text`` (already checked) on a reader thread; ``fetch`` builds the answer."""
         limits = self.limits
         cur = read_cursor(self.con)
         try:
@@ -315,7 +372,7 @@ class ReadGate:
             cur.execute(f"SET operator_memory_limit = '{limits.memory}B'")
             with _Watchdog(cur, seconds, limits.memory) as dog:
                 try:
-                    return self._fetch(cur, text, params, rows_cap, bytes_cap)
+                    return (fetch or self._fetch)(cur, text, params, rows_cap, bytes_cap)
                 except duckdb.Error as exc:
                     if dog.reason == "timeout":
                         raise QueryTimeout(
@@ -350,16 +407,41 @@ class ReadGate:
             # of about _CHUNK_BYTES, and never convert much past the byte cap.
             step = max(1, min(_FETCH_ROWS, _CHUNK_BYTES * len(chunk) // max(chunk_size, 1)))
             if size > bytes_cap:
-                raise TooLarge(
-                    f"the answer is larger than {bytes_cap:,} bytes (the limit); select fewer rows "
-                    "or columns, or aggregate"
-                )
+                raise _too_large(bytes_cap)
             rows.extend(chunk)
         return ReadResult(
             columns=[d[0] for d in description],
             types=[str(d[1]) for d in description],
             rows=[list(row) for row in rows[:rows_cap]],
             truncated=len(rows) > rows_cap,
+        )
+
+    @staticmethod
+    def _fetch_arrow(
+        cur: duckdb.DuckDBPyConnection, text: str, params: Params, rows_cap: int, bytes_cap: int
+    ) -> ArrowResult | ReadResult:
+        batches: list[pa.RecordBatch] = []
+        rows = size = 0
+        # A relation, not cursor.execute: DuckDB streams its record batches without a copy.
+        relation = cur.sql(text, params=params)
+        description = relation.description
+        if not all(_ARROW_SAFE.match(str(d[1])) for d in description):
+            return ReadGate._fetch(cur, text, params, rows_cap, bytes_cap)
+        reader = relation.to_arrow_reader(_ARROW_ROWS)
+        for batch in reader:
+            size += batch.nbytes
+            if size > bytes_cap:
+                raise _too_large(bytes_cap)
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows > rows_cap:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+        return ArrowResult(
+            columns=[d[0] for d in description],
+            types=[str(d[1]) for d in description],
+            table=table.slice(0, rows_cap),
+            truncated=rows > rows_cap,
         )
 
     # --- the named queries ---------------------------------------------------------------------

@@ -32,7 +32,7 @@ class StoreService:
         self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
     ) -> None:
         self.gate = ReadGate(con, settings)
-        self.api = ReadApi(con, settings, port=api_port, gate=self.gate)
+        self.api = ReadApi(con, settings, port=api_port, gate=self.gate, process=True)
         self.pg = PgServer(con, settings, gate=self.gate) if settings.pg_port >= 0 else None
         self.retention: Periodic | None = None
         self.snapshot: Periodic | None = None

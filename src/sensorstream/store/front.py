@@ -1,0 +1,176 @@
+"""The read API's own process: HTTP, JSON and the SQL guard, away from the writer's GIL.
+
+Measured with the API in the writer's process, a hostile reader's requests (parsing, the
+guard's syntax-tree walk, building rows and JSON) held the writer's GIL about half the time
+and the stream's batches took twice as long. Here they cost a process of their own, run at the
+readers' lower CPU priority, and the writer's process only runs the checked queries
+(``store.backend``), whose answers DuckDB fills as Arrow without the GIL.
+
+The writer's process starts this one (``ReadApi(..., process=True)``, which ``StoreService``
+uses) with the listening socket already bound (so a busy port is the writer's error, at start)
+and one line of JSON on stdin: the settings and the backend's socket. It prints ``ready`` once
+it answers, and exits when its stdin closes: the writer stopped or died, however it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import uvicorn
+
+from sensorstream.config import Settings
+from sensorstream.store import errors
+from sensorstream.store.backend import BackendGone, connect_backend, recv_frame, send_frame
+from sensorstream.store.errors import QueryError
+from sensorstream.store.execute import Result
+from sensorstream.store.lockdown import lock_down
+from sensorstream.store.reads import READ_NICE, Params, ReadLimits, ReadResult, check_params
+
+log = logging.getLogger(__name__)
+
+READY = "ready"
+
+
+def _error(kind: str, message: str, retry_after: float | None) -> Exception:
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, QueryError):
+        if issubclass(cls, errors.ReadBusy):
+            return cls(message, retry_after=retry_after or 1.0)
+        return cls(message)
+    return RuntimeError(f"the writer's process could not run the read ({message})")
+
+
+class RemoteGate:
+    """What the API needs of a :class:`~sensorstream.store.reads.ReadGate`, served by the writer.
+
+    The guard runs here, on an in-memory DuckDB used only to parse (``json_serialize_sql`` does not
+    bind the query to any table); the writer runs the checked text with its gate's slots and limits.
+    """
+
+    def __init__(self, backend: str, limits: ReadLimits) -> None:
+        self.backend, self.limits = backend, limits
+        self._parser = duckdb.connect(":memory:")
+        lock_down(self._parser)
+        self._local = threading.local()
+        # Past the read's own limit the writer answers a timeout itself; this only catches a hang.
+        self._socket_timeout = limits.timeout + 30.0
+
+    def check(self, sql: str) -> str:
+        cur = self._parser.cursor()
+        try:
+            return self.limits.check(cur, sql)
+        finally:
+            cur.close()
+
+    def _call(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        # One connection per API thread, kept: the writer serves each on a thread of its own.
+        for attempt in (1, 2):
+            sock = getattr(self._local, "sock", None)
+            try:
+                if sock is None:
+                    sock = self._local.sock = connect_backend(self.backend, self._socket_timeout)
+                send_frame(sock, request)
+                frame = recv_frame(sock)
+                if frame is None:
+                    raise ConnectionError("closed")
+                break
+            except (OSError, ConnectionError) as exc:
+                if sock is not None:
+                    sock.close()
+                self._local.sock = None
+                if attempt == 2:
+                    raise BackendGone(f"the writer's process does not answer reads ({exc})") from None
+        header, payload = frame
+        if not header.get("ok"):
+            raise _error(str(header.get("kind")), str(header.get("message")), header.get("retry_after"))
+        return header, payload
+
+    def run(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        rows, size, seconds = self.limits.caps(max_rows, max_bytes, timeout)
+        request = {"op": "sql", "params": check_params(params), "max_rows": rows, "max_bytes": size}
+        request["timeout"] = seconds
+        request["text"] = self.check(sql)  # refused here, before the writer hears of it
+        header, payload = self._call(request)
+        if header["form"] == "json":
+            return Result(**json.loads(payload))
+        table = pa.ipc.open_stream(payload).read_all()
+        columns = [column.to_pylist() for column in table.columns]
+        return ReadResult(
+            columns=header["columns"],
+            types=header["types"],
+            rows=[list(row) for row in zip(*columns, strict=True)] if columns else [],
+            truncated=header["truncated"],
+        )
+
+    def run_named(
+        self, name: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Result:
+        _, payload = self._call({"op": "named", "name": name, "params": params, "timeout": timeout})
+        return Result(**json.loads(payload))
+
+    def health(self) -> dict[str, Any]:
+        _, payload = self._call({"op": "health"})
+        return json.loads(payload)
+
+
+def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
+    # The writer holds the pipe's other end: EOF means it stopped or died. A graceful exit first
+    # (answers in flight go out), then a hard one if that does not come.
+    sys.stdin.read()
+    server.should_exit = True
+    threading.Timer(5.0, os._exit, args=(0,)).start()
+
+
+def _announce_when_started(server: uvicorn.Server) -> None:
+    while not server.started:
+        if server.should_exit:
+            return
+        threading.Event().wait(0.01)
+    print(READY, flush=True)
+
+
+def main() -> None:
+    from sensorstream.store.api import make_app
+
+    config = json.loads(sys.stdin.readline())
+    settings = Settings(**config["settings"])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(OSError):
+        os.nice(READ_NICE)  # the whole process: its HTTP and JSON work yields to the writer's
+    gate = RemoteGate(config["backend"], ReadLimits(**config["limits"]))
+    app = make_app(None, settings, gate=gate, **config.get("app", {}))
+    sock = socket.socket(fileno=int(config["fd"]))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=5,
+        )
+    )
+    threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
+    threading.Thread(target=_announce_when_started, args=(server,), daemon=True).start()
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
