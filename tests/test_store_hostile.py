@@ -9,6 +9,7 @@ is legal; meanwhile the writer's batches keep their pace and the process's memor
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typer.testing import CliRunner
 
 from sensorstream.cli import app
 from sensorstream.store import sqlguard
+from sensorstream.store.api import make_app
 from sensorstream.store.errors import QueryTimeout, ReadBusy, SqlRefused, TooLarge
 from sensorstream.store.reads import ReadGate, _rss
 from sensorstream.store.snapshot import write_snapshot
@@ -190,6 +192,19 @@ def test_the_engine_refuses_what_the_guard_might_miss_and_the_writer_still_write
         assert cur.execute("SELECT sum(x) FROM batch").fetchall() == [(6,)]
         snap = write_snapshot(con, tmp_path / "snap" / "s.duckdb")
         assert snap.rows["pipeline_metrics"] == before + 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+def test_ad_hoc_sql_gets_only_the_cpu_time_nothing_else_wants(settings):
+    """Its query (the gate's reader threads) and its guard and JSON (the API's SQL threads) run
+    SCHED_IDLE: anyone may send SQL as fast as they like, and the writer must keep its pace."""
+    with writer_store(settings) as (con, _):
+        gate = ReadGate(con, settings)
+        app = make_app(con, settings, gate=gate)
+        for pool in (gate._readers, app.state.sql_pool):
+            assert pool.submit(os.sched_getscheduler, 0).result() == os.SCHED_IDLE
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's own thread is untouched
+        assert gate.run("SELECT 42").rows == [[42]]
 
 
 def test_the_gate_answers_python_values_and_typed_errors(settings):

@@ -22,6 +22,7 @@ rebinding) gets Starlette's plain 400 "Invalid host header".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -50,7 +52,7 @@ from sensorstream.store import catalog
 from sensorstream.store.backend import BackendGone, ReadBackend
 from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.execute import Result
-from sensorstream.store.reads import ReadGate
+from sensorstream.store.reads import ReadGate, idle_priority
 
 if TYPE_CHECKING:
     from sensorstream.store.front import RemoteGate
@@ -159,9 +161,30 @@ def make_app(
         params = dict(request.query_params)
         return _json(gate.run_named(name, params, timeout=query_timeout))
 
-    @app.post("/sql")
-    def sql(body: SqlRequest) -> Response:
+    # Ad-hoc SQL (guard, the wait for the store, JSON) runs on idle-priority threads: anyone on the
+    # machine can send it as fast as they like, and it must only use CPU the stream does not want.
+    # Beyond these threads a request is told 429 at once instead of queueing.
+    limits = gate.limits
+    sql_threads = max(4, 4 * limits.max_concurrent)
+    app.state.sql_pool = ThreadPoolExecutor(
+        sql_threads, thread_name_prefix="api-sql", initializer=idle_priority
+    )
+    sql_slots = threading.BoundedSemaphore(sql_threads)
+
+    def run_sql(body: SqlRequest) -> Response:
         return _json(gate.run(body.sql, body.params, max_rows=max_rows, timeout=query_timeout))
+
+    @app.post("/sql")
+    async def sql(body: SqlRequest) -> Response:
+        if not sql_slots.acquire(blocking=False):
+            raise ReadBusy(
+                f"the store is busy with other reads; retry in {limits.retry_after:g} s",
+                retry_after=limits.retry_after,
+            )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(app.state.sql_pool, run_sql, body)
+        finally:
+            sql_slots.release()
 
     # Added last, so outermost: a huge body is refused before the host check or JSON parsing.
     app.add_middleware(BodyLimit, max_bytes=gate.limits.max_sql_bytes * 4 + 65_536)
@@ -304,6 +327,7 @@ class ReadApi:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("store read API thread did not stop within %.1f s", timeout)
+            self.app.state.sql_pool.shutdown(wait=False)
         if self._child is not None:
             self._stop_child(timeout)
         if self._backend is not None:
