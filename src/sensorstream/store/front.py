@@ -135,7 +135,9 @@ def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
     # (answers in flight go out), then a hard one if that does not come.
     sys.stdin.read()
     server.should_exit = True
-    threading.Timer(5.0, os._exit, args=(0,)).start()
+    hard = threading.Timer(5.0, os._exit, args=(0,))
+    hard.daemon = True  # a clean exit before it fires must not wait for it
+    hard.start()
 
 
 def _announce_when_started(server: uvicorn.Server) -> None:
@@ -170,6 +172,10 @@ def main() -> None:
     threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
     threading.Thread(target=_announce_when_started, args=(server,), daemon=True).start()
     server.run(sockets=[sock])
+    # Served and closed: nothing is left to flush, and tearing down DuckDB and Arrow at exit
+    # only delays the writer's own stop.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":
