@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -200,8 +201,42 @@ def test_the_api_process_answers_as_the_store_process_does(settings, sql):
     assert answers[0].json()["rows"]
 
 
+class Hammer:
+    """GETs a named query in a loop from a thread; keeps every status (connection errors apart)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.statuses = url, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as http:
+            while not self._stop.is_set():
+                try:
+                    self.statuses.append(http.get(f"{self.url}/query/latest_windows?limit=5").status_code)
+                except httpx.HTTPError:
+                    self._stop.wait(0.01)  # gone: not an answer
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.statuses
+
+
+def test_stopping_the_api_process_answers_what_is_in_flight_and_never_a_5xx(settings):
+    with writer_store(settings) as (con, _):
+        api = ReadApi(con, settings, process=True).start()
+        hammer = Hammer(api.url)
+        time.sleep(1.0)
+        api.stop()
+        statuses = hammer.stop()
+    assert statuses.count(200) > 5 and set(statuses) == {200}, sorted(set(statuses))
+
+
 def test_the_api_process_goes_with_the_writer_however_it_ends(settings, tmp_path):
-    """kill -9 the writer: its API process notices (its stdin closes), exits and frees the port."""
+    """kill -9 the writer: its API process notices (its stdin closes), exits and frees the port;
+    a reader meanwhile gets answers, then no connection, never a 5xx."""
     script = tmp_path / "writer.py"
     script.write_text(
         "import sys, time\n"
@@ -219,13 +254,19 @@ def test_the_api_process_goes_with_the_writer_however_it_ends(settings, tmp_path
         child = int(writer.stdout.readline())
         url = f"http://{settings.host}:{settings.api_port}"
         assert httpx.get(f"{url}/health").json()["ok"] is True
+        hammer = Hammer(url)
+        time.sleep(1.0)
         writer.kill()
         writer.wait()
         deadline = time.monotonic() + 10
         while alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not alive(child), "the API process outlived its writer"
-        with socket.socket() as again:
-            again.bind((settings.host, settings.api_port))  # the port is free
+        statuses = hammer.stop()
+        assert statuses.count(200) > 5 and set(statuses) == {200}, sorted(set(statuses))
+        with socket.socket() as again:  # the port is free for a restarted writer (which reuses addresses)
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind((settings.host, settings.api_port))
+            again.listen()
     finally:
         writer.kill()

@@ -49,7 +49,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.store import catalog
-from sensorstream.store.backend import BackendGone, ReadBackend
+from sensorstream.store.backend import ReadBackend
 from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.execute import Result
 from sensorstream.store.reads import ReadGate, idle_priority
@@ -114,7 +114,8 @@ def make_app(
 ) -> FastAPI:
     """The FastAPI app over ``con`` (or over ``gate`` alone, which may be the writer's, remotely).
 
-    Handlers are plain ``def``: they run in a thread pool."""
+    Handlers are plain ``def`` (they run in Starlette's thread pool), but ``/sql``, which runs on
+    idle-priority threads of its own."""
     if gate is None:
         assert con is not None, "make_app needs a connection or a gate"
         gate = ReadGate(con, settings)
@@ -137,10 +138,6 @@ def make_app(
     @app.exception_handler(HTTPException)
     def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), "HTTPException", "42000")
-
-    @app.exception_handler(BackendGone)
-    def _gone(_: Request, exc: BackendGone) -> JSONResponse:
-        return _error(503, "the store is stopping or restarting; retry shortly", "Unavailable", "57P03")
 
     @app.exception_handler(Exception)
     def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -339,17 +336,21 @@ class ReadApi:
     def _stop_child(self, timeout: float) -> None:
         child = self._child
         assert child is not None
-        if child.stdin is not None:
-            with contextlib.suppress(OSError):
-                child.stdin.close()  # EOF: the child shuts down gracefully
+        # SIGTERM: uvicorn finishes the requests in flight (their queries still run here, the
+        # backend stops after the child), then exits. Its stdin closes only after that: EOF means
+        # "the writer is gone" and makes it leave at once.
+        with contextlib.suppress(OSError):
+            child.terminate()
         try:
             child.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("store read API process did not stop within %.1f s; killing it", timeout)
             child.kill()
             child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def __enter__(self) -> ReadApi:
         return self.start()

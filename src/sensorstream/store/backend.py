@@ -38,10 +38,6 @@ from sensorstream.store.reads import ArrowResult, ReadGate, lower_priority
 log = logging.getLogger(__name__)
 
 
-class BackendGone(RuntimeError):
-    """The writer's process stopped answering the read API's (it is stopping, or died)."""
-
-
 _LENGTHS = struct.Struct(">IQ")
 MAX_HEADER = 64 * 2**20  # a request's header holds SQL text and parameters: far below this
 
@@ -141,6 +137,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    request_queue_size = 64  # the API process opens a connection per thread of its own, at once
     gate: ReadGate
 
 

@@ -9,7 +9,8 @@ readers' lower CPU priority, and the writer's process only runs the checked quer
 The writer's process starts this one (``ReadApi(..., process=True)``, which ``StoreService``
 uses) with the listening socket already bound (so a busy port is the writer's error, at start)
 and one line of JSON on stdin: the settings and the backend's socket. It prints ``ready`` once
-it answers, and exits when its stdin closes: the writer stopped or died, however it ended.
+it answers. It stops on SIGTERM (the writer's stop: requests in flight are answered first) and
+leaves at once when its stdin closes (the writer is gone, however it ended).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import pyarrow as pa
@@ -29,7 +30,7 @@ import uvicorn
 
 from sensorstream.config import Settings
 from sensorstream.store import errors
-from sensorstream.store.backend import BackendGone, connect_backend, recv_frame, send_frame
+from sensorstream.store.backend import connect_backend, recv_frame, send_frame
 from sensorstream.store.errors import QueryError
 from sensorstream.store.execute import Result
 from sensorstream.store.lockdown import lock_down
@@ -88,7 +89,7 @@ class RemoteGate:
                     sock.close()
                 self._local.sock = None
                 if attempt == 2:
-                    raise BackendGone(f"the writer's process does not answer reads ({exc})") from None
+                    _writer_gone(f"its reads connection failed ({exc})")
         header, payload = frame
         if not header.get("ok"):
             raise _error(str(header.get("kind")), str(header.get("message")), header.get("retry_after"))
@@ -130,14 +131,18 @@ class RemoteGate:
         return json.loads(payload)
 
 
-def _exit_when_stdin_closes(server: uvicorn.Server) -> None:
-    # The writer holds the pipe's other end: EOF means it stopped or died. A graceful exit first
-    # (answers in flight go out), then a hard one if that does not come.
-    sys.stdin.read()
-    server.should_exit = True
-    hard = threading.Timer(5.0, os._exit, args=(0,))
-    hard.daemon = True  # a clean exit before it fires must not wait for it
-    hard.start()
+def _writer_gone(why: str) -> NoReturn:
+    """Leave at once: without the writer's process nothing here can be answered, and a client
+    should find the API gone (connection refused), as it would had it run in that process, rather
+    than get errors from a half of it. The writer's own stop is SIGTERM (graceful), never this."""
+    log.info("the writer's process is gone (%s); the read API goes with it", why)
+    logging.shutdown()
+    os._exit(0)
+
+
+def _exit_when_stdin_closes() -> None:
+    sys.stdin.read()  # the writer holds the pipe's other end: EOF means it exited or died
+    _writer_gone("its pipe closed")
 
 
 def _announce_when_started(server: uvicorn.Server) -> None:
@@ -169,7 +174,7 @@ def main() -> None:
             timeout_keep_alive=5,
         )
     )
-    threading.Thread(target=_exit_when_stdin_closes, args=(server,), daemon=True).start()
+    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
     threading.Thread(target=_announce_when_started, args=(server,), daemon=True).start()
     server.run(sockets=[sock])
     # Served and closed: nothing is left to flush, and tearing down DuckDB and Arrow at exit

@@ -236,7 +236,7 @@ def _too_large(bytes_cap: int) -> TooLarge:
 
 @dataclass
 class ArrowResult:
-    """An answer as Arrow: what ``run_checked_arrow`` sends to the read API's process."""
+    """An answer as Arrow: what ``run_checked`` gives the read API's process."""
 
     columns: list[str]
     types: list[str]  # DuckDB's type names: Arrow's lose some (JSON, ENUM, UUID)
