@@ -17,10 +17,12 @@ import httpx
 import pytest
 
 from sensorstream.procs import alive
+from sensorstream.store import front
 from sensorstream.store.api import ApiStartError, ReadApi
 from sensorstream.store.client import StoreClient
-from sensorstream.store.errors import QueryError
+from sensorstream.store.errors import QueryError, QueryTimeout, SqlRefused
 from sensorstream.store.migrations import LATEST
+from sensorstream.store.reads import ReadLimits
 from test_store_support import serving, store_settings, writer_store
 
 
@@ -270,3 +272,18 @@ def test_the_api_process_goes_with_the_writer_however_it_ends(settings, tmp_path
             again.listen()
     finally:
         writer.kill()
+
+
+def test_a_writer_too_slow_to_answer_is_a_timeout_not_a_dead_api(tmp_path, monkeypatch):
+    """The API's process waits a read's limit and a margin for the writer; past that the read is
+    abandoned with a sentence, and the API stays up (only a refused or reset connection means gone)."""
+    monkeypatch.setattr(front, "HANG_MARGIN_S", 0.2)
+    path = tmp_path / "read.sock"
+    with socket.socket(socket.AF_UNIX) as silent:  # accepts, never answers: a writer stuck
+        silent.bind(str(path))
+        silent.listen()
+        gate = front.RemoteGate(str(path), ReadLimits(timeout=0.1))
+        with pytest.raises(QueryTimeout, match=r"did not answer within 0\.3 s"):
+            gate.run("SELECT 1")
+        with pytest.raises(SqlRefused):  # the guard still answers first, before the writer is asked
+            gate.run("DROP TABLE readings")

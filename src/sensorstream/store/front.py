@@ -39,6 +39,7 @@ from sensorstream.store.reads import READ_NICE, Params, ReadLimits, ReadResult, 
 log = logging.getLogger(__name__)
 
 READY = "ready"
+HANG_MARGIN_S = 30.0  # beyond a read's own time limit, how long to wait for the writer's answer
 
 
 def _error(kind: str, message: str, retry_after: float | None) -> Exception:
@@ -63,7 +64,7 @@ class RemoteGate:
         lock_down(self._parser)
         self._local = threading.local()
         # Past the read's own limit the writer answers a timeout itself; this only catches a hang.
-        self._socket_timeout = limits.timeout + 30.0
+        self._socket_timeout = limits.timeout + HANG_MARGIN_S
 
     def check(self, sql: str) -> str:
         cur = self._parser.cursor()
@@ -84,16 +85,26 @@ class RemoteGate:
                 if frame is None:
                     raise ConnectionError("closed")
                 break
+            except TimeoutError:
+                # A writer that is alive but slow (a saturated machine): this read is abandoned,
+                # with a sentence; the connection goes, since its answer may still arrive on it.
+                self._drop(sock)
+                raise errors.QueryTimeout(
+                    f"the store did not answer within {self._socket_timeout:g} s; the read was abandoned"
+                ) from None
             except (OSError, ConnectionError) as exc:
-                if sock is not None:
-                    sock.close()
-                self._local.sock = None
+                self._drop(sock)
                 if attempt == 2:
                     _writer_gone(f"its reads connection failed ({exc})")
         header, payload = frame
         if not header.get("ok"):
             raise _error(str(header.get("kind")), str(header.get("message")), header.get("retry_after"))
         return header, payload
+
+    def _drop(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            sock.close()
+        self._local.sock = None
 
     def run(
         self,
