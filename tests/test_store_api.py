@@ -203,6 +203,20 @@ def test_the_api_process_answers_as_the_store_process_does(settings, sql):
     assert answers[0].json()["rows"]
 
 
+def test_the_api_process_refuses_as_the_store_process_does(settings):
+    """A DuckDB error keeps its own sqlstate across the process boundary (42P01: no such table)."""
+    with (
+        writer_store(settings) as (con, _),
+        serving(con, settings) as here,
+        serving(con, settings.model_copy(update={"api_port": 0}), process=True) as there,
+    ):
+        answers = [
+            httpx.post(f"{api.url}/sql", json={"sql": "SELECT * FROM nowhere"}) for api in (here, there)
+        ]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert answers[0].json() == answers[1].json() and answers[1].json()["sqlstate"] == "42P01"
+
+
 class Hammer:
     """GETs a named query in a loop from a thread; keeps every status (connection errors apart)."""
 

@@ -123,7 +123,13 @@ class _Handler(socketserver.BaseRequestHandler):
             try:
                 header, payload = _answer(self.server.gate, frame[0])
             except QueryError as exc:
-                header = {"ok": False, "kind": type(exc).__name__, "message": str(exc)}
+                # sqlstate too: a DuckDB error's is set per error (42P01, 22P02...), not by its class.
+                header = {
+                    "ok": False,
+                    "kind": type(exc).__name__,
+                    "message": str(exc),
+                    "sqlstate": exc.sqlstate,
+                }
                 header["retry_after"] = getattr(exc, "retry_after", None)
                 payload = b""
             except Exception as exc:  # our bug: logged here with its traceback, one line there

@@ -42,13 +42,19 @@ READY = "ready"
 HANG_MARGIN_S = 30.0  # beyond a read's own time limit, how long to wait for the writer's answer
 
 
-def _error(kind: str, message: str, retry_after: float | None) -> Exception:
+def _error(header: dict[str, Any]) -> Exception:
+    """The writer's refusal as the same QueryError (class, sentence, sqlstate) it raised there."""
+    kind, message = str(header.get("kind")), str(header.get("message"))
     cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, QueryError):
-        if issubclass(cls, errors.ReadBusy):
-            return cls(message, retry_after=retry_after or 1.0)
-        return cls(message)
-    return RuntimeError(f"the writer's process could not run the read ({message})")
+    if not (isinstance(cls, type) and issubclass(cls, QueryError)):
+        return RuntimeError(f"the writer's process could not run the read ({message})")
+    if issubclass(cls, errors.ReadBusy):
+        error: QueryError = cls(message, retry_after=header.get("retry_after") or 1.0)
+    else:
+        error = cls(message)
+    if header.get("sqlstate"):
+        error.sqlstate = str(header["sqlstate"])
+    return error
 
 
 class RemoteGate:
@@ -98,7 +104,7 @@ class RemoteGate:
                     _writer_gone(f"its reads connection failed ({exc})")
         header, payload = frame
         if not header.get("ok"):
-            raise _error(str(header.get("kind")), str(header.get("message")), header.get("retry_after"))
+            raise _error(header)
         return header, payload
 
     def _drop(self, sock: socket.socket | None) -> None:
