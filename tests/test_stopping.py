@@ -81,3 +81,30 @@ def test_a_supervised_child_is_out_of_the_group_signal_but_dies_with_its_supervi
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(")")[-1].split()[0]
+
+
+def test_a_process_whose_main_thread_is_gone_is_alive_while_another_thread_runs():
+    """Its main thread shows "Z" but the other thread still holds the process's files (a port,
+    the store's lock): only once every thread is gone is the process gone."""
+    code = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(1.5,)).start()\n"
+        "print('ready', flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"  # the main thread alone ends
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        assert _state(proc.pid) == "Z" and alive(proc.pid)
+        deadline = time.monotonic() + 5
+        while alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(proc.pid) and _state(proc.pid) == "Z"  # every thread gone, not yet reaped
+    finally:
+        proc.wait(5)

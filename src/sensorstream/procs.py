@@ -15,7 +15,11 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def alive(pid: int) -> bool:
-    """Is ``pid`` a running process? A zombie (exited, not yet reaped) is not."""
+    """Is ``pid`` a running process? A zombie (exited, not yet reaped) is not.
+
+    A process whose main thread shows "Z" while its other threads still exit is alive: those
+    threads still hold its files (a listening port, the store's lock) until the last one is gone.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -24,9 +28,11 @@ def alive(pid: int) -> bool:
         return True
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            if fh.read().split(")")[-1].split()[0] != "Z":
+                return True
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
-        return True
+        return os.path.exists(f"/proc/{pid}")  # gone in between: reaped
 
 
 def read_pid(pid_file: Path) -> int | None:
