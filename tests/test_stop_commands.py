@@ -133,3 +133,31 @@ def test_make_run_stops_every_part_on_ctrl_c_with_exit_0(kafka, topic, tmp_path)
     _stop_and_check(run, ctrl_c)
     assert "pipeline stopped" in run.output and "make:" not in run.output
     assert not port_in_use(api) and not port_in_use(dashboard)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_faults_stopped_by_sigterm_stops_its_broker_and_stream_job(tmp_path):
+    """A harness stopped by `timeout` or a CI runner (SIGTERM to it alone): the broker and stream
+    job it started in sessions of their own go too, instead of holding their ports and a core."""
+    env = {"SENSORSTREAM_DATA_DIR": str(tmp_path / "data"), "SENSORSTREAM_CACHE_DIR": str(ROOT / ".cache")}
+    args = ["faults", "--scenario", "hostile-reader", "--quick", "--workdir", str(tmp_path)]
+    run = launch(command(*args, "--report", str(tmp_path / "faults.json")), env)
+    try:
+        _wait_for(
+            lambda: any("sensorstream stream" in _cmdline(p) for p in descendants(run.proc.pid)),
+            180, "stream job", run,
+        )  # fmt: skip
+        started = descendants(run.proc.pid)
+        assert java_descendants(run.proc.pid), "no broker JVM"
+        run.proc.send_signal(signal.SIGTERM)
+        run.wait(90)
+    finally:
+        run.kill()
+    assert gone(started, 30), f"left running: {[_cmdline(p)[:80] for p in started if _cmdline(p)]}"
+    assert "stopping what this command started" in run.output, run.output

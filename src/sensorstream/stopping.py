@@ -6,7 +6,8 @@ way the first signal only *requests* a stop: the command finishes what is in fli
 A second signal asks for a fast stop (``on_fast``), for an operator who does not want to wait.
 
 The handlers only set flags, so a signal never lands as an exception in the middle of a Py4J
-call, a DuckDB transaction or an HTTP response.
+call, a DuckDB transaction or an HTTP response. The harness commands (``faults``, ``bench``) are
+the exception (:func:`sigterm_unwinds`): what they start, they stop on the way out of a ``with``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,28 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+def sigterm_unwinds() -> None:
+    """SIGTERM unwinds the main thread as Ctrl-C does (``KeyboardInterrupt``), unless a handler is set.
+
+    For the harness commands: their brokers, stream jobs and JVMs run in sessions of their own (so
+    a fault can kill one alone) and are stopped by the ``with`` blocks that started them. Python's
+    default for SIGTERM ends the process without running those blocks, so ``timeout`` or a CI
+    runner stopping ``sensorstream faults`` left a broker and a stream job running, holding their
+    ports and a core.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    log.warning("%s received: stopping what this command started", signal.Signals(signum).name)
+    raise KeyboardInterrupt
 
 
 def exit_now(code: int) -> NoReturn:

@@ -19,6 +19,13 @@ bench_app = typer.Typer(help="Benchmarks; print a table and write reports/*.json
 commands = typer.Typer()  # top-level tool commands (faults)
 
 
+@bench_app.callback()
+def _bench() -> None:
+    from sensorstream.stopping import sigterm_unwinds
+
+    sigterm_unwinds()  # a benchmark stopped by SIGTERM stops its broker and job too
+
+
 def register(app: typer.Typer, kafka: typer.Typer) -> None:
     kafka.add_typer(kafka_app)
     app.add_typer(bench_app, name="bench")
@@ -251,8 +258,11 @@ def faults_cmd(
     report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/faults.json"),
 ) -> None:
     """Break the pipeline on purpose and check nothing is lost, doubled or wrong (exit 1 if anything is)."""
+    from sensorstream.stopping import sigterm_unwinds
     from sensorstream.tools.faults.scenario import FaultOptions
     from sensorstream.tools.faults.suite import SCENARIOS, run_faults
+
+    sigterm_unwinds()  # stopped by SIGTERM (timeout, a CI runner): its brokers and jobs stop too
 
     names = scenario or ["all"]
     unknown = [n for n in names if n != "all" and n not in SCENARIOS]
