@@ -309,3 +309,37 @@ def test_the_guard_refuses_with_a_sentence(sql, error, fragment):
     with duckdb.connect() as con, pytest.raises(error, match=fragment) as caught:
         sqlguard.check(con, sql, max_sql_bytes=16_384, max_columns=200)
     assert "\n" not in str(caught.value)
+
+
+def test_the_guard_remembers_its_verdicts_so_a_repeated_text_costs_a_lookup(monkeypatch):
+    """A client sending the same expensive text again and again (900 nested calls: ~40 ms of a
+    core to parse and walk) gets the same answer without a second parse."""
+    parsed = []
+
+    def counted(*args):
+        parsed.append(args[1])
+        return real(*args)
+
+    real = sqlguard._check
+    monkeypatch.setattr(sqlguard, "_check", counted)
+    monkeypatch.setattr(sqlguard, "_verdicts", type(sqlguard._verdicts)())
+    deep = "SELECT " + "abs(" * 900 + "1" + ")" * 900
+    with duckdb.connect() as con:
+        for _ in range(3):
+            with pytest.raises(SqlRefused, match="nested too deeply"):
+                sqlguard.check(con, deep, max_sql_bytes=16_384, max_columns=200)
+            assert sqlguard.check(con, "SELECT 1;", max_sql_bytes=16_384, max_columns=200) == "SELECT 1"
+        assert parsed == [deep, "SELECT 1;"]
+        # Other limits, another verdict: 1 column is too many where 0 are allowed.
+        with pytest.raises(TooLarge):
+            sqlguard.check(con, "SELECT 1;", max_sql_bytes=16_384, max_columns=0)
+        # Too long is refused before parsing, and not kept (the memory stays bounded by the limit).
+        for _ in range(2):
+            with pytest.raises(TooLarge):
+                sqlguard.check(con, "SELECT '" + "x" * 20_000 + "'", max_sql_bytes=16_384, max_columns=200)
+        assert len(sqlguard._verdicts) == 3
+    monkeypatch.setattr(sqlguard, "VERDICTS_KEPT", 2)
+    with duckdb.connect() as con:
+        for n in range(5):
+            sqlguard.check(con, f"SELECT {n}", max_sql_bytes=16_384, max_columns=200)
+    assert [key[0] for key in sqlguard._verdicts] == ["SELECT 3", "SELECT 4"]  # the newest kept
