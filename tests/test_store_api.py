@@ -18,7 +18,7 @@ import pytest
 
 from sensorstream.procs import alive
 from sensorstream.store import front
-from sensorstream.store.api import ApiStartError, ReadApi
+from sensorstream.store.api import REFUSAL_PAUSE_S, ApiStartError, ReadApi
 from sensorstream.store.client import StoreClient
 from sensorstream.store.errors import QueryError, QueryTimeout, SqlRefused
 from sensorstream.store.migrations import LATEST
@@ -121,6 +121,15 @@ def test_the_sql_guard_refuses_anything_but_reading_the_store(http, sql, reason)
     assert response.status_code == 400
     assert reason in response.json()["error"]
     assert dict(http.get("/query/table_counts").json()["rows"])["readings"] == 500  # nothing happened
+
+
+def test_a_refusal_is_answered_no_sooner_than_a_pause_so_a_retry_loop_cannot_spin(http):
+    """Refused or busy ad-hoc SQL answers after REFUSAL_PAUSE_S (waiting costs no thread, no CPU):
+    a client that asks again the moment it has the answer sends a few a second, not hundreds."""
+    started = time.monotonic()
+    refused = http.post("/sql", json={"sql": "SELECT * FROM read_csv('/etc/passwd')"})
+    assert refused.status_code == 400 and time.monotonic() - started >= REFUSAL_PAUSE_S
+    assert http.post("/sql", json={"sql": "SELECT 1 AS one"}).json()["rows"] == [[1]]
 
 
 def test_sql_binds_params_and_caps_rows(http):
