@@ -13,7 +13,7 @@ def test_defaults_match_the_design_notes(monkeypatch):
     assert s.bootstrap_servers == "localhost:9092"
     assert s.topic == "sensor-data"
     assert str(s.db) == "data/sensorstream.duckdb"
-    assert s.window == 60 and s.allowed_lateness == 30 and s.trigger == 1
+    assert s.window == 60 and s.allowed_lateness == 30 and s.trigger == 0.5
     assert s.starting_offsets == "earliest"
     assert (s.dashboard_port, s.api_port, s.metrics_port) == (8501, 8765, 9108)
 
