@@ -2,8 +2,9 @@
 
 The stream job calls ``StoreService(con, settings).start()`` after opening the store and
 ``.stop()`` at shutdown: the read API (always), the PostgreSQL endpoint (``SENSORSTREAM_PG_PORT``
->= 0), retention (``SENSORSTREAM_RETENTION`` > 0) and snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
-> 0), each on its own daemon thread.
+>= 0), retention (``SENSORSTREAM_RETENTION`` > 0), snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
+> 0) and the WAL's checkpoints (``.checkpointer``, told after each batch), each on its own daemon
+thread.
 
 ``.gate`` is the process's one :class:`~sensorstream.store.reads.ReadGate`: creating it locks the
 store's DuckDB instance down for reads, and every endpoint that serves outside readers (the read
@@ -19,6 +20,7 @@ import duckdb
 from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.background import Periodic
+from sensorstream.store.checkpoints import WalCheckpointer
 from sensorstream.store.pgwire import PgServer
 from sensorstream.store.reads import ReadGate
 from sensorstream.store.retention import apply_retention
@@ -31,6 +33,8 @@ class StoreService:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, settings: Settings, *, api_port: int | None = None
     ) -> None:
+        # Before the gate: it freezes the instance's configuration, and this sets DuckDB's threshold.
+        self.checkpointer = WalCheckpointer(con, settings.db)
         self.gate = ReadGate(con, settings)
         self.api = ReadApi(con, settings, port=api_port, gate=self.gate, process=True)
         self.pg = PgServer(con, settings, gate=self.gate) if settings.pg_port >= 0 else None
@@ -68,6 +72,7 @@ class StoreService:
         for worker in (self.retention, self.snapshot):
             if worker is not None:
                 worker.start()
+        self.checkpointer.start()
         log.info(
             "store service up: api %s, postgres %s, retention %s, snapshots %s",
             self.api.url,
@@ -79,6 +84,7 @@ class StoreService:
 
     def stop(self) -> None:
         """Stop the workers (each finishes its current chunk or snapshot), then the API."""
+        self.checkpointer.stop()
         for worker in (self.snapshot, self.retention):
             if worker is not None:
                 worker.stop()

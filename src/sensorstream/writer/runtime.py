@@ -65,6 +65,8 @@ class StreamRuntime:
             self.job = StreamJob(spark, self.settings, BatchMerger(self.con, self.settings))
             self.store_service = StoreService(self.con, self.settings).start()
             self._stack.callback(self.store_service.stop)
+            # First of the observers: a due checkpoint starts as soon as the batch has committed.
+            self.job.on_batch.insert(0, self.store_service.checkpointer.after_batch)
             if self.own_jvm:
                 # Unwound after the query and the monitor's listener stopped, before the read API
                 # drains: nothing calls into the JVM any more, so it may go.
