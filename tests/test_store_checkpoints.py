@@ -91,3 +91,17 @@ def test_stopping_the_checkpointer_ends_its_thread_at_once(make_settings):
         checkpointer.stop()
         assert time.monotonic() - started < 1
         assert not any(t.name == "store-checkpoint" for t in threading.enumerate())
+
+
+def test_a_checkpointer_on_an_instance_already_locked_for_reads_keeps_the_backstop(make_settings):
+    """A store service started again on the same connection finds the configuration frozen."""
+    from sensorstream.store.lockdown import lock_down
+
+    settings = store_settings(make_settings)
+    with writer_store(settings, batches=1) as (con, _):
+        WalCheckpointer(con, settings.db, wal_bytes=WAL_BYTES)
+        lock_down(con)
+        again = WalCheckpointer(con, settings.db)  # no SET on a locked instance
+        backstop = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()[0]
+        assert backstop == f"{BACKSTOP_FACTOR * WAL_BYTES // 1024 // 1024}.0 MiB"
+        assert again.checkpoint()

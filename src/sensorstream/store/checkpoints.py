@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from sensorstream.store.db import writes_held
+from sensorstream.store.lockdown import is_locked
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,11 @@ class WalCheckpointer:
         self.con = con
         self.wal = Path(f"{db_path}.wal")
         self.wal_bytes = wal_bytes
-        # A global setting: set before the read lockdown freezes the configuration.
-        con.execute(f"SET checkpoint_threshold = '{BACKSTOP_FACTOR * wal_bytes} bytes'")
+        # A global setting, set before the read lockdown freezes the configuration. An instance
+        # already locked was served before (a service restarted on the same connection), and the
+        # backstop was set then; DuckDB's default (16 MB) would only make it the old behaviour.
+        if not is_locked(con):
+            con.execute(f"SET checkpoint_threshold = '{BACKSTOP_FACTOR * wal_bytes} bytes'")
         self.runs = 0
         self.refused = 0
         self.last_ms: float | None = None
