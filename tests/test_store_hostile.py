@@ -30,7 +30,8 @@ from sensorstream.cli import app
 from sensorstream.store import sqlguard
 from sensorstream.store.api import make_app
 from sensorstream.store.errors import QueryTimeout, ReadBusy, SqlRefused, TooLarge
-from sensorstream.store.reads import ReadGate, _rss
+from sensorstream.store.execute import read_cursor
+from sensorstream.store.reads import ReadGate, WriterMark, _rss, _Watchdog
 from sensorstream.store.snapshot import write_snapshot
 from sensorstream.tools.faults.hostile import ATTACKS
 from sensorstream.tools.synthetic import FakeBatchWriter
@@ -239,6 +240,48 @@ def test_legal_sql_with_bounded_growth_still_runs(settings):
         ).rows
         assert rows[0][1:] == ["***", [0, 1, 2], "  1.2"] and len(rows[0][0]) == 16
         assert gate.run("SELECT count(*) FROM range(100000)").rows == [[100_000]]  # a table function
+
+
+def test_a_read_is_not_charged_for_what_the_writer_grows_and_frees(settings):
+    """Reads share the process with the writer, and at 50 K events/s a batch grows it by ~250 MB
+    and frees it after the commit. An ad-hoc read runs on idle CPU time, so on a busy machine even
+    ``count(*)`` can last through a batch: it was interrupted for memory it never used. The read
+    is now charged only past the writer's own recent high-water mark, sampled between reads."""
+    limit = 64 * 2**20
+    endless = "SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 1"  # little memory, much time
+
+    def read_through_a_batch(con: duckdb.DuckDBPyConnection, floor: int | None) -> str | None:
+        """Why the watchdog stopped a read while a batch (3x the limit) came and went."""
+        cur = read_cursor(con)
+        with _Watchdog(cur, 1.5, limit, floor) as dog:
+            reader = threading.Thread(target=lambda: pytest.raises(duckdb.Error, cur.execute, endless))
+            reader.start()
+            time.sleep(0.2)
+            batch = b"x" * (3 * limit)  # written, so resident
+            time.sleep(0.4)
+            del batch
+            reader.join(30)
+        cur.close()
+        return dog.reason
+
+    with writer_store(settings) as (con, _):
+        mark = WriterMark(every=0.01).start()
+        try:
+            batch = b"x" * (3 * limit)  # an earlier batch, while no read ran
+            time.sleep(0.2)
+            del batch
+            with mark.reading() as floor:
+                assert floor is not None and floor >= 3 * limit
+                assert read_through_a_batch(con, floor=None) == "memory"  # charged from its own start
+                assert read_through_a_batch(con, floor=floor) == "timeout"  # ran through it
+                # A read's own growth never becomes the floor of the next one.
+                own = b"y" * (6 * limit)
+                time.sleep(0.2)
+                del own
+            with mark.reading() as after:
+                assert after is not None and after < floor + 2 * limit
+        finally:
+            mark.stop()
 
 
 def test_only_loopback_host_names_unless_configured(make_settings):

@@ -45,6 +45,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -198,10 +199,13 @@ def _size(value: Any) -> int:
 
 
 class _Watchdog:
-    """Interrupts ``cur`` past ``timeout`` or when the process grew by more than ``memory`` bytes."""
+    """Interrupts ``cur`` past ``timeout`` or when the process grew by more than ``memory`` bytes
+    above ``floor`` (or above its size when the read began, if that is more)."""
 
-    def __init__(self, cur: duckdb.DuckDBPyConnection, timeout: float, memory: int) -> None:
-        self.cur, self.timeout, self.memory = cur, timeout, memory
+    def __init__(
+        self, cur: duckdb.DuckDBPyConnection, timeout: float, memory: int, floor: int | None = None
+    ) -> None:
+        self.cur, self.timeout, self.memory, self.floor = cur, timeout, memory, floor
         self.reason: Literal["timeout", "memory"] | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="read-watchdog", daemon=True)
@@ -216,7 +220,7 @@ class _Watchdog:
 
     def _watch(self) -> None:
         deadline = time.monotonic() + self.timeout
-        base = _rss()
+        base = max((b for b in (_rss(), self.floor) if b is not None), default=None)
         while not self._done.wait(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 self.reason = "timeout"
@@ -225,6 +229,74 @@ class _Watchdog:
             if self.reason:
                 self.cur.interrupt()
                 return
+
+
+class WriterMark:
+    """The process's highest resident memory over the last ``window`` seconds, sampled only while
+    no ad-hoc read runs: the size the writer itself reaches, which a read is not charged for.
+
+    The read watchdog charges a read for the process's growth while it runs, and reads share the
+    process with the writer. At 50 K events/s a batch grows the process by up to ~250 MB (the
+    Arrow batch from Spark, the parse, the merge) and frees it after the commit; an ad-hoc read
+    runs on idle CPU time, so on a busy machine even ``count(*)`` can last through a batch, and
+    was interrupted for "more than 256 MB" it never used. With this mark as the floor, a read is
+    charged only for growth past what the writer recently reached on its own. Samples are taken
+    only between reads, so a read's own growth never raises the floor of the next one.
+    """
+
+    def __init__(self, window: float = 60.0, every: float = _POLL_S) -> None:
+        self.window, self.every = window, every
+        self._marks: deque[tuple[float, int]] = deque()  # (time, rss), rss falling: a sliding max
+        self._reads = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="read-writer-mark", daemon=True)
+
+    _shared: WriterMark | None = None
+    _shared_pid = 0
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> WriterMark:
+        """The process's one mark (the memory it watches is the process's), started on first use;
+        a forked child starts its own."""
+        with cls._shared_lock:
+            if cls._shared is None or cls._shared_pid != os.getpid():
+                cls._shared, cls._shared_pid = cls().start(), os.getpid()
+            return cls._shared
+
+    def start(self) -> WriterMark:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @contextmanager
+    def reading(self) -> Iterator[int | None]:
+        """Count one read as running for the block; yields the floor to charge it from."""
+        with self._lock:
+            self._reads += 1
+            floor = self._marks[0][1] if self._marks else None
+        try:
+            yield floor
+        finally:
+            with self._lock:
+                self._reads -= 1
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            rss, now = _rss(), time.monotonic()
+            with self._lock:
+                while self._marks and self._marks[0][0] < now - self.window:
+                    self._marks.popleft()
+                if rss is None or self._reads:
+                    continue
+                while self._marks and self._marks[-1][1] <= rss:
+                    self._marks.pop()
+                self._marks.append((now, rss))
 
 
 def _too_large(bytes_cap: int) -> TooLarge:
@@ -390,7 +462,7 @@ class ReadGate:
         try:
             # The read's sorts and hash tables spill past this instead of taking the writer's share.
             cur.execute(f"SET operator_memory_limit = '{limits.memory}B'")
-            with _Watchdog(cur, seconds, limits.memory) as dog:
+            with WriterMark.shared().reading() as floor, _Watchdog(cur, seconds, limits.memory, floor) as dog:
                 try:
                     return (fetch or self._fetch)(cur, text, params, rows_cap, bytes_cap)
                 except duckdb.Error as exc:
