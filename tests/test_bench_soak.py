@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from sensorstream.kafka.consume import consume
+from sensorstream.kafka.topics import create_topic
+from sensorstream.sink.parse import RecordParser
 from sensorstream.store.db import connect
+from sensorstream.tools.bench.load import BulkLoad
 from sensorstream.tools.bench.soak import sink_batches, verdict
 from sensorstream.tools.synthetic import prefill
 
@@ -45,3 +54,34 @@ def test_steady_state_means_a_flat_lag_and_the_verdict_says_how_sizes_move():
     assert flat["lag_flat"] and flat["file_mb_per_min"] == 0 and flat["python_rss_mb_per_min"] == 0
     growing = verdict(_samples(lag_per_s=50, file_mb_per_s=0.1), rate=1000)
     assert not growing["lag_flat"] and round(growing["file_mb_per_min"], 6) == 6.0
+
+
+@pytest.mark.integration
+def test_the_soak_load_sends_valid_events_on_the_wall_clocks_schedule(kafka, topic, make_settings):
+    """The soak's producer (the simulator tops out at 11-15 K events/s beside the job): every
+    message is an event the sink's own parser accepts, ids unique, event time on schedule."""
+    settings = make_settings(bootstrap_servers=kafka.bootstrap_servers, topic=topic)
+    create_topic(settings.kafka_client_config, topic, 3)
+    load = BulkLoad(settings.kafka_client_config, topic, rate=20_000, sensors=50)
+    started = datetime.now(UTC)
+    try:
+        assert load.run(duration=1.5) == 0  # nothing undelivered
+    finally:
+        load.close()
+    assert time.monotonic() - load.started >= 1.4  # sent on schedule, not as fast as it could
+    messages = list(consume(settings.kafka_client_config, topic, start="beginning", max_messages=30_000,
+                            idle_timeout=10))  # fmt: skip
+    assert len(messages) == 30_000
+    raw = pa.table(
+        {"kafka_topic": [m.topic() for m in messages], "kafka_partition": [m.partition() for m in messages],
+         "kafka_offset": [m.offset() for m in messages],
+         "kafka_timestamp": [datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC) for m in messages],
+         "kafka_key": [m.key() for m in messages], "raw_value": [m.value() for m in messages]}
+    )  # fmt: skip
+    parsed = RecordParser(settings.valid_ranges, settings.window_step).parse(raw)
+    assert parsed.filter(pc.invert(pc.is_null(parsed["error"]))).num_rows == 0
+    assert len(set(parsed["event_id"].to_pylist())) == 30_000
+    assert len(set(parsed["sensor_id"].to_pylist())) == 50
+    times = sorted(parsed["event_time"].to_pylist())
+    assert started - timedelta(seconds=1) <= times[0] and times[-1] <= started + timedelta(seconds=2.5)
+    assert (times[-1] - times[0]).total_seconds() == pytest.approx(1.5, abs=0.01)  # 20 K/s of event time

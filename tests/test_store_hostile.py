@@ -253,8 +253,13 @@ def test_a_read_is_not_charged_for_what_the_writer_grows_and_frees(settings):
     def read_through_a_batch(con: duckdb.DuckDBPyConnection, floor: int | None) -> str | None:
         """Why the watchdog stopped a read while a batch (3x the limit) came and went."""
         cur = read_cursor(con)
+
+        def read() -> None:
+            with pytest.raises(duckdb.Error):  # interrupted, whatever the reason
+                cur.execute(endless)
+
         with _Watchdog(cur, 1.5, limit, floor) as dog:
-            reader = threading.Thread(target=lambda: pytest.raises(duckdb.Error, cur.execute, endless))
+            reader = threading.Thread(target=read)
             reader.start()
             time.sleep(0.2)
             batch = b"x" * (3 * limit)  # written, so resident

@@ -46,6 +46,7 @@ from sensorstream.store.db import connect
 from sensorstream.store.migrations import TABLES
 from sensorstream.store.retention import apply_retention
 from sensorstream.tools.bench.kafka import bench_broker
+from sensorstream.tools.bench.load import load_process
 from sensorstream.tools.bench.stream import (
     lag_growth,
     latency_figures,
@@ -139,8 +140,13 @@ def _new_topic(settings: Settings, bootstrap: str, work: Path, prefix: str, **ov
 
 
 @contextmanager
-def _running_job(s: Settings, sensors: int, rate: float) -> Iterator[tuple[Any, StoreClient]]:
-    """The real job (runtime) and a client of its read API, past its first (warm-up) batches."""
+def _running_job(
+    s: Settings, sensors: int, rate: float, *, bulk: bool = False
+) -> Iterator[tuple[Any, StoreClient]]:
+    """The real job (runtime) and a client of its read API, past its first (warm-up) batches.
+
+    ``bulk``: warm up with the bulk load (the soak's producer) rather than the simulator.
+    """
     from sensorstream.writer.runtime import StreamRuntime
 
     with (
@@ -148,7 +154,11 @@ def _running_job(s: Settings, sensors: int, rate: float) -> Iterator[tuple[Any, 
         StoreClient(s, api_url=runtime.store_service.api.url) as client,
     ):
         time.sleep(8)  # first (empty) batches, not measured
-        warm_up(s, runtime, sensors, rate)
+        if bulk:
+            load_process(s, rate, 20.0, sensors).wait(timeout=140)
+            runtime.job.wait_idle(timeout=300)
+        else:
+            warm_up(s, runtime, sensors, rate)
         yield runtime, client
 
 
@@ -208,9 +218,10 @@ def soak(
     s = _new_topic(settings, bootstrap, work, "soak-run", retention=retention, retention_interval=20.0,
                    window_retention=2 * retention, metrics_retention=2 * retention)  # fmt: skip
     samples: list[dict[str, Any]] = []
-    with _running_job(s, sensors, rate) as (runtime, client):
+    with _running_job(s, sensors, rate, bulk=True) as (runtime, client):
         t0 = time.time()
-        proc = producer_process(s, rate, minutes * 60, sensors, seed=21)
+        # The bulk load, not the simulator: the simulator tops out at 11-15 K events/s beside the job.
+        proc = load_process(s, rate, minutes * 60, sensors)
         while proc.poll() is None:
             time.sleep(10)
             last = client.sql(
