@@ -184,9 +184,17 @@ def bench_soak(
     ] = "0,10000000,50000000",
     e2e_rate: Annotated[float, typer.Option(help="events/s for the latency on a full store")] = 5_000,
     batches: Annotated[int, typer.Option(help="sink batches per pre-fill size")] = 30,
-    rate: Annotated[float, typer.Option(help="events/s for the soak")] = 20_000,
+    rate: Annotated[float, typer.Option(help="events/s for the soak")] = 40_000,
     minutes: Annotated[float, typer.Option(help="soak length (0: skip the soak)")] = 20,
-    retention: Annotated[str, typer.Option(help="readings retention during the soak")] = "5 minutes",
+    retention: Annotated[
+        str, typer.Option(help="readings retention during the soak and the drain")
+    ] = "5 minutes",
+    drain_rate: Annotated[
+        float, typer.Option(help="events/s of the backlog's schedule, drained with no producer running")
+    ] = 50_000,
+    drain_minutes: Annotated[
+        float, typer.Option(help="minutes of that schedule in the backlog (0: skip)")
+    ] = 8,
     bootstrap_servers: Annotated[
         str | None, typer.Option(help="use this broker instead of a throwaway one")
     ] = None,
@@ -194,14 +202,16 @@ def bench_soak(
         "reports/bench-soak.json"
     ),
 ) -> None:
-    """Cost per batch on a store pre-filled with 0/10M/50M readings, then a long run at steady state."""
+    """Cost per batch on a store pre-filled with 0/10M/50M readings, a long run at steady state, then a
+    backlog drained with no producer on the cores."""
     from sensorstream.tools.bench.soak import run_soak_bench
 
     settings = settings_or_exit()
     run_soak_bench(
         settings, bootstrap_servers=bootstrap_servers,
         prefills=tuple(int(n) for n in prefills.split(",") if n.strip()), e2e_rate=e2e_rate, batches=batches,
-        rate=rate, minutes=minutes, retention=settings_or_exit(retention=retention).retention, report=report,
+        rate=rate, minutes=minutes, retention=settings_or_exit(retention=retention).retention,
+        drain_rate=drain_rate, drain_minutes=drain_minutes, report=report,
     )  # fmt: skip
 
 

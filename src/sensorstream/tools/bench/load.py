@@ -58,16 +58,20 @@ class BulkLoad:
         self.con = duckdb.connect(config={"threads": 1})
         self.con.execute("SET TimeZone = 'UTC'")
 
-    def run(self, duration: float) -> int:
-        """Send ``rate * duration`` events on schedule; returns how many were not delivered."""
+    def run(self, duration: float, *, paced: bool = True, start: datetime | None = None) -> int:
+        """Send ``rate * duration`` events; returns how many were not delivered.
+
+        Event times follow the schedule at ``rate`` from ``start`` (now by default). ``paced``: each
+        tick is sent when its time comes; otherwise as fast as the producer goes (a backlog).
+        """
         total = round(self.rate * duration)
         per_tick = max(1, round(self.rate * TICK))
-        start, t0 = datetime.now(UTC), time.monotonic()
+        start, t0 = start or datetime.now(UTC), time.monotonic()
         self.started = t0
         sent = 0
         while sent < total:
             due = t0 + sent / self.rate
-            if (delay := due - time.monotonic()) > 0:
+            if paced and (delay := due - time.monotonic()) > 0:
                 time.sleep(delay)
             count = min(per_tick, total - sent)
             rows = self.con.execute(_EVENTS_SQL, {

@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,7 +46,7 @@ from sensorstream.store.db import connect
 from sensorstream.store.migrations import TABLES
 from sensorstream.store.retention import apply_retention
 from sensorstream.tools.bench.kafka import bench_broker
-from sensorstream.tools.bench.load import load_process
+from sensorstream.tools.bench.load import BulkLoad, load_process
 from sensorstream.tools.bench.stream import (
     lag_growth,
     latency_figures,
@@ -204,50 +204,108 @@ def full_store_point(
     return point
 
 
-def soak(
-    settings: Settings,
-    bootstrap: str,
-    work: Path,
-    *,
-    rate: float,
-    minutes: float,
-    sensors: int,
-    retention: float,
-) -> dict[str, Any]:
-    """Part 3: the job at ``rate`` for ``minutes`` with a short retention; samples every 10 s."""  # fmt: skip
-    s = _new_topic(settings, bootstrap, work, "soak-run", retention=retention, retention_interval=20.0,
-                   window_retention=2 * retention, metrics_retention=2 * retention)  # fmt: skip
-    samples: list[dict[str, Any]] = []
+@dataclass
+class LongRun:
+    """A run of minutes on a short retention (the soak, the drain): the store holds ``retention``
+    of events at ``rate``, and retention deletes as much as arrives."""
+
+    bootstrap: str
+    work: Path
+    rate: float
+    minutes: float
+    sensors: int
+    retention: float
+
+    def settings(self, base: Settings, prefix: str) -> Settings:
+        return _new_topic(base, self.bootstrap, self.work / prefix, prefix, retention=self.retention,
+                          retention_interval=20.0, window_retention=2 * self.retention,
+                          metrics_retention=2 * self.retention)  # fmt: skip
+
+
+def soak(settings: Settings, run: LongRun) -> dict[str, Any]:
+    """Part 3: the job at ``rate`` for ``minutes`` with a short retention; samples every 10 s."""
+    s = run.settings(settings, "soak-run")
+    rate, minutes, sensors, retention = run.rate, run.minutes, run.sensors, run.retention
     with _running_job(s, sensors, rate, bulk=True) as (runtime, client):
         t0 = time.time()
         # The bulk load, not the simulator: the simulator tops out at 11-15 K events/s beside the job.
         proc = load_process(s, rate, minutes * 60, sensors)
-        while proc.poll() is None:
-            time.sleep(10)
-            last = client.sql(
-                "SELECT arg_max(batch_duration_ms, batch_id) AS ms, "
-                "quantile_cont(latency_max_ms, 0.99) FILTER (committed_at > now() - INTERVAL 10 SECOND) AS p99 "
-                "FROM pipeline_metrics"
-            ).iloc[0]
-            done = client.sql(LAST_END_OFFSETS_SQL).iloc[0, 0]
-            sample = {
-                "t": round(time.time() - t0, 1),
-                "consumer_lag": sum(runtime.monitor.lag.lag(done).values()),
-                "batch_ms": _num(last["ms"]),
-                "batch_latency_max_p99_ms": _num(last["p99"]),
-                "python_rss_mb": rss_mb(os.getpid()),
-                "jvm_rss_mb": rss_mb(jvm_pid(runtime) or -1),
-                "file_mb": round(file_mb(s.db), 1),
-                "rows": table_rows(client),
-                "load1": os.getloadavg()[0],
-            }
-            samples.append(sample)
-            console.print(
-                f"soak t={sample['t']:.0f}s: {json.dumps({k: v for k, v in sample.items() if k != 'rows'})}"
-            )
+        samples = _sample_until(runtime, client, s, t0, lambda: proc.poll() is not None)
         runtime.job.wait_idle(timeout=600)
     return {"rate": rate, "minutes": minutes, "retention_s": retention, "samples": samples,
             "minutes_summary": per_minute(samples, rate), "verdict": verdict(samples, rate)}  # fmt: skip
+
+
+def drain(settings: Settings, run: LongRun) -> dict[str, Any]:
+    """Part 4: the job's own sustained rate, with no producer on its cores.
+
+    On two cores the soak's load and the broker's intake take ~0.5 of a core beside the job. Here
+    ``rate * minutes * 60`` events, on an event-time schedule at ``rate``, are in the topic before
+    the job starts; the job then drains them with the soak's short retention, so the store holds
+    ``retention`` of events at that rate, as it would at steady state. Per minute: events
+    committed per second (the lag's fall), batch time, RSS, file size and rows per table.
+    """
+    s = run.settings(settings, "soak-drain")
+    rate, minutes, sensors, retention = run.rate, run.minutes, run.sensors, run.retention
+    load = BulkLoad(s.kafka_client_config, s.topic, rate, sensors)
+    started = time.monotonic()
+    try:
+        undelivered = load.run(minutes * 60, paced=False)
+    finally:
+        load.close()
+    produced = {"events": load.producer.sent, "undelivered": undelivered,
+                "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    console.print(f"drain: backlog {json.dumps(produced)}")
+    from sensorstream.writer.runtime import StreamRuntime
+
+    with (
+        StreamRuntime(s) as runtime,
+        StoreClient(s, api_url=runtime.store_service.api.url) as client,
+    ):
+        t0 = time.time()
+        samples = _sample_until(runtime, client, s, t0, lambda: _lag(runtime, client) == 0)
+        seconds = time.time() - t0
+    minutes_ = per_minute(samples, rate)
+    # Minute 1 holds the job's start (the JVM's first batches); the last one its partial end.
+    steady = [-m["lag_trend_per_s"] for m in minutes_[1:-1]]
+    return {"rate": rate, "backlog": produced, "retention_s": retention, "seconds": round(seconds, 1),
+            "events_per_s_overall": round(load.producer.sent / seconds),
+            "events_per_s_per_minute": steady, "events_per_s_min": min(steady, default=None),
+            "samples": samples, "minutes_summary": minutes_}  # fmt: skip
+
+
+def _lag(runtime: Any, client: StoreClient) -> int:
+    """Events in the topic not yet committed (all of them before the first batch commits)."""
+    done = client.sql(LAST_END_OFFSETS_SQL)
+    return sum(runtime.monitor.lag.lag(done.iloc[0, 0] if len(done) else None).values())
+
+
+def _sample_until(
+    runtime: Any, client: StoreClient, s: Settings, t0: float, done: Callable[[], bool]
+) -> list[dict[str, Any]]:
+    """Every 10 s until ``done()``: lag, the last batch, RSS, file size and rows per table."""
+    samples: list[dict[str, Any]] = []
+    while not done():
+        time.sleep(10)
+        last = client.sql(
+            "SELECT arg_max(batch_duration_ms, batch_id) AS ms, "
+            "quantile_cont(latency_max_ms, 0.99) FILTER (committed_at > now() - INTERVAL 10 SECOND) AS p99 "
+            "FROM pipeline_metrics"
+        ).iloc[0]
+        sample = {
+            "t": round(time.time() - t0, 1),
+            "consumer_lag": _lag(runtime, client),
+            "batch_ms": _num(last["ms"]),
+            "batch_latency_max_p99_ms": _num(last["p99"]),
+            "python_rss_mb": rss_mb(os.getpid()),
+            "jvm_rss_mb": rss_mb(jvm_pid(runtime) or -1),
+            "file_mb": round(file_mb(s.db), 1),
+            "rows": table_rows(client),
+            "load1": os.getloadavg()[0],
+        }
+        samples.append(sample)
+        console.print(f"t={sample['t']:.0f}s: {json.dumps({k: v for k, v in sample.items() if k != 'rows'})}")
+    return samples
 
 
 def per_minute(samples: list[dict[str, Any]], rate: float) -> list[dict[str, Any]]:
@@ -290,13 +348,13 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def plot_soak(result: dict[str, Any], out: Path) -> Path:
+def plot_soak(part: dict[str, Any], path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = result["soak"]["samples"]
+    samples = part["samples"]
     t = [s["t"] / 60 for s in samples]
     fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     axes[0].plot(t, [s["consumer_lag"] for s in samples], label="consumer lag (events)")
@@ -317,13 +375,9 @@ def plot_soak(result: dict[str, Any], out: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    soak_ = result["soak"]
-    fig.suptitle(
-        f"soak: {soak_['rate']:,.0f} events/s for {soak_['minutes']} min, retention {soak_['retention_s']:.0f} s"
-    )
+    fig.suptitle(f"{title}, retention {part['retention_s']:.0f} s")
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "soak.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -332,9 +386,10 @@ def plot_soak(result: dict[str, Any], out: Path) -> Path:
 def run_soak_bench(settings: Settings, *, bootstrap_servers: str | None = None,
                    prefills: tuple[int, ...] = (0, 10_000_000, 50_000_000), e2e_rate: float = 5_000,
                    e2e_seconds: float = 60, batches: int = 30, batch_events: int = 20_000, sensors: int = 1000,
-                   rate: float = 20_000, minutes: float = 20, retention: float = 300,
+                   rate: float = 40_000, minutes: float = 20, retention: float = 300,
+                   drain_rate: float = 50_000, drain_minutes: float = 8,
                    report: Path = Path("reports/bench-soak.json")) -> dict[str, Any]:  # fmt: skip
-    result: dict[str, Any] = {"cpus": os.cpu_count(), "points": [], "soak": None}
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "points": [], "soak": None, "drain": None}
     with (
         tempfile.TemporaryDirectory(prefix="sensorstream-soak-") as tmp,
         bench_broker(settings, bootstrap_servers, None) as bootstrap,
@@ -347,13 +402,26 @@ def run_soak_bench(settings: Settings, *, bootstrap_servers: str | None = None,
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(json.dumps(result, indent=2, default=str))
         if minutes > 0:
-            result["soak"] = soak(settings, bootstrap, Path(tmp) / "soak", rate=rate, minutes=minutes,
-                                  sensors=sensors, retention=retention)  # fmt: skip
+            result["soak"] = soak(settings, LongRun(bootstrap, Path(tmp), rate, minutes, sensors, retention))
+            report.write_text(json.dumps(result, indent=2, default=str))
+        if drain_minutes > 0:
+            run = LongRun(bootstrap, Path(tmp), drain_rate, drain_minutes, sensors, retention)
+            result["drain"] = drain(settings, run)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=2, default=str))
     if result["soak"]:
-        result["plot"] = str(plot_soak(result, report.parent))
-        report.write_text(json.dumps(result, indent=2, default=str))
+        result["plot"] = str(
+            plot_soak(
+                result["soak"],
+                report.parent / "soak.png",
+                f"soak: {result['soak']['rate']:,.0f} events/s for {minutes:g} min",
+            )
+        )
+    if result["drain"]:
+        result["drain_plot"] = str(plot_soak(result["drain"], report.parent / "soak-drain.png",
+                                             f"drain: {result['drain']['backlog']['events']:,} events "
+                                             f"on a {drain_rate:,.0f} events/s schedule"))  # fmt: skip
+    report.write_text(json.dumps(result, indent=2, default=str))
     _print(result)
     return result
 
@@ -381,5 +449,16 @@ def _print(result: dict[str, Any]) -> None:
                               "readings")))  # fmt: skip
         wide.print(minutes)
         console.print(f"verdict: {json.dumps(soak_['verdict'])}")
-    if result.get("plot"):
-        console.print(f"plot: {result['plot']}")
+    if result.get("drain"):
+        d = result["drain"]
+        minutes = Table("min", "events/s", "batch ms", "py RSS MB", "JVM RSS MB", "file MB", "readings",
+                        title=f"drain of {d['backlog']['events']:,} events, no producer on the cores")  # fmt: skip
+        for m in d["minutes_summary"]:
+            minutes.add_row(str(m["minute"]), str(-m["lag_trend_per_s"]), *(str(m[k]) for k in (
+                "batch_ms_median", "python_rss_mb", "jvm_rss_mb", "file_mb", "readings")))  # fmt: skip
+        wide.print(minutes)
+        console.print(f"drain: {d['events_per_s_overall']:,} events/s overall, per steady minute "
+                      f"{d['events_per_s_per_minute']}")  # fmt: skip
+    for key in ("plot", "drain_plot"):
+        if result.get(key):
+            console.print(f"plot: {result[key]}")
