@@ -50,7 +50,6 @@ from sensorstream.tools.bench.load import BulkLoad, load_process
 from sensorstream.tools.bench.stream import (
     lag_growth,
     latency_figures,
-    producer_process,
     run_settings,
     warm_up,
 )
@@ -140,13 +139,8 @@ def _new_topic(settings: Settings, bootstrap: str, work: Path, prefix: str, **ov
 
 
 @contextmanager
-def _running_job(
-    s: Settings, sensors: int, rate: float, *, bulk: bool = False
-) -> Iterator[tuple[Any, StoreClient]]:
-    """The real job (runtime) and a client of its read API, past its first (warm-up) batches.
-
-    ``bulk``: warm up with the bulk load (the soak's producer) rather than the simulator.
-    """
+def _running_job(s: Settings, sensors: int, rate: float) -> Iterator[tuple[Any, StoreClient]]:
+    """The real job (runtime) and a client of its read API, past its first (warm-up) batches."""
     from sensorstream.writer.runtime import StreamRuntime
 
     with (
@@ -154,11 +148,7 @@ def _running_job(
         StoreClient(s, api_url=runtime.store_service.api.url) as client,
     ):
         time.sleep(8)  # first (empty) batches, not measured
-        if bulk:
-            load_process(s, rate, 20.0, sensors).wait(timeout=140)
-            runtime.job.wait_idle(timeout=300)
-        else:
-            warm_up(s, runtime, sensors, rate)
+        warm_up(s, runtime, sensors, rate)
         yield runtime, client
 
 
@@ -183,7 +173,7 @@ def full_store_point(
     point: dict[str, Any] = {"prefilled_readings": rows, "prefill_seconds": round(fill_s, 1)}
     with _running_job(s, sensors, rate) as (runtime, client):
         before = int(client.sql("SELECT coalesce(max(batch_id), -1) AS b FROM pipeline_metrics").iloc[0, 0])
-        producer_process(s, rate, seconds, sensors, seed=7).wait(timeout=seconds + 120)
+        load_process(s, rate, seconds, sensors).wait(timeout=seconds + 120)
         runtime.job.wait_idle(timeout=600)
         point["e2e"] = {"rate": rate, **latency_figures(client, before)}
         sink = client.sql("SELECT median(sink_ms) AS m FROM pipeline_metrics WHERE batch_id > ?", [before])
@@ -226,9 +216,8 @@ def soak(settings: Settings, run: LongRun) -> dict[str, Any]:
     """Part 3: the job at ``rate`` for ``minutes`` with a short retention; samples every 10 s."""
     s = run.settings(settings, "soak-run")
     rate, minutes, sensors, retention = run.rate, run.minutes, run.sensors, run.retention
-    with _running_job(s, sensors, rate, bulk=True) as (runtime, client):
+    with _running_job(s, sensors, rate) as (runtime, client):
         t0 = time.time()
-        # The bulk load, not the simulator: the simulator tops out at 11-15 K events/s beside the job.
         proc = load_process(s, rate, minutes * 60, sensors)
         samples = _sample_until(runtime, client, s, t0, lambda: proc.poll() is not None)
         runtime.job.wait_idle(timeout=600)
