@@ -85,3 +85,6 @@ def test_the_soak_load_sends_valid_events_on_the_wall_clocks_schedule(kafka, top
     times = sorted(parsed["event_time"].to_pylist())
     assert started - timedelta(seconds=1) <= times[0] and times[-1] <= started + timedelta(seconds=2.5)
     assert (times[-1] - times[0]).total_seconds() == pytest.approx(1.5, abs=0.01)  # 20 K/s of event time
+    # Never sent before it happened (that would flatter the latency); at most a tick (50 ms) after.
+    sent_after = pc.subtract(parsed["kafka_timestamp"], parsed["event_time"]).cast(pa.int64()).to_numpy()
+    assert sent_after.min() >= -1_000 and sent_after.max() < 1_000_000  # microseconds

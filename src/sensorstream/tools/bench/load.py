@@ -27,7 +27,7 @@ from sensorstream.config import Settings
 from sensorstream.produce.producer import EventProducer
 from sensorstream.tools.synthetic import LEVELS, SENSOR_TYPES, SWINGS
 
-TICK = 0.1  # seconds of event time rendered and sent at once
+TICK = 0.05  # seconds of event time rendered and sent at once
 
 # One valid event per row, as the producer encodes it (compact JSON, UTC, milliseconds). A reading's
 # event time is its place in the schedule, so event time tracks the wall clock at the chosen rate.
@@ -58,22 +58,25 @@ class BulkLoad:
         self.con = duckdb.connect(config={"threads": 1})
         self.con.execute("SET TimeZone = 'UTC'")
 
-    def run(self, duration: float, *, paced: bool = True, start: datetime | None = None) -> int:
+    def run(self, duration: float, *, paced: bool = True) -> int:
         """Send ``rate * duration`` events; returns how many were not delivered.
 
-        Event times follow the schedule at ``rate`` from ``start`` (now by default). ``paced``: each
-        tick is sent when its time comes; otherwise as fast as the producer goes (a backlog).
+        Event times follow the schedule at ``rate`` from now. ``paced``: each tick is sent when its
+        time comes; otherwise as fast as the producer goes (a backlog).
         """
         total = round(self.rate * duration)
         per_tick = max(1, round(self.rate * TICK))
-        start, t0 = start or datetime.now(UTC), time.monotonic()
+        start, t0 = datetime.now(UTC), time.monotonic()
         self.started = t0
         sent = 0
         while sent < total:
-            due = t0 + sent / self.rate
+            count = min(per_tick, total - sent)
+            # A tick goes out once the last of its event times has come, as from a gateway that
+            # batches readings: never before an event happened (that would flatter the latency),
+            # at most TICK after (which counts against it).
+            due = t0 + (sent + count) / self.rate
             if paced and (delay := due - time.monotonic()) > 0:
                 time.sleep(delay)
-            count = min(per_tick, total - sent)
             rows = self.con.execute(_EVENTS_SQL, {
                 "run": self.run_id, "first": sent, "count": count, "sensors": self.sensors,
                 "start": start, "step_us": 1e6 / self.rate, "types": list(SENSOR_TYPES),
