@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ from sensorstream.kafka.topics import create_topic
 from sensorstream.sink.parse import RecordParser
 from sensorstream.store.db import connect
 from sensorstream.tools.bench.load import BulkLoad
-from sensorstream.tools.bench.soak import sink_batches, verdict
+from sensorstream.tools.bench.soak import _save, sink_batches, verdict
 from sensorstream.tools.synthetic import prefill
 
 
@@ -88,3 +89,11 @@ def test_the_soak_load_sends_valid_events_on_the_wall_clocks_schedule(kafka, top
     # Never sent before it happened (that would flatter the latency); at most a tick (50 ms) after.
     sent_after = pc.subtract(parsed["kafka_timestamp"], parsed["event_time"]).cast(pa.int64()).to_numpy()
     assert sent_after.min() >= -1_000 and sent_after.max() < 1_000_000  # microseconds
+
+
+def test_each_part_saves_its_figures_even_into_a_folder_not_there_yet(tmp_path):
+    """A soak-only run (no pre-fill points) once lost its 20 minutes of samples: the report's folder
+    was created only by the pre-fill part."""
+    report = tmp_path / "new" / "bench-soak.json"
+    _save(report, {"soak": {"samples": [{"t": 10.0}]}})
+    assert json.loads(report.read_text()) == {"soak": {"samples": [{"t": 10.0}]}}

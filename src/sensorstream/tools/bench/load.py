@@ -5,8 +5,8 @@ spikes, a UUID and a JSON document per event. That costs ~60 µs an event, so on
 with the job it delivers 11-15 K events/s, and a benchmark of the job's sustained rate measured
 the simulator instead. Here DuckDB renders each tick's events (valid, in the event format, ids
 unique to the run, event time on the wall clock's schedule) in one vectorised query, ~4 µs an
-event, and the same idempotent producer as the CLI's sends them: about a fifth of a core at
-50 K events/s (see the README's ``bench-soak``).
+event, and the same idempotent producer as the CLI's sends them: a third of a core at 40 K
+events/s over a 20-minute soak (see the README's ``bench-soak``).
 
 It runs as its own process (``python -m sensorstream.tools.bench.load``), as the simulator does,
 so its GIL and its CPU are not the job's.

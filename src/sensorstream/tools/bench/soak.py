@@ -388,16 +388,14 @@ def run_soak_bench(settings: Settings, *, bootstrap_servers: str | None = None,
                 full_store_point(settings, bootstrap, Path(tmp) / f"fill-{rows}", rows, rate=e2e_rate,
                                  seconds=e2e_seconds, batches=batches, batch_events=batch_events, sensors=sensors)
             )  # fmt: skip
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(json.dumps(result, indent=2, default=str))
+            _save(report, result)
         if minutes > 0:
             result["soak"] = soak(settings, LongRun(bootstrap, Path(tmp), rate, minutes, sensors, retention))
-            report.write_text(json.dumps(result, indent=2, default=str))
+            _save(report, result)
         if drain_minutes > 0:
             run = LongRun(bootstrap, Path(tmp), drain_rate, drain_minutes, sensors, retention)
             result["drain"] = drain(settings, run)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result, indent=2, default=str))
+    _save(report, result)
     if result["soak"]:
         result["plot"] = str(
             plot_soak(
@@ -410,9 +408,16 @@ def run_soak_bench(settings: Settings, *, bootstrap_servers: str | None = None,
         result["drain_plot"] = str(plot_soak(result["drain"], report.parent / "soak-drain.png",
                                              f"drain: {result['drain']['backlog']['events']:,} events "
                                              f"on a {drain_rate:,.0f} events/s schedule"))  # fmt: skip
-    report.write_text(json.dumps(result, indent=2, default=str))
+    _save(report, result)
     _print(result)
     return result
+
+
+def _save(report: Path, result: dict[str, Any]) -> None:
+    """Each part's figures as soon as it ends (a soak-only run once lost its 20 minutes of samples
+    to a folder that only the pre-fill part created)."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=2, default=str))
 
 
 def _print(result: dict[str, Any]) -> None:
