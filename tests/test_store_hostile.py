@@ -279,7 +279,7 @@ def test_a_read_is_not_charged_for_what_the_writer_grows_and_frees(settings):
                 assert floor is not None and floor >= 3 * limit
                 assert read_through_a_batch(con, floor=None) == "memory"  # charged from its own start
                 assert read_through_a_batch(con, floor=floor) == "timeout"  # ran through it
-                # A read's own growth never becomes the floor of the next one.
+                # What a read grows while it runs never becomes the floor of the next one.
                 own = b"y" * (6 * limit)
                 time.sleep(0.2)
                 del own

@@ -241,7 +241,8 @@ class WriterMark:
     runs on idle CPU time, so on a busy machine even ``count(*)`` can last through a batch, and
     was interrupted for "more than 256 MB" it never used. With this mark as the floor, a read is
     charged only for growth past what the writer recently reached on its own. Samples are taken
-    only between reads, so a read's own growth never raises the floor of the next one.
+    only between reads, so what a read grows while it runs never raises the floor of the next one
+    (what it leaves resident counts, as it did before, from the next read's start).
     """
 
     def __init__(self, window: float = 60.0, every: float = _POLL_S) -> None:

@@ -219,7 +219,7 @@ def soak(settings: Settings, run: LongRun) -> dict[str, Any]:
     with _running_job(s, sensors, rate) as (runtime, client):
         t0 = time.time()
         proc = load_process(s, rate, minutes * 60, sensors)
-        samples = _sample_until(runtime, client, s, t0, lambda: proc.poll() is not None)
+        samples = _sample_until(runtime, client, s, t0, lambda _last: proc.poll() is not None)
         runtime.job.wait_idle(timeout=600)
     return {"rate": rate, "minutes": minutes, "retention_s": retention, "samples": samples,
             "minutes_summary": per_minute(samples, rate), "verdict": verdict(samples, rate)}  # fmt: skip
@@ -252,7 +252,9 @@ def drain(settings: Settings, run: LongRun) -> dict[str, Any]:
         StoreClient(s, api_url=runtime.store_service.api.url) as client,
     ):
         t0 = time.time()
-        samples = _sample_until(runtime, client, s, t0, lambda: _lag(runtime, client) == 0)
+        samples = _sample_until(
+            runtime, client, s, t0, lambda last: last is not None and last["consumer_lag"] == 0
+        )
         seconds = time.time() - t0
     minutes_ = per_minute(samples, rate)
     # Minute 1 holds the job's start (the JVM's first batches); the last one its partial end.
@@ -270,11 +272,11 @@ def _lag(runtime: Any, client: StoreClient) -> int:
 
 
 def _sample_until(
-    runtime: Any, client: StoreClient, s: Settings, t0: float, done: Callable[[], bool]
+    runtime: Any, client: StoreClient, s: Settings, t0: float, done: Callable[[dict[str, Any] | None], bool]
 ) -> list[dict[str, Any]]:
-    """Every 10 s until ``done()``: lag, the last batch, RSS, file size and rows per table."""
+    """Every 10 s until ``done(last sample)``: lag, the last batch, RSS, file size and rows per table."""
     samples: list[dict[str, Any]] = []
-    while not done():
+    while not done(samples[-1] if samples else None):
         time.sleep(10)
         last = client.sql(
             "SELECT arg_max(batch_duration_ms, batch_id) AS ms, "
