@@ -139,16 +139,20 @@ def _new_topic(settings: Settings, bootstrap: str, work: Path, prefix: str, **ov
 
 
 @contextmanager
-def _running_job(s: Settings, sensors: int, rate: float) -> Iterator[tuple[Any, StoreClient]]:
-    """The real job (runtime) and a client of its read API, past its first (warm-up) batches."""
+def _running_job(
+    s: Settings, sensors: int, rate: float, *, warm: bool = True
+) -> Iterator[tuple[Any, StoreClient]]:
+    """The real job (runtime) and a client of its read API, past its first (warm-up) batches;
+    ``warm=False``: at once (a drain measures the job from its first batch)."""
     from sensorstream.writer.runtime import StreamRuntime
 
     with (
         StreamRuntime(s) as runtime,
         StoreClient(s, api_url=runtime.store_service.api.url) as client,
     ):
-        time.sleep(8)  # first (empty) batches, not measured
-        warm_up(s, runtime, sensors, rate)
+        if warm:
+            time.sleep(8)  # first (empty) batches, not measured
+            warm_up(s, runtime, sensors, rate)
         yield runtime, client
 
 
@@ -245,12 +249,7 @@ def drain(settings: Settings, run: LongRun) -> dict[str, Any]:
     produced = {"events": load.producer.sent, "undelivered": undelivered,
                 "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
     console.print(f"drain: backlog {json.dumps(produced)}")
-    from sensorstream.writer.runtime import StreamRuntime
-
-    with (
-        StreamRuntime(s) as runtime,
-        StoreClient(s, api_url=runtime.store_service.api.url) as client,
-    ):
+    with _running_job(s, sensors, rate, warm=False) as (runtime, client):
         t0 = time.time()
         samples = _sample_until(
             runtime, client, s, t0, lambda last: last is not None and last["consumer_lag"] == 0
