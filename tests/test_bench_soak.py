@@ -15,7 +15,7 @@ from sensorstream.kafka.topics import create_topic
 from sensorstream.sink.parse import RecordParser
 from sensorstream.store.db import connect
 from sensorstream.tools.bench.load import BulkLoad
-from sensorstream.tools.bench.soak import _save, sink_batches, verdict
+from sensorstream.tools.bench.soak import _save, per_minute, sink_batches, verdict
 from sensorstream.tools.synthetic import prefill
 
 
@@ -97,3 +97,17 @@ def test_each_part_saves_its_figures_even_into_a_folder_not_there_yet(tmp_path):
     report = tmp_path / "new" / "bench-soak.json"
     _save(report, {"soak": {"samples": [{"t": 10.0}]}})
     assert json.loads(report.read_text()) == {"soak": {"samples": [{"t": 10.0}]}}
+
+
+def test_a_minutes_p99_is_the_largest_of_its_samples_every_event_p99():
+    # Each 10 s sample holds the p99 of the events committed in it: at most 1 % of each sample's
+    # events are above it, so at most 1 % of the minute's are above the largest.
+    samples = [
+        {"t": 10.0 * i, "consumer_lag": 1_000, "batch_ms": 300.0, "batch_latency_max_p99_ms": 1_500.0 + i,
+         "latency_p99_ms": p99, "python_rss_mb": 600.0, "jvm_rss_mb": 900.0, "file_mb": 250.0, "rows": {}}
+        for i, p99 in enumerate([900.0, 1_100.0, None, 950.0, 1_020.0, 990.0, 800.0])
+    ]  # fmt: skip
+    first, second = per_minute(samples, rate=50_000)
+    assert first["latency_p99_ms"] == 1_100  # the samples without a committed event do not count
+    assert first["batch_latency_max_p99_ms"] == 1_505
+    assert second["latency_p99_ms"] == 800

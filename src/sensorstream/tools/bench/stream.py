@@ -76,8 +76,11 @@ def _figures(df: Any) -> dict[str, float | None]:
     return {k: None if v is None or v != v else float(v) for k, v in df.iloc[0].to_dict().items()}
 
 
-def latency_figures(client: StoreClient, since_batch: int) -> dict[str, float | None]:
-    """Per-event latency: the commit time of the event's batch minus its event time."""
+def latency_figures(
+    client: StoreClient, since_batch: int, until_batch: int | None = None
+) -> dict[str, float | None]:
+    """Per-event latency: the commit time of the event's batch minus its event time, for the
+    batches after ``since_batch`` (up to and including ``until_batch``)."""
     df = client.sql(
         """
         SELECT count(*) AS events,
@@ -86,9 +89,9 @@ def latency_figures(client: StoreClient, since_batch: int) -> dict[str, float | 
                quantile_cont(epoch_ms(m.committed_at) - epoch_ms(r.kafka_timestamp), 0.5) AS kafka_p50_ms,
                quantile_cont(epoch_ms(m.committed_at) - epoch_ms(r.kafka_timestamp), 0.99) AS kafka_p99_ms
         FROM readings r JOIN pipeline_metrics m USING (batch_id)
-        WHERE NOT r.is_late AND r.batch_id > ?
+        WHERE NOT r.is_late AND r.batch_id > ? AND r.batch_id <= coalesce(?, r.batch_id)
         """,
-        [since_batch],
+        [since_batch, until_batch],
     )
     return _figures(df)
 
