@@ -49,6 +49,7 @@ from sensorstream.tools.bench.kafka import bench_broker
 from sensorstream.tools.bench.load import BulkLoad, load_process
 from sensorstream.tools.bench.stream import (
     lag_growth,
+    last_batch,
     latency_figures,
     run_settings,
     warm_up,
@@ -276,7 +277,7 @@ def _sample_until(
     """Every 10 s until ``done(last sample)``: lag, the last batch, the event->commit p50/p99 of
     every event committed since the previous sample, RSS, file size and rows per table."""
     samples: list[dict[str, Any]] = []
-    since = -1
+    since = last_batch(client)  # the warm-up's batches are not the run's
     while not done(samples[-1] if samples else None):
         time.sleep(10)
         last = client.sql(
@@ -373,7 +374,9 @@ def plot_soak(part: dict[str, Any], path: Path, title: str) -> Path:
     axes[2].set_ylabel("MB")
     for table in ("readings", "window_stats", "pipeline_metrics"):
         axes[3].plot(t, [s["rows"].get(table) for s in samples], label=table)
-    axes[3].set_ylabel("rows")
+    # Log scale: readings are ~10^7 rows, the windows and metrics ~10^3-10^4; each must show it is flat.
+    axes[3].set_yscale("log")
+    axes[3].set_ylabel("rows (log)")
     axes[3].set_xlabel("minutes")
     for ax in axes:
         ax.grid(alpha=0.3)

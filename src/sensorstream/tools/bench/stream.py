@@ -110,7 +110,7 @@ def _stages(client: StoreClient, since_batch: int) -> dict[str, float | None]:
     return _figures(df)
 
 
-def _last_batch(client: StoreClient) -> int:
+def last_batch(client: StoreClient) -> int:
     df = client.sql("SELECT coalesce(max(batch_id), -1) AS b FROM pipeline_metrics")
     return int(df.iloc[0, 0])
 
@@ -170,7 +170,7 @@ def fixed_rates(
         warm_up(settings, runtime, sensors, rates[0] if rates else 1000.0)
         t0 = time.time()
         for rate in rates:
-            before = _last_batch(client)
+            before = last_batch(client)
             high_before = sum(runtime.monitor.lag.high_watermarks().values())
             started, phase_start = time.monotonic(), time.time() - t0
             proc = load_process(settings, rate, duration, sensors)
