@@ -285,7 +285,8 @@ def _sample_until(
             "quantile_cont(latency_max_ms, 0.99) FILTER (committed_at > now() - INTERVAL 10 SECOND) AS p99 "
             "FROM pipeline_metrics"
         ).iloc[0]
-        upto = int(_num(last["batch"]) if _num(last["batch"]) is not None else since)
+        newest = _num(last["batch"])
+        upto = since if newest is None else int(newest)
         events = latency_figures(client, since, upto) if upto > since else {}
         since = upto
         sample = {
