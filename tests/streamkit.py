@@ -13,6 +13,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from sensorstream.config import load_settings, settings_env
 from sensorstream.schema import encode, make_event
 from sensorstream.store.db import connect
 
@@ -132,4 +133,4 @@ def child_env(ref, db: Path, ckpt: Path, data_dir: Path, **overrides: str) -> di
         "spark_master": "local[2]", "shuffle_partitions": str(ref.shuffle_partitions), "metrics_port": "0",
         "cache_dir": str(ref.cache_dir), "api_port": "0", "pg_port": "0", **overrides,
     }  # fmt: skip
-    return {f"SENSORSTREAM_{name.upper()}": value for name, value in env.items()}
+    return settings_env(load_settings(**env), base={})

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from sensorstream.config import Settings
+from sensorstream.config import Settings, settings_env
 from sensorstream.dashboard import server
 from sensorstream.dashboard.data import Filters, Health, LastKnown, query_params
 from sensorstream.dashboard.status import (
@@ -147,7 +147,7 @@ def app_env(monkeypatch, make_settings):
 
     def _env(**overrides) -> Settings:
         settings = make_settings(api_port=free_port(), dashboard_refresh=1, **overrides)
-        for key, value in server.dashboard_env(settings, base={}).items():
+        for key, value in settings_env(settings, base={}).items():
             monkeypatch.setenv(key, value)
         return settings
 
@@ -286,7 +286,7 @@ def test_start_dashboard_returns_once_the_page_answers(make_settings, tmp_path):
 def test_cli_dashboard_prints_the_url_and_stops_on_sigterm(make_settings, tmp_path):
     dashboard_port, api_port = free_ports(2)
     settings = make_settings(dashboard_port=dashboard_port, api_port=api_port)
-    env = server.dashboard_env(settings)
+    env = settings_env(settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sensorstream", "dashboard"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
@@ -313,7 +313,7 @@ def test_cli_dashboard_prints_the_url_and_stops_on_sigterm(make_settings, tmp_pa
 
 def test_settings_reach_the_app_through_the_environment(make_settings):
     settings = make_settings(stale_after=7, dashboard_refresh=3, api_port=45123)
-    env = server.dashboard_env(settings, base={"SENSORSTREAM_SLIDE": "5"})
+    env = settings_env(settings, base={"SENSORSTREAM_SLIDE": "5"})
     assert env["SENSORSTREAM_STALE_AFTER"] == "7.0" and env["SENSORSTREAM_API_PORT"] == "45123"
     assert "SENSORSTREAM_SLIDE" not in env  # None: not set, not inherited from the caller
     assert os.path.basename(server.dashboard_command(settings)[4]) == "app.py"

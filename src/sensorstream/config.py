@@ -7,10 +7,13 @@ message (see :func:`load_settings`).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -63,12 +66,15 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 
 def _names(value: Any) -> Any:
     if isinstance(value, str):
+        if value.lstrip().startswith("["):  # a JSON list, as settings_env writes one
+            with contextlib.suppress(ValueError):  # or a name such as [::1], written by hand
+                return json.loads(value)
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
 NameList = Annotated[list[str], NoDecode, BeforeValidator(_names)]
-"""A list of names, given comma-separated (``"a,b"``) or as a list."""
+"""A list of names, given comma-separated (``"a,b"``), as a JSON list, or as a list."""
 
 
 def half_the_cores() -> int:
@@ -366,6 +372,36 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+
+def env_text(value: Any) -> str:
+    """The text of a ``SENSORSTREAM_*`` variable that :class:`Settings` reads back as ``value``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that parses back to the same float, 'inf' included
+    if isinstance(value, int):
+        return str(int(value))  # ByteSize too: its str() would be '16.0MiB', which rounds
+    # Lists and dicts as JSON, which pydantic-settings decodes (and Python's json reads Infinity).
+    return json.dumps(value)
+
+
+def settings_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (this process's environment by default) with every setting as ``SENSORSTREAM_*``.
+
+    The one way settings travel to a child process: a child that calls :func:`load_settings` on
+    this environment gets ``settings`` back field for field. A field that is ``None`` is removed, so
+    a value inherited from ``base`` cannot come back in its place.
+    """
+    ours = {f"{ENV_PREFIX}{name.upper()}": getattr(settings, name) for name in type(settings).model_fields}
+    # Names are read case-insensitively: an inherited 'sensorstream_window' would compete with ours.
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k.upper() not in ours}
+    env.update({key: env_text(value) for key, value in ours.items() if value is not None})
+    return env
 
 
 class SettingsError(ValueError):

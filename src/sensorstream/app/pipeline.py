@@ -13,7 +13,6 @@ a second SIGTERM: each part's fast stop. Exit 0 when stopped on request.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sensorstream.config import ENV_PREFIX, Settings
+from sensorstream.config import Settings, settings_env
 from sensorstream.procs import exit_code, own_terminal_group, supervised
 from sensorstream.stopping import StopSignals
 
@@ -51,17 +50,9 @@ class Pipeline:
     def __post_init__(self) -> None:
         self._signals = StopSignals("the pipeline", on_fast=self._fast_stop)
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        for name, value in self.settings.model_dump().items():
-            if value is None or isinstance(value, dict):
-                continue
-            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
-        return env
-
     def _spawn(self, name: str, *args: str) -> Part:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sensorstream", *args], env=self._env(), **supervised()
+            [sys.executable, "-m", "sensorstream", *args], env=settings_env(self.settings), **supervised()
         )
         part = Part(name, proc)
         self.parts.append(part)

@@ -10,8 +10,6 @@ systemd) reaches only us, and we stop Streamlit with exactly one SIGTERM, which 
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,7 +20,7 @@ from typing import IO, Any
 
 import httpx
 
-from sensorstream.config import ENV_PREFIX, Settings
+from sensorstream.config import Settings, settings_env
 from sensorstream.procs import exit_code, port_in_use, supervised
 from sensorstream.stopping import StopSignals
 
@@ -51,18 +49,6 @@ def dashboard_command(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
-def dashboard_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment with every setting as SENSORSTREAM_*, so the app loads the same settings."""
-    env = dict(os.environ if base is None else base)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            env.pop(f"{ENV_PREFIX}{name.upper()}", None)
-            continue
-        # Nested settings (ranges per sensor type) travel as JSON, which pydantic-settings parses.
-        env[f"{ENV_PREFIX}{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(value)
-    return env
-
-
 def _busy(settings: Settings) -> DashboardStartError:
     return DashboardStartError(
         f"the dashboard cannot listen on {settings.host}:{settings.dashboard_port}: another process holds "
@@ -88,7 +74,7 @@ def start_dashboard(
         raise _busy(settings)
     proc = subprocess.Popen(
         dashboard_command(settings),
-        env=dashboard_env(settings),
+        env=settings_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
         stdin=subprocess.DEVNULL,

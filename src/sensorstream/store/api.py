@@ -46,7 +46,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from sensorstream.config import Settings
+from sensorstream.config import Settings, settings_env
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.store import catalog
 from sensorstream.store.backend import ReadBackend
@@ -296,7 +296,6 @@ class ReadApi:
         self._backend = ReadBackend(self.gate).start()
         fd = self._sock.fileno()
         config = {
-            "settings": self.settings.model_dump(mode="json"),
             "limits": dataclasses.asdict(self.gate.limits),
             "backend": self._backend.path,
             "fd": fd,
@@ -306,6 +305,7 @@ class ReadApi:
         # process in its order. stdin stays open for its life: EOF tells it the writer is gone.
         self._child = subprocess.Popen(
             [sys.executable, "-m", "sensorstream.store.front"],
+            env=settings_env(self.settings),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -7,9 +7,9 @@ readers' lower CPU priority, and the writer's process only runs the checked quer
 (``store.backend``), whose answers DuckDB fills as Arrow without the GIL.
 
 The writer's process starts this one (``ReadApi(..., process=True)``, which ``StoreService``
-uses) with the listening socket already bound (so a busy port is the writer's error, at start)
-and one line of JSON on stdin: the settings and the backend's socket. It prints ``ready`` once
-it answers. It stops on SIGTERM (the writer's stop: requests in flight are answered first) and
+uses) with the listening socket already bound (so a busy port is the writer's error, at start),
+its settings in the environment (``settings_env``) and one line of JSON on stdin: the backend's
+socket and the read limits. It prints ``ready`` once it answers. It stops on SIGTERM (the writer's stop: requests in flight are answered first) and
 leaves at once when its stdin closes (the writer is gone, however it ended).
 """
 
@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 import uvicorn
 
-from sensorstream.config import Settings
+from sensorstream.config import load_settings
 from sensorstream.store import errors
 from sensorstream.store.backend import connect_backend, recv_frame, send_frame
 from sensorstream.store.errors import QueryError
@@ -174,7 +174,7 @@ def main() -> None:
     from sensorstream.store.api import make_app
 
     config = json.loads(sys.stdin.readline())
-    settings = Settings(**config["settings"])
+    settings = load_settings()  # the writer passes its own through the environment
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(OSError):
         os.nice(READ_NICE)  # the whole process: its HTTP and JSON work yields to the writer's

@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sensorstream.config import ENV_PREFIX, Settings
+from sensorstream.config import Settings, settings_env
 from sensorstream.tools.bench.kafka import bench_broker
 from sensorstream.tools.bench.plots import plot_scale
 
@@ -55,13 +55,13 @@ def scale_points(axes: dict[str, list[Any]] = AXES) -> list[dict[str, Any]]:
     return points
 
 
-def _run_point(point: dict[str, Any], bootstrap: str, events: int, work: Path) -> dict[str, Any]:
+def _run_point(
+    point: dict[str, Any], settings: Settings, bootstrap: str, events: int, work: Path
+) -> dict[str, Any]:
     report = work / f"{point['axis']}-{point['label']}.json".replace(",", "")
-    env = {
-        **os.environ,
-        f"{ENV_PREFIX}SPARK_MASTER": point["cores"],
-        f"{ENV_PREFIX}PARTITIONS": str(point["partitions"]),
-    }
+    env = settings_env(
+        settings.model_copy(update={"spark_master": point["cores"], "partitions": point["partitions"]})
+    )
     log = report.with_suffix(".log")
     started = time.monotonic()
     with log.open("w") as out:
@@ -101,7 +101,7 @@ def run_scale_bench(
             key = (point["cores"], point["partitions"], point["sensors"])
             if key not in done:  # the baseline appears on every axis; measure it once
                 console.print(f"scale: {point['axis']} = {point['label']} ...")
-                done[key] = _run_point(point, bootstrap, events, Path(tmp))
+                done[key] = _run_point(point, settings, bootstrap, events, Path(tmp))
                 console.print(f"  {done[key]['events_per_second']:,} events/s")
             results.append({**done[key], "axis": point["axis"], "label": point["label"]})
     result = {"events": events, "baseline": BASELINE, "shuffle_partitions": settings.shuffle_partitions,

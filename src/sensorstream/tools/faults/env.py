@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, TopicPartition
 
-from sensorstream.config import ENV_PREFIX, Settings
+from sensorstream.config import ENV_PREFIX, Settings, load_settings, settings_env
 from sensorstream.kafka.topics import create_topic
 from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag, end_offsets
 from sensorstream.tools.local.broker import LocalKafka
@@ -151,7 +151,7 @@ class Workspace:
             "pg_port": 0, "log_level": "INFO",
         }  # fmt: skip
         base.update(settings)
-        return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in base.items()}
+        return settings_env(load_settings(**base), base={})
 
     def start_stream(self, env: dict[str, str], *args: str) -> StreamProc:
         log_dir = Path(env[f"{ENV_PREFIX}DATA_DIR"])
