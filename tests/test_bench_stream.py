@@ -10,9 +10,21 @@ import json
 
 import pytest
 
+from batches import BatchBuilder
+from sensorstream.sink.merge import BatchMerger
+from sensorstream.store.client import StoreClient
+from sensorstream.store.db import connect
 from sensorstream.tools.bench.plots import plot_scale, plot_stream
 from sensorstream.tools.bench.scale import BASELINE, run_scale_bench, scale_points
-from sensorstream.tools.bench.stream import kept_up, lag_growth, run_stream_bench
+from sensorstream.tools.bench.stream import (
+    _batches,
+    _stages,
+    kept_up,
+    lag_growth,
+    last_commit,
+    latency_figures,
+    run_stream_bench,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -58,6 +70,33 @@ def _phase(rate: float, t0: float) -> dict:
     ]  # fmt: skip
     return {"rate": rate, "produced": int(rate * 10), "produced_per_second": int(rate), "lag_at_end": 50,
             "p99_ms": 1900.0, "batches": batches}  # fmt: skip
+
+
+def _merge(settings, query_name: str, batches: list[int]) -> None:
+    """Batches 0, 1, ... of one query through the real sink, ``batches[i]`` events in batch i."""
+    con = connect(settings.db)
+    try:
+        merger, b = BatchMerger(con, settings, query_name=query_name), BatchBuilder()
+        for batch_id, events in enumerate(batches):
+            for i in range(events):
+                b.event(f"{query_name}-{batch_id}-{i}", "s1", 10 * batch_id + i, 1.0)
+            merger.merge(batch_id, b.take())
+    finally:
+        con.close()  # the client below reads the file
+
+
+def test_a_run_is_the_batches_committed_after_it_began_when_queries_share_batch_ids(make_settings):
+    settings = make_settings(window="1 minute", allowed_lateness="1 hour")
+    _merge(settings, "q/1", [1, 2])
+    with StoreClient(settings) as client:
+        since = last_commit(client)
+        assert since > 0
+        _merge(settings, "q/2", [3, 4])  # a reset checkpoint: batch ids 0 and 1 again
+        # Each reading joins its own batch's commit once: 10 events in all, 7 of them in the run.
+        assert latency_figures(client, 0)["events"] == 10
+        assert latency_figures(client, since)["events"] == 7
+        assert _stages(client, since)["batches"] == 2
+        assert [(r["batch_id"], r["input_rows"]) for r in _batches(client, since, 0.0)] == [(0, 3), (1, 4)]
 
 
 def test_plots_are_drawn_from_a_report_alone(tmp_path):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from batches import BatchBuilder
+from sensorstream.sink import ledger
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.db import connect
+from sensorstream.store.execute import health, run_query
 
 
 def window_rows(con):
@@ -84,6 +86,33 @@ def test_a_reset_checkpoint_reuses_batch_ids_without_double_counting(store, make
     result = fresh.merge(0, batch)
     assert not result.skipped and result.duplicate_rows == 2
     assert window_rows(con) == [("s1", "20:00", 2, 15.0, 10.0, 20.0, False)]
+
+
+def test_a_reset_checkpoint_keeps_the_old_querys_ledger_and_metrics_rows(store):
+    merger, con = store
+    b = BatchBuilder()
+    merger.merge(0, b.event("a", "s1", 1, 10).take())
+    merger.merge(1, b.event("b", "s1", 2, 20).take())
+    fresh = BatchMerger(con, merger.settings, query_name="q/2")  # new checkpoint: batch ids restart
+    fresh.merge(0, b.event("c", "s1", 3, 30).event("d", "s1", 4, 40).take())
+    by_commit = "SELECT query_name, batch_id{} FROM {} ORDER BY committed_at"
+    assert con.execute(by_commit.format(", input_rows", "pipeline_metrics")).fetchall() == [
+        ("q/1", 0, 1), ("q/1", 1, 1), ("q/2", 0, 2),
+    ]  # fmt: skip
+    assert con.execute(by_commit.format("", "sink_commits")).fetchall() == [
+        ("q/1", 0),
+        ("q/1", 1),
+        ("q/2", 0),
+    ]
+    # Monitoring's figures land on the named query's batch only.
+    ledger.annotate(con, "q/2", 0, consumer_lag=7)
+    assert con.execute(
+        "SELECT query_name, consumer_lag FROM pipeline_metrics WHERE batch_id = 0 ORDER BY query_name"
+    ).fetchall() == [("q/1", None), ("q/2", 7)]
+    # The newest batch is the newest commit (q/2's batch 0), not the largest batch id (q/1's 1).
+    last = run_query(con, "last_batch")
+    assert dict(zip(last.columns, last.rows[0], strict=True))["query_name"] == "q/2"
+    assert health(con)["last_batch_id"] == 0
 
 
 def test_a_failing_batch_rolls_back_whole(store):

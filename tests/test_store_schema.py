@@ -58,6 +58,34 @@ def test_a_v1_file_upgrades_to_the_latest_version_and_keeps_its_rows(settings):
         con.close()
 
 
+def test_a_v4_file_keys_pipeline_metrics_like_the_ledger_and_keeps_every_row(settings):
+    settings.db.parent.mkdir(parents=True, exist_ok=True)
+    metrics = "SELECT * FROM pipeline_metrics ORDER BY ALL"
+    with duckdb.connect(str(settings.db)) as con:
+        migrate(con, MIGRATIONS[:4])  # keyed by batch_id alone: two queries, but no batch id twice
+        first = FakeBatchWriter(con)
+        for _ in range(3):
+            first.write_batch()
+        FakeBatchWriter(con, query_name="fake-sink/2", batch_id=3, offset=10_000).write_batch()
+        rows = con.execute(metrics).fetchall()
+    con = connect(settings.db)
+    try:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == LATEST
+        assert con.execute(metrics).fetchall() == rows
+        assert con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = 'pipeline_metrics' AND constraint_type = 'PRIMARY KEY'"
+        ).fetchall() == [(["query_name", "batch_id"],)]
+        # A reset checkpoint's batch 0 is a new row beside the first query's batch 0.
+        FakeBatchWriter(con, query_name="fake-sink/3", offset=20_000).write_batch()
+        assert con.execute("SELECT query_name FROM pipeline_metrics WHERE batch_id = 0 ORDER BY 1").fetchall() == [
+            ("fake-sink",), ("fake-sink/3",),
+        ]  # fmt: skip
+        assert con.execute("SELECT count(*) FROM pipeline_metrics").fetchone()[0] == len(rows) + 1
+    finally:
+        con.close()
+
+
 def test_event_tables_carry_no_index_so_a_batch_costs_the_same_on_a_full_store(tmp_path):
     # DuckDB maintains an ART index row by row: a primary key on readings.event_id made each batch's
     # insert and each retention delete cost more as the store grew. The sink keeps event_id unique.

@@ -12,7 +12,7 @@ from sensorstream.monitor.alerts import AlertRules
 from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag, end_offsets
 from sensorstream.monitor.metrics import PipelineMetrics
 from sensorstream.sink import ledger
-from sensorstream.sink.base import BatchResult
+from sensorstream.sink.base import BatchResult, ledger_name
 from sensorstream.store.background import Periodic
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class MonitorService:
         self.metrics.set_lag(lag)
         self.alerts.on_batch(total)
         self._export_alerts()
-        ledger.annotate(self.con, result.batch_id, consumer_lag=total)
+        ledger.annotate(self.con, result.query_name, result.batch_id, consumer_lag=total)
         self._record_progress()
 
     def _record_progress(self) -> None:
@@ -85,7 +85,8 @@ class MonitorService:
             self.metrics.rows_per_second.labels("input").set(p.inputRowsPerSecond or 0)
             self.metrics.rows_per_second.labels("processed").set(p.processedRowsPerSecond or 0)
             ledger.annotate(
-                self.con, p.batchId,
+                # The progress names the query and its checkpoint's id, as the ledger does.
+                self.con, ledger_name(p.name, p.id), p.batchId,
                 input_rows_per_second=p.inputRowsPerSecond,
                 processed_rows_per_second=p.processedRowsPerSecond,
                 trigger_ms=p.durationMs.get("triggerExecution"),

@@ -20,16 +20,27 @@ import pyarrow as pa
 
 
 class Sink(Protocol):
-    query_name: str  # keys the ledger (see BatchMerger)
+    query_name: str  # keys the ledger (see BatchMerger and ledger_name)
 
     def is_committed(self, batch_id: int) -> bool: ...
 
     def merge_records(self, batch_id: int, records: pa.Table, spark_ms: float = 0.0) -> BatchResult: ...
 
 
+def ledger_name(query: str, query_id: object) -> str:
+    """The ``query_name`` a streaming query's batches are keyed by in the store.
+
+    ``query_id`` is the id Spark keeps in the query's checkpoint (``metadata``, and each
+    progress report's ``id``): it survives restarts and changes when the checkpoint is reset, and
+    batch ids then restart at 0, so ``(query_name, batch_id)`` names one batch for good.
+    """
+    return f"{query}/{query_id}"
+
+
 @dataclass
 class BatchResult:
     batch_id: int
+    query_name: str  # the ledger the batch is committed in: (query_name, batch_id) is its key
     skipped: bool = False
     input_rows: int = 0
     valid_rows: int = 0

@@ -138,7 +138,7 @@ class BatchMerger:
                 if not result.skipped:
                     result.spark_ms = spark_ms
                     result.sink_ms = parse_ms + (time.perf_counter() - started) * 1000
-                    ledger.record(tx.cur, self.query_name, result)
+                    ledger.record(tx.cur, result)
         except BatchWriteError as exc:
             if is_disk_error(exc.__cause__):
                 raise StoreWriteError(
@@ -150,7 +150,7 @@ class BatchMerger:
 
     def _merge(self, cur: duckdb.DuckDBPyConnection, batch_id: int, batch: pa.Table) -> BatchResult:
         """The merge's named steps, in order, inside the batch's transaction (see the module doc)."""
-        result = BatchResult(batch_id=batch_id, input_rows=batch.num_rows)
+        result = BatchResult(batch_id=batch_id, query_name=self.query_name, input_rows=batch.num_rows)
         if cur.execute(
             "SELECT 1 FROM sink_commits WHERE query_name = ? AND batch_id = ?", [self.query_name, batch_id]
         ).fetchall():

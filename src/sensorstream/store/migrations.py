@@ -267,11 +267,57 @@ CREATE TABLE sensor_state (
 """
 
 
+# pipeline_metrics keyed like the ledger, by (query_name, batch_id). Batch ids restart at 0 when a
+# checkpoint is reset, under a new query name, and under `batch_id` alone the new query's metrics
+# replaced the old query's rows. Every row already names its query: the sink
+# has written query_name (NOT NULL since version 1) with the same value as the batch's
+# sink_commits row, in the same transaction, so the rows move over as they are; nothing is looked
+# up, and no row lacks a name. Rebuilt, not altered: DuckDB cannot change a table's primary key.
+# The copy is in commit order, the order the sink appends in, so zone maps on committed_at stay tight.
+V5 = """
+CREATE TABLE pipeline_metrics_v5 (
+    batch_id BIGINT NOT NULL,
+    query_name VARCHAR NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL,
+    input_rows BIGINT NOT NULL,
+    valid_rows BIGINT NOT NULL,
+    new_readings BIGINT NOT NULL,
+    duplicate_rows BIGINT NOT NULL,
+    late_rows BIGINT NOT NULL,
+    dead_letters BIGINT NOT NULL,
+    anomalies BIGINT NOT NULL,
+    windows_updated BIGINT NOT NULL,
+    windows_finalized BIGINT NOT NULL,
+    batch_duration_ms DOUBLE NOT NULL,
+    spark_ms DOUBLE,
+    sink_ms DOUBLE,
+    rows_per_second DOUBLE,
+    latency_p50_ms DOUBLE,
+    latency_p95_ms DOUBLE,
+    latency_max_ms DOUBLE,
+    kafka_latency_p50_ms DOUBLE,
+    kafka_latency_p95_ms DOUBLE,
+    kafka_latency_max_ms DOUBLE,
+    watermark TIMESTAMPTZ,
+    max_event_time TIMESTAMPTZ,
+    consumer_lag BIGINT,
+    input_rows_per_second DOUBLE,
+    processed_rows_per_second DOUBLE,
+    trigger_ms DOUBLE,
+    PRIMARY KEY (query_name, batch_id)
+);
+INSERT INTO pipeline_metrics_v5 BY NAME SELECT * FROM pipeline_metrics ORDER BY committed_at, batch_id;
+DROP TABLE pipeline_metrics;
+ALTER TABLE pipeline_metrics_v5 RENAME TO pipeline_metrics;
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", V1),
     Migration(2, "window_stats without multi-column CHECKs (they made every update slow)", V2),
     Migration(3, "event tables without indexes; window_stats keeps m2 for incremental merges", _v3),
     Migration(4, "sensor_state: each sensor's baseline, rule evidence and alert state", V4),
+    Migration(5, "pipeline_metrics keyed by (query_name, batch_id), like sink_commits", V5),
 )
 LATEST = MIGRATIONS[-1].version
 TABLES = (
@@ -357,7 +403,7 @@ def verify(con: duckdb.DuckDBPyConnection) -> None:
         "late_events": {"event_id", "watermark"},
         "dead_letters": {"kafka_topic", "kafka_partition", "kafka_offset", "raw_value", "error"},
         "anomalies": {"event_id", "rule", "score"},
-        "pipeline_metrics": {"batch_id"},
+        "pipeline_metrics": {"query_name", "batch_id"},
         "sink_commits": {"query_name", "batch_id"},
     }
     rows = con.execute(

@@ -112,7 +112,10 @@ def _copy(
             finally:
                 out.unregister("source")
             result.rows[table] = out.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        last = cur.execute("SELECT max(batch_id) FROM pipeline_metrics").fetchone()
+        # The newest batch by commit time: batch ids restart when a checkpoint is reset.
+        last = cur.execute(
+            "SELECT batch_id FROM pipeline_metrics ORDER BY committed_at DESC, batch_id DESC LIMIT 1"
+        ).fetchone()
         out.execute(
             "CREATE TABLE snapshot_info AS SELECT now() AS taken_at, CAST($db AS VARCHAR) AS source_db, "
             "CAST($last AS BIGINT) AS last_batch_id",

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from sensorstream.config import Settings, spark_interval
-from sensorstream.sink.base import BatchResult, Sink
+from sensorstream.sink.base import BatchResult, Sink, ledger_name
 from sensorstream.sink.batch import RAW_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class StreamJob:
     def _ledger_name(self) -> str:
         # The checkpoint's query id survives restarts and changes when the checkpoint is reset.
         meta = json.loads((self.checkpoint / "metadata").read_text())
-        return f"{self.query_name}/{meta['id']}"
+        return ledger_name(self.query_name, meta["id"])
 
     def _process(self, df: DataFrame, batch_id: int) -> None:
         with self._gate:

@@ -3,9 +3,11 @@
 * :class:`FakeBatchWriter` stands in for the Spark sink: each small batch writes readings,
   upserts the touched windows with absolute values, and records late events, dead letters,
   anomalies, ``pipeline_metrics`` and its ``sink_commits`` ledger row in one transaction
-  (``store.db.write_transaction``), as the real sink does. The store tests and the store
+  (``store.db.write_transaction``), as the real sink does; those two rows through the sink's own
+  ``sink.ledger``, so they cannot drift from what the sink writes. The store tests and the store
   benchmark use it.
-* :func:`prefill` writes a day of history in bulk (readings, final windows, a ledger row), and
+* :func:`prefill` writes a day of history in bulk (readings, final windows, a ledger row by
+  ``sink.ledger``), and
   :func:`make_batch` / :func:`old_copies` build Arrow batches shaped like the parser's output, and
   :func:`as_records` turns them into the raw records Spark hands the real sink (``BatchMerger``):
   the steady-state benchmark and its tests use them.
@@ -13,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pyarrow as pa
 
+from sensorstream.sink import ledger
+from sensorstream.sink.base import BatchResult
 from sensorstream.sink.batch import RAW_SCHEMA
 from sensorstream.store.db import write_transaction
 
@@ -65,6 +68,7 @@ class FakeBatchWriter:
     lateness: float = 30.0
     event_seconds_per_batch: float = 1.0  # event time each batch covers
     start: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    query_name: str = QUERY_NAME  # another name with batch_id 0 plays a reset checkpoint
     batch_id: int = 0
     offset: int = 0
     stats: list[dict[str, float]] = field(default_factory=list)
@@ -131,18 +135,15 @@ class FakeBatchWriter:
                     [f"anom-{b}", max_event, "threshold" if b % 10 else "zscore", b],
                 )
             elapsed_ms = (time.perf_counter() - t0) * 1000
-            cur.execute(
-                "INSERT INTO pipeline_metrics (batch_id, query_name, committed_at, input_rows, valid_rows, "
-                "new_readings, duplicate_rows, late_rows, dead_letters, anomalies, windows_updated, "
-                "windows_finalized, batch_duration_ms, sink_ms, rows_per_second, watermark, max_event_time) "
-                "VALUES (?, ?, now(), ?, ?, ?, 0, 1, 1, ?, ?, 0, ?, ?, ?, ?, ?)",
-                [b, QUERY_NAME, n + 2, n, n, anomalies, self.sensors, elapsed_ms, elapsed_ms,
-                 n / max(elapsed_ms / 1000, 1e-6), watermark, max_event],
+            ledger.record(
+                cur,
+                BatchResult(
+                    batch_id=b, query_name=self.query_name, input_rows=n + 2, valid_rows=n, new_readings=n,
+                    late_rows=1, dead_letters=1, anomalies=anomalies, windows_updated=self.sensors,
+                    watermark=watermark, next_watermark=watermark, max_event_time=max_event,
+                    sink_ms=elapsed_ms, end_offsets={"0": self.offset},
+                ),
             )  # fmt: skip
-            cur.execute(
-                "INSERT INTO sink_commits VALUES (?, ?, now(), ?, ?, ?)",
-                [QUERY_NAME, b, watermark, max_event, json.dumps({"0": self.offset})],
-            )
         self.batch_id += 1
         self.offset += 2
         self.event_time = max_event
@@ -215,10 +216,11 @@ def prefill(
         {"window": window_s},
     )
     newest = con.execute("SELECT max(event_time) FROM readings").fetchone()[0]
-    con.execute(
-        "INSERT INTO sink_commits VALUES ('prefill', 0, now(), ?, ?, '{}')",
-        [newest - timedelta(seconds=lateness_s), newest],
-    )
+    ledger.commit(
+        con,
+        BatchResult(batch_id=0, query_name="prefill", next_watermark=newest - timedelta(seconds=lateness_s),
+                    max_event_time=newest, end_offsets={}),
+    )  # fmt: skip
     con.execute("CHECKPOINT")
     return time.perf_counter() - started
 

@@ -48,8 +48,9 @@ from sensorstream.store.retention import apply_retention
 from sensorstream.tools.bench.kafka import bench_broker
 from sensorstream.tools.bench.load import BulkLoad, load_process
 from sensorstream.tools.bench.stream import (
+    COMMITTED_AFTER,
     lag_growth,
-    last_batch,
+    last_commit,
     latency_figures,
     run_settings,
     warm_up,
@@ -177,11 +178,13 @@ def full_store_point(
     con.close()
     point: dict[str, Any] = {"prefilled_readings": rows, "prefill_seconds": round(fill_s, 1)}
     with _running_job(s, sensors, rate) as (runtime, client):
-        before = int(client.sql("SELECT coalesce(max(batch_id), -1) AS b FROM pipeline_metrics").iloc[0, 0])
+        before = last_commit(client)
         load_process(s, rate, seconds, sensors).wait(timeout=seconds + 120)
         runtime.job.wait_idle(timeout=600)
         point["e2e"] = {"rate": rate, **latency_figures(client, before)}
-        sink = client.sql("SELECT median(sink_ms) AS m FROM pipeline_metrics WHERE batch_id > ?", [before])
+        sink = client.sql(
+            f"SELECT median(sink_ms) AS m FROM pipeline_metrics WHERE {COMMITTED_AFTER}", [before]
+        )
         point["e2e"]["sink_ms"] = _num(sink.iloc[0, 0])
     con = connect(s.db, threads=s.db_threads)  # as the writer's process opens it
     try:
@@ -277,15 +280,15 @@ def _sample_until(
     """Every 10 s until ``done(last sample)``: lag, the last batch, the event->commit p50/p99 of
     every event committed since the previous sample, RSS, file size and rows per table."""
     samples: list[dict[str, Any]] = []
-    since = last_batch(client)  # the warm-up's batches are not the run's
+    since = last_commit(client)  # the warm-up's batches are not the run's
     while not done(samples[-1] if samples else None):
         time.sleep(10)
         last = client.sql(
-            "SELECT arg_max(batch_duration_ms, batch_id) AS ms, max(batch_id) AS batch, "
+            "SELECT arg_max(batch_duration_ms, committed_at) AS ms, epoch_us(max(committed_at)) AS committed_us, "
             "quantile_cont(latency_max_ms, 0.99) FILTER (committed_at > now() - INTERVAL 10 SECOND) AS p99 "
             "FROM pipeline_metrics"
         ).iloc[0]
-        newest = _num(last["batch"])
+        newest = _num(last["committed_us"])
         upto = since if newest is None else int(newest)
         events = latency_figures(client, since, upto) if upto > since else {}
         since = upto

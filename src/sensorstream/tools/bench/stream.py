@@ -76,11 +76,26 @@ def _figures(df: Any) -> dict[str, float | None]:
     return {k: None if v is None or v != v else float(v) for k, v in df.iloc[0].to_dict().items()}
 
 
+# A run's batches are the ones committed after the newest batch before it (``last_commit``), not
+# those above a batch id: batch ids restart at 0 with each checkpoint, and the store keeps every
+# query's rows. Commit times travel as epoch microseconds: exact, and plain numbers over the API.
+COMMITTED_AFTER = "committed_at > make_timestamptz(CAST(? AS BIGINT))"
+
+
+def last_commit(client: StoreClient) -> int:
+    """The newest batch's commit time in epoch microseconds (0 before the first batch)."""
+    df = client.sql("SELECT coalesce(epoch_us(max(committed_at)), 0) AS t FROM pipeline_metrics")
+    return int(df.iloc[0, 0])
+
+
 def latency_figures(
-    client: StoreClient, since_batch: int, until_batch: int | None = None
+    client: StoreClient, since_us: int, until_us: int | None = None
 ) -> dict[str, float | None]:
     """Per-event latency: the commit time of the event's batch minus its event time, for the
-    batches after ``since_batch`` (up to and including ``until_batch``)."""
+    batches committed after ``since_us`` (up to and including ``until_us``; see ``last_commit``)."""
+    # A reading's batch is the metrics row of its batch id committed first at or after the reading's
+    # transaction began (ingested_at): another query's batch of the same id committed in another
+    # transaction, wholly before that or after this batch's commit.
     df = client.sql(
         """
         SELECT count(*) AS events,
@@ -88,31 +103,27 @@ def latency_figures(
                quantile_cont(epoch_ms(m.committed_at) - epoch_ms(r.event_time), 0.99) AS p99_ms,
                quantile_cont(epoch_ms(m.committed_at) - epoch_ms(r.kafka_timestamp), 0.5) AS kafka_p50_ms,
                quantile_cont(epoch_ms(m.committed_at) - epoch_ms(r.kafka_timestamp), 0.99) AS kafka_p99_ms
-        FROM readings r JOIN pipeline_metrics m USING (batch_id)
-        WHERE NOT r.is_late AND r.batch_id > ? AND r.batch_id <= coalesce(?, r.batch_id)
+        FROM readings r ASOF JOIN pipeline_metrics m ON r.batch_id = m.batch_id AND r.ingested_at <= m.committed_at
+        WHERE NOT r.is_late AND r.ingested_at > make_timestamptz(CAST($since AS BIGINT))
+          AND m.committed_at <= coalesce(make_timestamptz(CAST($until AS BIGINT)), m.committed_at)
         """,
-        [since_batch, until_batch],
+        {"since": since_us, "until": until_us},
     )
     return _figures(df)
 
 
-def _stages(client: StoreClient, since_batch: int) -> dict[str, float | None]:
+def _stages(client: StoreClient, since_us: int) -> dict[str, float | None]:
     df = client.sql(
-        """
+        f"""
         SELECT count(*) AS batches, avg(input_rows) AS rows_per_batch, avg(spark_ms) AS spark_ms,
                avg(sink_ms) AS sink_ms, avg(trigger_ms) AS trigger_ms,
                1000 * sum(input_rows) / nullif(sum(spark_ms + sink_ms), 0) AS rows_per_busy_second
-        FROM pipeline_metrics WHERE batch_id > ?
+        FROM pipeline_metrics WHERE {COMMITTED_AFTER}
         """,
-        [since_batch],
+        [since_us],
     )
     # trigger_ms comes from Spark's progress, read after the next batch: the last one may lack it.
     return _figures(df)
-
-
-def last_batch(client: StoreClient) -> int:
-    df = client.sql("SELECT coalesce(max(batch_id), -1) AS b FROM pipeline_metrics")
-    return int(df.iloc[0, 0])
 
 
 def drain(settings: Settings, events: int, sensors: int) -> dict[str, Any]:
@@ -122,7 +133,7 @@ def drain(settings: Settings, events: int, sensors: int) -> dict[str, Any]:
         runtime.job.wait_idle(timeout=1800, min_offsets=summary.sent)
         elapsed = time.monotonic() - started
         with StoreClient(settings, api_url=runtime.store_service.api.url) as client:
-            stages = _stages(client, -1)
+            stages = _stages(client, 0)
             steady = _steady(client)
     return {"events": summary.sent, "seconds": round(elapsed, 2), "events_per_second": round(summary.sent / elapsed),
             "steady_events_per_second": steady, "stages": stages}  # fmt: skip
@@ -133,7 +144,7 @@ def _steady(client: StoreClient) -> int | None:
     batch, which in a fresh JVM also pays for class loading, JIT and Kafka connections."""
     df = client.sql(
         """
-        SELECT sum(input_rows) - arg_min(input_rows, batch_id) AS rows,
+        SELECT sum(input_rows) - arg_min(input_rows, committed_at) AS rows,
                epoch_ms(max(committed_at)) - epoch_ms(min(committed_at)) AS ms
         FROM pipeline_metrics WHERE input_rows > 0
         """
@@ -142,15 +153,15 @@ def _steady(client: StoreClient) -> int | None:
     return round(1000 * float(rows) / float(ms)) if ms and ms == ms and ms > 0 else None
 
 
-def _batches(client: StoreClient, since_batch: int, t0: float) -> list[dict[str, Any]]:
+def _batches(client: StoreClient, since_us: int, t0: float) -> list[dict[str, Any]]:
     """One row per batch, for the latency-over-time plot: seconds since the run began, and figures."""
     df = client.sql(
-        """
+        f"""
         SELECT batch_id, epoch_ms(committed_at) / 1000.0 AS committed, input_rows, latency_p50_ms,
                latency_p95_ms, latency_max_ms, consumer_lag, spark_ms, sink_ms, trigger_ms
-        FROM pipeline_metrics WHERE batch_id > ? ORDER BY batch_id
+        FROM pipeline_metrics WHERE {COMMITTED_AFTER} ORDER BY committed_at
         """,
-        [since_batch],
+        [since_us],
     )
     rows = df.to_dict("records")
     for row in rows:
@@ -170,7 +181,7 @@ def fixed_rates(
         warm_up(settings, runtime, sensors, rates[0] if rates else 1000.0)
         t0 = time.time()
         for rate in rates:
-            before = last_batch(client)
+            before = last_commit(client)
             high_before = sum(runtime.monitor.lag.high_watermarks().values())
             started, phase_start = time.monotonic(), time.time() - t0
             proc = load_process(settings, rate, duration, sensors)
