@@ -106,8 +106,9 @@ class Session:
     def drop(self, sqlstate: str, text: str) -> None:
         """Close the connection from outside its task (the authenticating budget is full)."""
         log.info("postgres endpoint: closed %s: %s", self.peer, text)
-        self.writer.write(codec.error_response(sqlstate, text, severity="FATAL"))
-        self.writer.close()
+        if not self.writer.is_closing():
+            self.writer.write(codec.error_response(sqlstate, text, severity="FATAL"))
+            self.writer.close()
 
     async def serve(self) -> None:
         try:
