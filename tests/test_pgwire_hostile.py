@@ -72,8 +72,12 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bool:
 
 
 @contextmanager
-def sockets(server, count: int, first: bytes = b"") -> Iterator[list[socket.socket]]:
-    opened = [socket.create_connection((server.host, server.port)) for _ in range(count)]
+def sockets(server, count: int, first: bytes = b"", source: str = "") -> Iterator[list[socket.socket]]:
+    """``count`` connections (from ``source``, another loopback address, if given)."""
+    where = (source, 0) if source else None
+    opened = [
+        socket.create_connection((server.host, server.port), source_address=where) for _ in range(count)
+    ]
     try:
         for sock in opened:
             if first:
@@ -129,6 +133,17 @@ def test_silent_sockets_neither_take_the_slots_nor_outlive_the_deadline(served):
         t0 = time.monotonic()
         assert all(closed_by_server(s, 2.0 + 1.0 - (time.monotonic() - t0)) for s in silent + mute)
     assert not server.backend.authenticating and not server.backend.sessions
+
+
+def test_a_flood_from_one_address_drops_its_own_sockets_not_another_addresss(served):
+    server, _, _ = served(pg_auth_timeout=3.0, pg_max_authenticating=8)
+    with sockets(server, 3, startup_packet(), source="127.0.0.3") as slow:
+        time.sleep(0.2)
+        with sockets(server, 40, startup_packet(), source="127.0.0.2") as flood:
+            time.sleep(0.5)
+            assert not any(closed_by_server(s, 0.05) for s in slow), "another address's client was dropped"
+            dropped = [s for s in flood if closed_by_server(s, 0.05)]
+            assert len(dropped) >= 40 - 5
 
 
 def test_sessions_per_address_are_limited_and_idle_ones_give_their_slot_back(served):
