@@ -176,6 +176,7 @@ class Session:
             payload = codec.struct.pack("!ii", codec.PROTOCOL_3_0, len(unknown))
             self.send(codec.message(b"v", payload + b"".join(codec.cstr(k) for k in unknown)))
         self.user = params.get("user", "")
+        # PostgreSQL, too, cuts application_name to its identifier length.
         self.values["application_name"] = params.get("application_name", "")[:MAX_SETTING_NAME]
         return await self._authenticate()
 
