@@ -342,13 +342,21 @@ def test_the_guard_lets_bounded_sql_through(sql):
         ("SELECT * FROM pg_settings", SqlRefused, "settings"),
         ("FROM duckdb_databases", SqlRefused, "settings or files"),
         ("SELECT * FROM pragma_database_size()", SqlRefused, "pragma_database_size"),
+        ("SELECT file FROM pragma_database_list", SqlRefused, "settings or files"),  # the store's path
+        ("SELECT * FROM main.duckdb_logs", SqlRefused, "settings or files"),
+        ("SELECT sleep_ms(10000)", SqlRefused, "read slots every client shares"),
+        ("SELECT pg_sleep(10)", SqlRefused, "read slots every client shares"),
         (
             "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r",
             SqlRefused,
             "recursive",
         ),
         ("SELECT " + ",".join(["1"] * 201), TooLarge, "at most 200 columns"),
-        ("SELECT '" + "x" * 20_000 + "'", TooLarge, "at most 16,384"),
+        (
+            "SELECT '" + "x" * 20_000 + "'",
+            TooLarge,
+            "at most 16,384 are accepted .SENSORSTREAM_READ_MAX_SQL_BYTES",
+        ),
         ("SELECT " + "abs(" * 900 + "1" + ")" * 900, SqlRefused, "nested too deeply"),
         ("UPDATE EXTENSIONS", SqlRefused, "only SELECT"),
     ],

@@ -236,8 +236,21 @@ class Settings(BaseSettings):
     pg_user: str = Field("sensorstream", min_length=1)
     # A plain string (the stream's subprocess gets it through the environment), kept out of repr().
     pg_password: str = Field(DEFAULT_PG_PASSWORD, min_length=1, repr=False)
-    pg_max_connections: int = Field(32, ge=1, le=1000)
-    pg_workers: int = Field(4, ge=1, le=64)  # threads running the endpoint's queries
+    pg_max_connections: int = Field(32, ge=1, le=1000)  # authenticated sessions at once
+    pg_workers: int = Field(4, ge=1, le=64)  # threads running the endpoint's parsing and queries
+    # The endpoint is reachable before anyone proves the password, so every stage before that is
+    # bounded: a connection must finish start-up and SCRAM within PG_AUTH_TIMEOUT (a driver needs
+    # milliseconds; PostgreSQL allows 60 s), and at most PG_MAX_AUTHENTICATING are in that stage at
+    # once, in a budget of their own: a newcomer beyond it drops the oldest of the address holding
+    # the most, so silent sockets can neither take the authenticated slots nor keep a client out.
+    pg_auth_timeout: Duration = 5.0
+    pg_max_authenticating: int = Field(16, ge=1, le=1000)
+    # Authenticated sessions one client address may hold, so one host (a runaway pool, a script
+    # in a loop) cannot take every PG_MAX_CONNECTIONS slot from the others.
+    pg_max_connections_per_address: int = Field(16, ge=1, le=1000)
+    # A session that sends nothing (or stops reading its answers) this long is closed, as
+    # PostgreSQL's idle_session_timeout does: a vanished client's slot comes back. 0 = never.
+    pg_idle_timeout: Duration = 1800.0
 
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -255,7 +268,7 @@ class Settings(BaseSettings):
             data.setdefault("snapshot_path", base / "snapshot.duckdb")
         return data
 
-    @field_validator("window", "trigger")
+    @field_validator("window", "trigger", "pg_auth_timeout")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:

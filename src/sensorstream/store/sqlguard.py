@@ -12,9 +12,10 @@ expressions over the text:
    UPDATE EXTENSIONS and any ``SELECT 1; DROP TABLE x`` injection.
 3. The syntax tree (``json_serialize_sql``) is walked: the number of output columns per SELECT is
    capped; table functions must be on an allow-list; scalar functions off a deny-list (files,
-   SQL text, settings); a table name that looks like a path or URL, and the catalog views that
-   show the machine's settings, are refused; recursive CTEs are refused (each step can double a
-   value, and DuckDB gives up past 4 GB with an error that invalidates the whole database); and
+   SQL text, settings, sleeps); a table name that looks like a path or URL, and the catalog views
+   that show the machine's settings or the store's path, are refused; recursive CTEs are refused
+   (each step can double a value, and DuckDB gives up past 4 GB with an error that invalidates
+   the whole database); and
    functions whose output grows with a number argument (``repeat``, ``lpad``, scalar ``range``…)
    need that number as a literal under :data:`MAX_AMPLIFY`, because DuckDB builds such a value in
    one uninterruptible call outside its memory limit.
@@ -56,8 +57,13 @@ DENIED_FUNCTIONS = frozenset(
     }
 )  # fmt: skip
 DENIED_PREFIXES = ("read_", "parquet_", "iceberg_", "delta_", "sqlite_", "postgres_", "mysql_", "http")
-# Catalog views over duckdb_settings() or duckdb_databases(): settings, paths.
-DENIED_TABLES = frozenset({"pg_settings", "duckdb_settings", "pg_file_settings", "duckdb_databases"})
+# Sleeps do nothing but hold one of the read slots every client of both endpoints shares.
+SLEEPS = frozenset({"sleep_ms", "pg_sleep", "pg_sleep_for", "pg_sleep_until"})
+# Catalog views over duckdb_settings(), duckdb_databases() or the engine's log: settings, the
+# store's absolute path (pragma_database_list's "file"), what other sessions ran.
+DENIED_TABLES = frozenset(
+    {"pg_settings", "duckdb_settings", "pg_file_settings", "duckdb_databases", "pragma_database_list", "duckdb_logs"}
+)  # fmt: skip
 _PATH_CHARS = set("./\\:~")
 
 # function -> positions of the arguments that set the output's size (None: every argument).
@@ -138,6 +144,11 @@ def _walk(tree: Any, max_columns: int) -> None:
             table_calls.add(id(node.get("function")))
         elif node.get("class") == "FUNCTION":
             name = str(node.get("function_name", "")).lower()
+            if name in SLEEPS:
+                raise SqlRefused(
+                    f"function {node['function_name']}() is not allowed here: a sleep holds one of the "
+                    "read slots every client shares"
+                )
             if _function_refused(name):
                 raise SqlRefused(f"function {node['function_name']}() is not allowed here")
             if (name in AMPLIFIERS or name in _FORMATS) and id(node) not in table_calls:
@@ -148,6 +159,14 @@ def _walk(tree: Any, max_columns: int) -> None:
                 raise SqlRefused(f"{name!r} looks like a file or URL; only the store's tables can be read")
             if name.lower() in DENIED_TABLES:
                 raise SqlRefused(f"{name} shows the server's settings or files and is not readable here")
+
+
+def sql_too_large(size: int, max_sql_bytes: int) -> TooLarge:
+    """The refusal of a text over the size limit, checked before anything parses it."""
+    return TooLarge(
+        f"the SQL text is {size:,} bytes; at most {max_sql_bytes:,} are accepted "
+        "(SENSORSTREAM_READ_MAX_SQL_BYTES)"
+    )
 
 
 VERDICTS_KEPT = 512  # texts are at most READ_MAX_SQL_BYTES each: 8 MB with the default 16 KB
@@ -188,7 +207,7 @@ def _check(cur: duckdb.DuckDBPyConnection, sql: str, max_sql_bytes: int, max_col
         raise SqlRefused("the SQL text is empty")
     size = len(sql.encode("utf-8", "surrogatepass"))
     if size > max_sql_bytes:
-        raise TooLarge(f"the SQL text is {size:,} bytes; at most {max_sql_bytes:,} are accepted")
+        raise sql_too_large(size, max_sql_bytes)
     try:
         statements = cur.extract_statements(sql)
     except duckdb.Error as exc:

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 PROTOCOL_3_0 = 196608
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
-MAX_MESSAGE = 64 * 1024 * 1024  # a larger message is an attack or a bug, never a query
+# Sizes a message may have before the client has proven the password: PostgreSQL's own start-up
+# packet limit, and a few KB for a SCRAM message (libpq's are about 100 bytes). Larger is refused
+# before its body is read, so an unauthenticated connection never costs more than this.
+MAX_STARTUP = 10_000
+MAX_AUTH_MESSAGE = 4096
+# The framing's own bound after authentication: beyond it the stream is not PostgreSQL's. Below
+# it, a message over the session's bound is read in chunks and dropped, never buffered.
+MAX_MESSAGE = 1 << 30
+_SKIP_CHUNK = 1 << 16
 
 _I16, _I32 = struct.Struct("!h"), struct.Struct("!i")
 
@@ -24,27 +32,68 @@ class ProtocolError(Exception):
     """The client broke the protocol (SQLSTATE 08P01); the connection is closed."""
 
 
+class MessageTooLarge(Exception):
+    """A message over the caller's bound; its body was read and dropped, the connection goes on."""
+
+    def __init__(self, kind: bytes, size: int) -> None:
+        super().__init__(f"a {kind.decode('latin-1')!r} message of {size:,} bytes")
+        self.kind, self.size = kind, size
+
+
+class InvalidText(ValueError):
+    """A string field that is not UTF-8 (SQLSTATE 22021, as PostgreSQL reports it)."""
+
+
+def utf8(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise InvalidText(f'invalid byte sequence for encoding "UTF8": 0x{bad}') from None
+
+
 async def read_startup(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """(code, rest of the body) of a start-up packet: no type byte, just length and code."""
     (length,) = _I32.unpack(await reader.readexactly(4))
-    if not 8 <= length <= 10_000:
+    if not 8 <= length <= MAX_STARTUP:
         raise ProtocolError(f"invalid start-up packet length {length}")
     body = await reader.readexactly(length - 4)
     return _I32.unpack_from(body)[0], body[4:]
 
 
-async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """(type byte, body) of the next regular message."""
+async def read_message(
+    reader: asyncio.StreamReader, max_body: Callable[[bytes], int], *, drop_larger: bool
+) -> tuple[bytes, bytes]:
+    """(type byte, body) of the next regular message, its body at most ``max_body(type)`` bytes.
+
+    A larger one is a :class:`ProtocolError` before its body is read, or with ``drop_larger`` a
+    :class:`MessageTooLarge` once the body has been read and dropped (the stream stays in step).
+    """
     header = await reader.readexactly(5)
+    kind = header[:1]
     (length,) = _I32.unpack_from(header, 1)
     if not 4 <= length <= MAX_MESSAGE:
         raise ProtocolError(f"invalid message length {length}")
-    return header[:1], await reader.readexactly(length - 4)
+    size = length - 4
+    if size > max_body(kind):
+        if not drop_larger:
+            raise ProtocolError(
+                f"a {kind.decode('latin-1')!r} message of {size:,} bytes before authentication; "
+                f"at most {max_body(kind):,} are accepted"
+            )
+        left = size
+        while left:
+            left -= len(await reader.readexactly(min(left, _SKIP_CHUNK)))
+        raise MessageTooLarge(kind, size)
+    return kind, await reader.readexactly(size)
 
 
 def parse_startup_params(body: bytes) -> dict[str, str]:
     parts = body.split(b"\x00")
-    return {parts[i].decode(): parts[i + 1].decode() for i in range(0, len(parts) - 1, 2) if parts[i]}
+    try:
+        return {utf8(parts[i]): utf8(parts[i + 1]) for i in range(0, len(parts) - 1, 2) if parts[i]}
+    except InvalidText as exc:
+        raise ProtocolError(f"start-up packet: {exc}") from None
 
 
 @dataclass
@@ -55,25 +104,35 @@ class Reader:
     pos: int = 0
 
     def int16(self) -> int:
-        (value,) = _I16.unpack_from(self.data, self.pos)
-        self.pos += 2
-        return value
+        return self._unpack(_I16)
 
     def int32(self) -> int:
-        (value,) = _I32.unpack_from(self.data, self.pos)
-        self.pos += 4
+        return self._unpack(_I32)
+
+    def _unpack(self, layout: struct.Struct) -> int:
+        try:
+            (value,) = layout.unpack_from(self.data, self.pos)
+        except struct.error:
+            raise ProtocolError("invalid message format: shorter than its fields") from None
+        self.pos += layout.size
         return value
 
-    def cstring(self) -> str:
-        end = self.data.index(b"\x00", self.pos)
-        value = self.data[self.pos : end].decode()
+    def cbytes(self) -> bytes:
+        """A null-terminated field as sent, not decoded (its size can be checked first)."""
+        end = self.data.find(b"\x00", self.pos)
+        if end < 0:
+            raise ProtocolError("invalid message format: a string field without its terminator")
+        value = self.data[self.pos : end]
         self.pos = end + 1
         return value
 
+    def cstring(self) -> str:
+        return utf8(self.cbytes())
+
     def bytes_(self, n: int) -> bytes:
         value = self.data[self.pos : self.pos + n]
-        if len(value) != n:
-            raise ProtocolError("message shorter than its fields")
+        if n < 0 or len(value) != n:
+            raise ProtocolError("invalid message format: shorter than its fields")
         self.pos += n
         return value
 

@@ -37,10 +37,26 @@ _CAST_TYPES = {
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike)
 
 
+# The protocol counts a statement's parameters in 16 bits (PostgreSQL: at most 65535). A larger
+# placeholder is refused before anything is sized by it (a list per parameter up to the largest).
+MAX_PARAMETERS = 65535
+
+
+class TooManyParameters(ValueError):
+    """A placeholder beyond what the protocol can bind (SQLSTATE 54000)."""
+
+
 def _placeholder_number(node: exp.Expression) -> int | None:
     # sqlglot reads PostgreSQL's $1 as a Parameter (or a Placeholder, depending on context).
     text = node.sql(dialect="postgres").lstrip("$@:")
-    return int(text) if text.isdigit() else None
+    if not text.isdigit():
+        return None
+    if len(text) > len(str(MAX_PARAMETERS)) or int(text) > MAX_PARAMETERS:
+        raise TooManyParameters(
+            f"placeholder ${text[:20]} is out of range: a statement may have at most "
+            f"{MAX_PARAMETERS:,} parameters ($1 to ${MAX_PARAMETERS})"
+        )
+    return int(text)
 
 
 def _column_type(node: exp.Expression, columns: dict[str, str]) -> int | None:
@@ -68,7 +84,10 @@ def _infer_one(node: exp.Expression, columns: dict[str, str]) -> int:
 
 
 def infer_param_types(sql: str, declared: list[int], columns: dict[str, str]) -> list[int]:
-    """One OID per placeholder: the client's where it gave one, else our inference."""
+    """One OID per placeholder: the client's where it gave one, else our inference.
+
+    Raises :class:`TooManyParameters` for a placeholder beyond ``$65535``.
+    """
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except SqlglotError:

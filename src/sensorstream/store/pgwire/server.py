@@ -2,21 +2,25 @@
 
 ``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
 port fails start-up with a sentence naming the setting, like the read API) and serves until
-``stop()``. The protocol runs on the loop; DuckDB reads run on a small thread pool, each through
-the process's shared read gate (``gate.run_read``), the one the HTTP read API uses.
+``stop()``. The protocol runs on the loop; parsing, translation and DuckDB reads run on a small
+thread pool (``Backend.work``), each read through the process's shared read gate
+(``gate.run_read``), the one the HTTP read API uses. Every stage a client can hold is bounded: the
+start-up and authentication (a deadline, message sizes, a budget of their own), idle sessions,
+statements, and sessions per client address.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import logging
-import os
 import re
 import socket
 import threading
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -24,12 +28,17 @@ from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.store.pgwire import translate
 from sensorstream.store.pgwire.auth import Credentials
-from sensorstream.store.pgwire.gate import ReadError, is_syntax_problem, run_read
-from sensorstream.store.pgwire.params import infer_param_types
+from sensorstream.store.pgwire.gate import BUSY_WAIT_S, ReadError, is_syntax_problem, run_read
+from sensorstream.store.pgwire.params import TooManyParameters, infer_param_types
 from sensorstream.store.pgwire.session import Outcome, Session
 from sensorstream.store.reads import ReadGate, ReadResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Buffered per connection before asyncio stops reading from its socket (twice this): a client that
+# sends faster than it is served costs at most this much, authenticated or not.
+STREAM_LIMIT = 32 * 1024
 
 
 class PgStartError(RuntimeError):
@@ -37,28 +46,85 @@ class PgStartError(RuntimeError):
 
 
 class Backend:
-    """What sessions share: the read gate, the credentials, the thread pool."""
+    """What sessions share: the read gate, the credentials, the thread pool and the slots."""
 
     def __init__(self, gate: ReadGate, settings: Settings) -> None:
         self.gate = gate
         self.credentials = Credentials(settings.pg_user, settings.pg_password)
         self.max_connections = settings.pg_max_connections
+        self.max_per_address = settings.pg_max_connections_per_address
+        self.max_authenticating = settings.pg_max_authenticating
+        self.auth_timeout = settings.pg_auth_timeout
+        self.idle_timeout = settings.pg_idle_timeout or None
+        # A statement's whole life (a free thread, a free read slot, parsing, the read itself),
+        # so a client always gets an answer even when every thread is taken.
+        self.statement_timeout = settings.read_timeout + BUSY_WAIT_S
+        self.max_sql_bytes = int(settings.read_max_sql_bytes)
         self.pool = ThreadPoolExecutor(max_workers=settings.pg_workers, thread_name_prefix="pg-read")
         self.sessions: set[Session] = set()
-        self._pids = itertools.count(os.getpid() * 100 % 2_000_000_000)
+        self.authenticating: dict[Session, None] = {}  # oldest first
         self._columns: dict[str, str] | None = None
 
-    def next_pid(self) -> int:
-        return next(self._pids)
+    # --- slots ---------------------------------------------------------------------------------------
+    def start_authenticating(self, session: Session) -> None:
+        """Take one of the budget's slots for a connection that has not yet authenticated.
 
-    def admit(self, session: Session) -> bool:
+        When the budget is full the oldest connection of the address holding the most is dropped:
+        a flood from one address drops its own sockets, and a client that authenticates in a few
+        milliseconds is the newest of its address, the last to go.
+        """
+        if len(self.authenticating) >= self.max_authenticating:
+            by_address = Counter(s.address for s in self.authenticating)
+            crowded = by_address.most_common(1)[0][0]
+            oldest = next(s for s in self.authenticating if s.address == crowded)
+            self.authenticating.pop(oldest)
+            oldest.drop(
+                "53300",
+                "too many connections are authenticating at once; this one waited longest "
+                "(SENSORSTREAM_PG_MAX_AUTHENTICATING)",
+            )
+        self.authenticating[session] = None
+
+    def admit(self, session: Session) -> str | None:
+        """Take an authenticated slot for ``session``; or why not, as PostgreSQL words it."""
+        self.authenticating.pop(session, None)
         if len(self.sessions) >= self.max_connections:
-            return False
+            return "sorry, too many clients already (SENSORSTREAM_PG_MAX_CONNECTIONS)"
+        if sum(s.address == session.address for s in self.sessions) >= self.max_per_address:
+            return (
+                f"too many connections from {session.address}: at most {self.max_per_address} "
+                "(SENSORSTREAM_PG_MAX_CONNECTIONS_PER_ADDRESS)"
+            )
         self.sessions.add(session)
-        return True
+        return None
 
     def forget(self, session: Session) -> None:
+        self.authenticating.pop(session, None)
         self.sessions.discard(session)
+
+    # --- work on the pool ----------------------------------------------------------------------------
+    async def work(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the endpoint's threads, never on the loop: parsing, translating and
+        reading, within the statement timeout. A bug of ours costs the client one statement."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self.pool, fn, *args), self.statement_timeout)
+        except TimeoutError:
+            raise ReadError(
+                "57014",
+                f"canceling statement due to statement timeout: it took more than "
+                f"{self.statement_timeout:g} s, waiting included (SENSORSTREAM_READ_TIMEOUT plus "
+                f"{BUSY_WAIT_S:g} s for a free read slot)",
+            ) from None
+        except ReadError:
+            raise
+        except Exception as exc:
+            # One line per failure: a client that finds a bug must not fill the log with tracebacks.
+            log.warning("postgres endpoint: internal error: %s: %s", type(exc).__name__, exc)
+            log.debug("postgres endpoint: internal error", exc_info=True)
+            raise ReadError(
+                "XX000", f"internal error in the PostgreSQL endpoint: {type(exc).__name__}"
+            ) from None
 
     # --- reads (on the pool) -----------------------------------------------------------------------
     def _read(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
@@ -99,21 +165,14 @@ class Backend:
         return result if result.columns else None
 
     async def _on_pool(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self.pool, self._read, sql, params, user, settings)
-        except ReadError:
-            raise
-        except Exception as exc:
-            # A bug of ours (a rewrite sqlglot chokes on...) must cost the client one statement,
-            # not the connection; the log keeps the details.
-            log.exception("postgres endpoint: internal error on %r", sql[:500])
-            raise ReadError(
-                "XX000", f"internal error in the PostgreSQL endpoint: {type(exc).__name__}"
-            ) from None
+        return await self.work(self._read, sql, params, user, settings)
 
     def param_types(self, sql: str, declared: list[int]) -> list[int]:
-        return infer_param_types(sql, declared, self.store_columns())
+        """On the pool (it parses, and its first call reads the catalog)."""
+        try:
+            return infer_param_types(sql, declared, self.store_columns())
+        except TooManyParameters as exc:
+            raise ReadError("54000", str(exc)) from None
 
     def store_columns(self) -> dict[str, str]:
         """Column name -> DuckDB type over the store's tables (the schema is fixed while we run)."""
@@ -208,10 +267,14 @@ class PgServer:
         asyncio.set_event_loop(loop)
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await Session(self.backend, reader, writer).serve()
+            # Cancelled only by stop(): the session ends there, not as an "unhandled exception".
+            with contextlib.suppress(asyncio.CancelledError):
+                await Session(self.backend, reader, writer).serve()
 
         try:
-            self._server = loop.run_until_complete(asyncio.start_server(handle, sock=sock))
+            self._server = loop.run_until_complete(
+                asyncio.start_server(handle, sock=sock, limit=STREAM_LIMIT)
+            )
         except BaseException as exc:  # reported by start()
             self._error = exc
             self._ready.set()
