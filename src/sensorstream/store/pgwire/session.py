@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -215,7 +216,7 @@ class Session:
             )
         if command.kind == "tx":
             return Outcome(command.tag, tx_state=command.tx_state)
-        if command.kind == "noop":
+        if command.kind in ("noop", "empty"):  # an empty statement's tag "" means EmptyQueryResponse
             return Outcome(command.tag)
         if command.kind == "set":
             if command.name:
@@ -223,7 +224,10 @@ class Session:
             return Outcome("SET")
         if command.kind == "show":
             return Outcome("SHOW", result=self._show(command.name))
-        return await self.backend.run(command.sql, params, self.user, self._settings())
+        outcome = await self.backend.run(command.sql, params, self.user, self._settings())
+        if outcome.result is not None:
+            outcome.result = _pg_named(outcome.result, command.sql)
+        return outcome
 
     def _settings(self) -> dict[str, str]:
         return settings_for(self.values)
@@ -327,9 +331,10 @@ class Session:
         if command.kind != "query":
             return None
         if statement.described is None:
-            statement.described = await self.backend.describe(
+            described = await self.backend.describe(
                 statement.sql, len(statement.param_oids), self.user, self._settings()
             )
+            statement.described = _pg_named(described, statement.sql) if described else None
         return statement.described
 
     async def _portal_outcome(self, portal: Portal) -> Outcome:
@@ -351,7 +356,7 @@ class Session:
         limit = msg.int32()
         outcome = await self._portal_outcome(portal)
         if outcome.result is None:
-            self.send(codec.command_complete(_tag(outcome, 0)))
+            self.send(codec.command_complete(_tag(outcome, 0)) if outcome.tag else codec.EMPTY_QUERY)
             return
         rows = outcome.result.rows
         end = len(rows) if limit <= 0 else min(len(rows), portal.sent + limit)
@@ -376,6 +381,11 @@ class Session:
 
 
 # --- result encoding ---------------------------------------------------------------------------------
+def _pg_named(result: ReadResult, sql: str) -> ReadResult:
+    """``result`` with the column names PostgreSQL would give ``sql``'s columns."""
+    return dataclasses.replace(result, columns=translate.result_names(sql, result.columns))
+
+
 def _format(formats: list[int], i: int) -> int:
     if not formats:
         return 0
