@@ -91,9 +91,6 @@ EXTRA_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
-# Columns DuckDB's views have but leave untyped (NULL), which PostgreSQL functions cannot take.
-RETYPED_COLUMNS: dict[str, dict[str, str]] = {}
-
 # Every index the store has, as PostgreSQL counts them: each primary key and unique constraint is
 # backed by an index (DuckDB keeps those out of duckdb_indexes()), plus the CREATE INDEX ones.
 # attnums count from 1, as pg_attribute.attnum does (0 for an expression); the oid of a key's index
@@ -169,6 +166,14 @@ SELECT oid, name AS relname, schema_oid AS relnamespace, 'i' AS relkind, 0 AS re
        false AS relforcerowsecurity, true AS relispopulated, false AS relispartition,
        CAST(NULL AS VARCHAR[]) AS reloptions, CAST(NULL AS VARCHAR[]) AS relacl
 FROM ({INDEX_KEYS}) AS k
+""",
+    # Untyped (NULL) columns get PostgreSQL's values for a plain base type: pgJDBC's getTypeInfo
+    # keeps the types whose typrelid is 0, and NULL kept none.
+    "pg_type": """
+SELECT * REPLACE (CAST(0 AS BIGINT) AS typrelid, CAST(0 AS BIGINT) AS typelem, CAST(0 AS BIGINT) AS typarray,
+                  CAST(0 AS BIGINT) AS typbasetype, CAST(-1 AS INTEGER) AS typtypmod, 0 AS typndims,
+                  ',' AS typdelim, false AS typnotnull, CAST(0 AS BIGINT) AS typcollation)
+FROM pg_catalog.pg_type
 """,
 }
 

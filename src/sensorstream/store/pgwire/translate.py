@@ -391,9 +391,7 @@ def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, s
             body = sqlglot.parse_one(pg_catalog.empty_table_sql(name), read="duckdb")
         elif name in pg_catalog.EXTRA_COLUMNS:
             extras = ", ".join(f"{v} AS {k}" for k, v in pg_catalog.EXTRA_COLUMNS[name].items())
-            retyped = ", ".join(f"{v} AS {k}" for k, v in pg_catalog.RETYPED_COLUMNS.get(name, {}).items())
-            star = f"* REPLACE ({retyped})" if retyped else "*"
-            body = sqlglot.parse_one(f"SELECT {star}, {extras} FROM pg_catalog.{name}", read="duckdb")
+            body = sqlglot.parse_one(f"SELECT *, {extras} FROM pg_catalog.{name}", read="duckdb")
         else:
             if table.db and not table.alias:
                 # DuckDB binds "pg_catalog.t" joined to another pg_catalog table under a name
