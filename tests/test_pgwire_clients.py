@@ -286,6 +286,22 @@ def test_grafana_schema_and_array_functions(conn):
     assert rows.fetchall() == [(1, ["a", "b"]), (2, ["a", "b"])]
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["simple", "extended"])
+def test_an_answer_over_the_row_limit_fails_rather_than_being_cut(served, binary):
+    con, _, settings = served
+    rows = duckdb_count(con, "SELECT count(*) FROM readings", [])
+    limited = settings.model_copy(update={"read_max_rows": rows - 1})
+    with (
+        endpoint(con, limited) as server,
+        psycopg.connect(conninfo(server, limited), autocommit=True) as connection,
+    ):
+        cur = connection.cursor(binary=binary)
+        with pytest.raises(errors.ProgramLimitExceeded, match="SENSORSTREAM_READ_MAX_ROWS"):
+            cur.execute("SELECT * FROM readings")
+        cur.execute("SELECT * FROM readings LIMIT %s", [rows - 1])
+        assert len(cur.fetchall()) == rows - 1
+
+
 def test_bad_parameter_bytes_are_a_data_error(conn):
     with pytest.raises(errors.InvalidTextRepresentation):
         conn.execute("SELECT %s::int", ["not a number"], prepare=False)
@@ -327,6 +343,7 @@ def test_sqlalchemy_reflects_the_tables(served):
 
 # --- pgJDBC -----------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.jvm
 def test_jdbc_lists_tables_columns_and_runs_a_timestamp_range(served):
     con, server, settings = served
     lines = run_jdbc(server, settings, FROM.isoformat(), TO.isoformat(), "sensor-a1")
@@ -342,7 +359,11 @@ def test_jdbc_lists_tables_columns_and_runs_a_timestamp_range(served):
         con, "SELECT count(*) FROM window_stats WHERE window_start >= ? AND window_start < ? AND sensor_id = ?",
         [FROM, TO, "sensor-a1"],
     )  # fmt: skip
-    assert "primary_keys" in facts and "indexes" in facts  # answered, not failed
+    key = [c[:2] for c in facts["primary_key"]]
+    assert key == [["sensor_id", "1"], ["window_start", "2"]] and facts["primary_key"][0][2].endswith("_pkey")
+    assert [i[1:] for i in facts["index"]] == [["sensor_id", "1", "false"], ["window_start", "2", "false"]]
+    types = {name: int(sql_type) for name, sql_type in facts["type_info"]}
+    assert types["int8"] == -5 and types["float8"] == 8 and types["timestamptz"] == 93  # java.sql.Types
     assert len(facts["range"]) == 7  # past the driver's prepareThreshold: named statements, binary results
     for _, rows, type_name, first_time, sensor, *_ in facts["range"]:
         assert (int(rows), type_name, sensor) == (expected, "timestamptz", "sensor-a1")

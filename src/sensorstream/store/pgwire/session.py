@@ -226,6 +226,14 @@ class Session:
             return Outcome("SHOW", result=self._show(command.name))
         outcome = await self.backend.run(command.sql, params, self.user, self._settings())
         if outcome.result is not None:
+            if outcome.result.truncated:
+                # A warning is shown by neither Grafana nor Tableau: a cut answer would look whole.
+                raise ReadError(
+                    "54000",
+                    f"the answer has more than {self.backend.gate.limits.max_rows:,} rows, the most one "
+                    "statement may return (SENSORSTREAM_READ_MAX_ROWS); aggregate (Grafana: $__timeGroup) "
+                    "or filter further",
+                )
             outcome.result = _pg_named(outcome.result, command.sql)
         return outcome
 
