@@ -234,8 +234,15 @@ class Session:
                     "statement may return (SENSORSTREAM_READ_MAX_ROWS); aggregate (Grafana: $__timeGroup) "
                     "or filter further",
                 )
-            outcome.result = _pg_named(outcome.result, command.sql)
+            outcome.result = await self._pg_named(outcome.result, command.sql)
         return outcome
+
+    async def _pg_named(self, result: ReadResult, sql: str) -> ReadResult:
+        """``result`` with the column names PostgreSQL would give ``sql``'s columns; found with
+        sqlglot's parser on the read pool, off the loop every client shares."""
+        loop = asyncio.get_running_loop()
+        names = await loop.run_in_executor(self.backend.pool, translate.result_names, sql, result.columns)
+        return dataclasses.replace(result, columns=names)
 
     def _settings(self) -> dict[str, str]:
         return settings_for(self.values)
@@ -342,7 +349,7 @@ class Session:
             described = await self.backend.describe(
                 statement.sql, len(statement.param_oids), self.user, self._settings()
             )
-            statement.described = _pg_named(described, statement.sql) if described else None
+            statement.described = await self._pg_named(described, statement.sql) if described else None
         return statement.described
 
     async def _portal_outcome(self, portal: Portal) -> Outcome:
@@ -389,11 +396,6 @@ class Session:
 
 
 # --- result encoding ---------------------------------------------------------------------------------
-def _pg_named(result: ReadResult, sql: str) -> ReadResult:
-    """``result`` with the column names PostgreSQL would give ``sql``'s columns."""
-    return dataclasses.replace(result, columns=translate.result_names(sql, result.columns))
-
-
 def _format(formats: list[int], i: int) -> int:
     if not formats:
         return 0
