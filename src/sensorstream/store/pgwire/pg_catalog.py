@@ -168,12 +168,13 @@ SELECT oid, name AS relname, schema_oid AS relnamespace, 'i' AS relkind, 0 AS re
 FROM ({INDEX_KEYS}) AS k
 """,
     # Untyped (NULL) columns get PostgreSQL's values for a plain base type: pgJDBC's getTypeInfo
-    # keeps the types whose typrelid is 0, and NULL kept none.
+    # keeps the types whose typrelid is 0, and NULL kept none. DuckDB's types without a PostgreSQL
+    # OID (hugeint, struct ...) are left out: a client never sees them, they are sent as text.
     "pg_type": """
 SELECT * REPLACE (CAST(0 AS BIGINT) AS typrelid, CAST(0 AS BIGINT) AS typelem, CAST(0 AS BIGINT) AS typarray,
                   CAST(0 AS BIGINT) AS typbasetype, CAST(-1 AS INTEGER) AS typtypmod, 0 AS typndims,
                   ',' AS typdelim, false AS typnotnull, CAST(0 AS BIGINT) AS typcollation)
-FROM pg_catalog.pg_type
+FROM pg_catalog.pg_type WHERE oid IS NOT NULL
 """,
 }
 
