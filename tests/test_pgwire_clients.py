@@ -282,6 +282,9 @@ def test_grafana_schema_and_array_functions(conn):
         ["main"], ["pg_catalog", "main"], "window_stats", '"Mixed Case"', '"select"', ["main", "A b"], "sensorstream"
     )  # fmt: skip
     assert cur.description[0].type_code == 1009  # text[]: a PostgreSQL array, not DuckDB's text for it
+    binary = conn.cursor(binary=True)  # PostgreSQL's binary array format, with a NULL element
+    binary.execute("SELECT current_schemas(true), list_value(1, NULL, 3), CAST([] AS DOUBLE[])")
+    assert binary.fetchone() == (["pg_catalog", "main"], [1, None, 3], [])
     rows = conn.execute("SELECT x, s FROM string_to_array('a,b', ',') AS s, generate_series(1, 2) AS x")
     assert rows.fetchall() == [(1, ["a", "b"]), (2, ["a", "b"])]
 
