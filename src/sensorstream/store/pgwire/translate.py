@@ -303,7 +303,8 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
             # PostgreSQL's optional "pretty" flag; DuckDB's macro has no such argument.
             return exp.Anonymous(this=node.this, expressions=args[: _MAX_ARGS[name]])
         if name == "pg_get_indexdef" and args:
-            return _named(node, _from_template(name, [*args[:2], exp.Literal.number(0)][:2]), name)
+            column = args[1] if len(args) > 1 else exp.Literal.number(0)  # 0: the whole definition
+            return _named(node, _from_template(name, [args[0], column]), name)
         if name in _NULL_FUNCTIONS:
             return _named(node, exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), name)
         if name in _SIZE_FUNCTIONS:  # DuckDB keeps no per-table size; unknown, not zero
