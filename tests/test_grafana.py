@@ -262,6 +262,13 @@ def test_provisioning_points_at_the_endpoint_and_keeps_the_snapshot():
     assert re.search(rf"^\s+uid: {DATASOURCE['uid']}$", live, re.M)
     assert re.search(r"^\s+url: \$\{SENSORSTREAM_PG_ADDRESS\}$", live, re.M)
     assert re.search(r"^\s+password: \$\{SENSORSTREAM_PG_PASSWORD\}$", live, re.M)
+    assert re.search(r"^\s+user: \$\{SENSORSTREAM_PG_USER\}$", live, re.M)
+    # Grafana reads these from its own environment: the README's Grafana setup names each one.
+    grafana_row = next(
+        line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| Grafana |")
+    )
+    for name in re.findall(r"\$\{(SENSORSTREAM_\w+)\}", live):
+        assert f"`{name}`" in grafana_row, name
     assert re.search(r"^\s+isDefault: true$", live, re.M)
     snapshot = (datasources / "duckdb.yaml").read_text()
     assert re.search(rf"^\s+type: {SNAPSHOT_PLUGIN}$", snapshot, re.M)
