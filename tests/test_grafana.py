@@ -153,6 +153,9 @@ def answers(dashboard, served, tmp_path_factory) -> dict[tuple[str, str], dict]:
     queries = [{"name": title, "sql": t["rawSql"]} for title, t in _targets(dashboard)]
     queries += [{"name": f"var:{v['name']}", "sql": v["query"]} for v in dashboard["templating"]["list"]]
     queries += [{"name": f"meta:{name}", "sql": sql} for name, sql in GRAFANA_METADATA.items()]
+    queries.append(
+        {"name": "arrays", "sql": "SELECT current_schemas(true) AS s, list_value(1, NULL, 3) AS n"}
+    )
     one_sensor = [q for q in queries if q["name"] == "Anomalies feed"]
     request = {"conn": url(server, settings), **TIME_RANGE}
     everything = run_pgx(
@@ -253,6 +256,16 @@ def test_grafana_query_builder_metadata(answers, mode):
     assert columns["window_start"] == "timestamp with time zone"  # a time column to the builder
     assert columns["avg_value"] == "double precision" and columns["sensor_id"] == "character varying"
     assert dict(rows("columns of main.window_stats")) == columns
+
+
+@pytest.mark.go
+@pytest.mark.parametrize("mode", ["simple", "extended"])
+def test_pgx_reads_lists_as_postgres_arrays(answers, mode):
+    answer = answers[("arrays", mode)]  # extended: pgx asks for PostgreSQL's binary array format
+    assert not answer.get("error"), answer.get("error")
+    assert [c["oid"] for c in answer["columns"]] == [1009, 1007]  # text[], int4[]
+    assert answer["values"] == [["[pg_catalog main]", "[1 <nil> 3]"]]
+    assert answer["go_types"] == ["[]interface {}", "[]interface {}"]
 
 
 def test_provisioning_points_at_the_endpoint_and_keeps_the_snapshot():
