@@ -84,6 +84,15 @@ def test_the_dashboard_has_the_expected_panels(dashboard):
     assert all(v["datasource"] == DATASOURCE and v["multi"] and v["includeAll"] for v in variables.values())
 
 
+def test_time_series_panels_aggregate_in_sql(dashboard):
+    # A row per batch (about two a second) outgrows the endpoint's row limit on a long range, and
+    # an answer over it fails; a row per $__interval bucket stays near the panel's width in points.
+    for title, target in _targets(dashboard):
+        if target["format"] == "time_series":
+            assert re.search(r"\$__timeGroup(Alias)?\(", target["rawSql"]), title
+            assert "GROUP BY 1" in target["rawSql"], title
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A filled store behind the PostgreSQL endpoint, for the whole module."""
@@ -95,17 +104,68 @@ def served(tmp_path_factory):
         yield server, settings
 
 
+# The metadata queries of Grafana's PostgreSQL query builder (its postgresMetaQuery.ts), as it
+# sends them: the version, the schema list, the table list (with and without a schema picked) and
+# a table's columns; tables on the search path are listed bare, others as schema.table.
+_ON_SEARCH_PATH = """quote_ident(table_schema) IN (
+    SELECT CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+    FROM generate_series(
+        array_lower(string_to_array(current_setting('search_path'), ','), 1),
+        array_upper(string_to_array(current_setting('search_path'), ','), 1)
+    ) AS i, string_to_array(current_setting('search_path'), ',') s)"""
+_NOT_SYSTEM = "quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog', '_timescaledb_cache')"
+
+
+def _columns_of(table: str) -> str:
+    quoted = "'" + table.replace("'", "''") + "'"
+    return f"""SELECT quote_ident(column_name) AS "column", data_type AS "type"
+    FROM information_schema.columns
+    WHERE CASE WHEN array_length(parse_ident({quoted}), 1) = 2
+        THEN quote_ident(table_schema) = (parse_ident({quoted}))[1]
+            AND quote_ident(table_name) = (parse_ident({quoted}))[2]
+        ELSE quote_ident(table_name) = {quoted} AND {_ON_SEARCH_PATH}
+    END"""
+
+
+GRAFANA_METADATA = {
+    "version": "SELECT current_setting('server_version_num')::int/100 as version",
+    "timescaledb": "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+    "schemas": """SELECT schema_name AS "name" FROM information_schema.schemata
+    WHERE schema_name NOT IN ('information_schema', 'pg_catalog', 'pg_toast', '_timescaledb_cache')
+    ORDER BY schema_name""",
+    "tables": f"""SELECT CASE WHEN {_ON_SEARCH_PATH} THEN quote_ident(table_name)
+        ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS "table"
+    FROM information_schema.tables WHERE {_NOT_SYSTEM}
+    ORDER BY CASE WHEN {_ON_SEARCH_PATH} THEN 0 ELSE 1 END, 1""",
+    "tables in main": """SELECT quote_ident(table_name) AS "table" FROM information_schema.tables
+    WHERE quote_ident(table_schema) = 'main' ORDER BY 1""",
+    "columns": _columns_of("window_stats"),
+    "columns of main.window_stats": _columns_of("main.window_stats"),
+}
+
+
 @pytest.fixture(scope="module")
 def answers(dashboard, served, tmp_path_factory) -> dict[tuple[str, str], dict]:
-    """Every panel query and both variable queries, run once with pgx in each protocol mode."""
+    """Every panel query, both variable queries and the query builder's metadata queries, run
+    once with pgx in each protocol mode; and pgx's Ping and a pgxpool that pings idle connections."""
     server, settings = served
     binary = build_pgx(tmp_path_factory.mktemp("pgx"))
     queries = [{"name": title, "sql": t["rawSql"]} for title, t in _targets(dashboard)]
     queries += [{"name": f"var:{v['name']}", "sql": v["query"]} for v in dashboard["templating"]["list"]]
+    queries += [{"name": f"meta:{name}", "sql": sql} for name, sql in GRAFANA_METADATA.items()]
+    queries.append(
+        {"name": "arrays", "sql": "SELECT current_schemas(true) AS s, list_value(1, NULL, 3) AS n"}
+    )
     one_sensor = [q for q in queries if q["name"] == "Anomalies feed"]
     request = {"conn": url(server, settings), **TIME_RANGE}
     everything = run_pgx(
-        binary, {**request, "vars": {"sensor": list(SENSORS), "site": list(SITES)}, "queries": queries}
+        binary,
+        {
+            **request,
+            "vars": {"sensor": list(SENSORS), "site": list(SITES)},
+            "queries": queries,
+            "pool_query": "SELECT count(*) FROM window_stats",
+        },
     )
     filtered = run_pgx(
         binary, {**request, "vars": {"sensor": ["sensor-a1"], "site": list(SITES)}, "queries": one_sensor}
@@ -115,6 +175,7 @@ def answers(dashboard, served, tmp_path_factory) -> dict[tuple[str, str], dict]:
     return result
 
 
+@pytest.mark.go
 @pytest.mark.parametrize("mode", ["simple", "extended"])
 @pytest.mark.parametrize("title", sorted(EXPECTED))
 def test_every_panel_query_runs_through_pgx(answers, title, mode):
@@ -130,6 +191,7 @@ def test_every_panel_query_runs_through_pgx(answers, title, mode):
             assert answer["go_types"][0] in ("time.Time", "float64")
 
 
+@pytest.mark.go
 def test_panel_answers_match_the_store(answers):
     readings = answers[("Readings", "extended")]["values"][0][0]
     status = {row[0]: row[-1] for row in answers[("Current state", "simple")]["values"]}
@@ -143,6 +205,7 @@ def test_panel_answers_match_the_store(answers):
     assert first % 60 == 0 and datetime.fromtimestamp(first, UTC).date().isoformat() == "2026-11-26"
 
 
+@pytest.mark.go
 def test_psql_runs_every_panel_query(answers, served):
     """The same SQL Grafana would send (as pgx got it), through psql: row counts agree."""
     server, settings = served
@@ -156,10 +219,53 @@ def test_psql_runs_every_panel_query(answers, served):
         assert len(rows) == answer["rows"], title
 
 
+@pytest.mark.go
 def test_the_variable_queries_run(answers):
     for mode in ("simple", "extended"):
         assert [row[0] for row in answers[("var:site", mode)]["values"]] == list(SITES)
         assert [row[0] for row in answers[("var:sensor", mode)]["values"]] == sorted(SENSORS)
+
+
+@pytest.mark.go
+def test_pgx_pings_and_its_pool_pings_idle_connections(answers):
+    # pgx pings with "-- ping", which must be an empty query, not an error.
+    assert not answers[("ping", "conn")].get("error")
+    pool = answers[("pool", "pgxpool")]
+    assert not pool.get("error"), pool.get("error")
+    first, second, opened = pool["values"]
+    assert first == second and int(first[0]) > 0
+    # Idle for over a second, the connection was pinged on the second acquire and kept: a failed
+    # ping would have made the pool open a second one.
+    assert opened == ["1"]
+
+
+@pytest.mark.go
+@pytest.mark.parametrize("mode", ["simple", "extended"])
+def test_grafana_query_builder_metadata(answers, mode):
+    def rows(name: str) -> list[list[str]]:
+        answer = answers[(f"meta:{name}", mode)]
+        assert not answer.get("error"), f"{name}: {answer.get('error')}\n{answer['sql']}"
+        return answer["values"] or []  # pgx's answer has no values (null) when there are no rows
+
+    assert rows("version") == [["1500"]] and rows("timescaledb") == []
+    assert rows("schemas") == [["main"]]  # once, not once per DuckDB catalog
+    tables = [row[0] for row in rows("tables")]
+    assert "window_stats" in tables and "readings" in tables and tables == sorted(tables)
+    assert [row[0] for row in rows("tables in main")] == tables
+    columns = dict(rows("columns"))
+    assert columns["window_start"] == "timestamp with time zone"  # a time column to the builder
+    assert columns["avg_value"] == "double precision" and columns["sensor_id"] == "character varying"
+    assert dict(rows("columns of main.window_stats")) == columns
+
+
+@pytest.mark.go
+@pytest.mark.parametrize("mode", ["simple", "extended"])
+def test_pgx_reads_lists_as_postgres_arrays(answers, mode):
+    answer = answers[("arrays", mode)]  # extended: pgx asks for PostgreSQL's binary array format
+    assert not answer.get("error"), answer.get("error")
+    assert [c["oid"] for c in answer["columns"]] == [1009, 1007]  # text[], int4[]
+    assert answer["values"] == [["[pg_catalog main]", "[1 <nil> 3]"]]
+    assert answer["go_types"] == ["[]interface {}", "[]interface {}"]
 
 
 def test_provisioning_points_at_the_endpoint_and_keeps_the_snapshot():
@@ -169,6 +275,13 @@ def test_provisioning_points_at_the_endpoint_and_keeps_the_snapshot():
     assert re.search(rf"^\s+uid: {DATASOURCE['uid']}$", live, re.M)
     assert re.search(r"^\s+url: \$\{SENSORSTREAM_PG_ADDRESS\}$", live, re.M)
     assert re.search(r"^\s+password: \$\{SENSORSTREAM_PG_PASSWORD\}$", live, re.M)
+    assert re.search(r"^\s+user: \$\{SENSORSTREAM_PG_USER\}$", live, re.M)
+    # Grafana reads these from its own environment: the README's Grafana setup names each one.
+    grafana_row = next(
+        line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| Grafana |")
+    )
+    for name in re.findall(r"\$\{(SENSORSTREAM_\w+)\}", live):
+        assert f"`{name}`" in grafana_row, name
     assert re.search(r"^\s+isDefault: true$", live, re.M)
     snapshot = (datasources / "duckdb.yaml").read_text()
     assert re.search(rf"^\s+type: {SNAPSHOT_PLUGIN}$", snapshot, re.M)

@@ -6,16 +6,20 @@ with a password; every answer is checked against DuckDB's own answer on the same
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import re
 import uuid
 from decimal import Decimal
 
+import asyncpg
+import pandas as pd
 import psycopg
 import pytest
 import sqlalchemy as sa
 from psycopg import errors
 
-from pg_support import PASSWORD, conninfo, endpoint, pg_settings, psql, run_jdbc
+from pg_support import PASSWORD, conninfo, endpoint, pg_settings, psql, run_jdbc, url
 from sensorstream.store.migrations import TABLES
 from test_dashboard_support import filled_store
 
@@ -65,6 +69,10 @@ def test_psql_lists_and_describes_the_tables(served):
     assert "timestamp with time zone" in lines["window_start"] and "not null" in lines["window_start"]
     assert "double precision" in lines["avg_value"] and "bigint" in lines["reading_count"]
     assert "not null" not in lines["site"]
+    # The primary key, found through pg_index and pg_constraint as psql looks for it.
+    assert re.search(
+        r'"window_stats_\w+_pkey" PRIMARY KEY, \w+ \(sensor_id, window_start\)', described.stdout
+    )
 
 
 def test_psql_runs_queries_and_reports_errors(served):
@@ -199,6 +207,104 @@ def test_session_commands_and_transaction_states(conn):
     conn.commit()
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["simple", "extended"])
+@pytest.mark.parametrize("text", ["-- ping", "", " ; ", "/* nothing */"])
+def test_an_empty_or_comment_only_query_is_an_empty_query(conn, binary, text):
+    # pgx (Grafana's driver) pings with "-- ping"; PostgreSQL answers EmptyQueryResponse.
+    cur = conn.cursor(binary=binary)  # psycopg sends a binary cursor's query as Parse/Bind/Execute
+    cur.execute(text)
+    assert cur.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY and cur.description is None
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+UNALIASED = (
+    "SELECT count(*), avg(avg_value), sum(reading_count), max(window_start), reading_count::int, 1, "
+    "'x', lower(sensor_id), avg_value AS Mean, min(avg_value) AS \"Lowest\", CASE WHEN true THEN 1 END, "
+    "coalesce(site, 'none'), (SELECT max(batch_id) FROM pipeline_metrics), avg_value + 1 "
+    "FROM window_stats GROUP BY reading_count, sensor_id, avg_value, site"
+)
+POSTGRES_NAMES = [
+    *("count", "avg", "sum", "max", "reading_count", "?column?", "?column?", "lower", "mean", "Lowest"),
+    *("case", "coalesce", "max", "?column?"),
+]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["simple", "extended"])
+def test_unaliased_columns_get_postgres_names(conn, binary):
+    cur = conn.cursor(binary=binary)
+    cur.execute(UNALIASED)
+    assert [d.name for d in cur.description] == POSTGRES_NAMES
+    cur.execute("SELECT *, count(*) OVER () FROM schema_version")
+    assert [d.name for d in cur.description] == ["version", "description", "applied_at", "count"]
+
+
+def test_pandas_gets_postgres_column_names(served):
+    _, server, settings = served
+    engine = sa.create_engine(url(server, settings).replace("postgres://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            frame = pd.read_sql(sa.text(UNALIASED), connection)
+    finally:
+        engine.dispose()
+    assert list(frame.columns) == POSTGRES_NAMES
+
+
+def test_asyncpg_pool_acquires_and_releases(served):
+    con, server, settings = served
+    expected = duckdb_count(con, "SELECT count(*) FROM window_stats WHERE sensor_id = ?", ["sensor-a1"])
+
+    async def use_pool() -> list[int]:
+        # One connection, so every acquire gets the one the last release reset (asyncpg sends
+        # pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL on release).
+        pool = await asyncpg.create_pool(url(server, settings), min_size=1, max_size=1)
+        try:
+            counts = []
+            for _ in range(3):
+                async with pool.acquire() as connection:
+                    counts.append(
+                        await connection.fetchval(
+                            "SELECT count(*) FROM window_stats WHERE sensor_id = $1", "sensor-a1"
+                        )
+                    )
+            return counts
+        finally:
+            await pool.close()
+
+    assert asyncio.run(use_pool()) == [expected] * 3
+
+
+def test_grafana_schema_and_array_functions(conn):
+    cur = conn.execute(
+        "SELECT current_schemas(false), current_schemas(true), quote_ident('window_stats'), "
+        "quote_ident('Mixed Case'), quote_ident('select'), parse_ident('main.\"A b\"'), user"
+    )
+    assert cur.fetchone() == (
+        ["main"], ["pg_catalog", "main"], "window_stats", '"Mixed Case"', '"select"', ["main", "A b"], "sensorstream"
+    )  # fmt: skip
+    assert cur.description[0].type_code == 1009  # text[]: a PostgreSQL array, not DuckDB's text for it
+    binary = conn.cursor(binary=True)  # PostgreSQL's binary array format, with a NULL element
+    binary.execute("SELECT current_schemas(true), list_value(1, NULL, 3), CAST([] AS DOUBLE[])")
+    assert binary.fetchone() == (["pg_catalog", "main"], [1, None, 3], [])
+    rows = conn.execute("SELECT x, s FROM string_to_array('a,b', ',') AS s, generate_series(1, 2) AS x")
+    assert rows.fetchall() == [(1, ["a", "b"]), (2, ["a", "b"])]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["simple", "extended"])
+def test_an_answer_over_the_row_limit_fails_rather_than_being_cut(served, binary):
+    con, _, settings = served
+    rows = duckdb_count(con, "SELECT count(*) FROM readings", [])
+    limited = settings.model_copy(update={"read_max_rows": rows - 1})
+    with (
+        endpoint(con, limited) as server,
+        psycopg.connect(conninfo(server, limited), autocommit=True) as connection,
+    ):
+        cur = connection.cursor(binary=binary)
+        with pytest.raises(errors.ProgramLimitExceeded, match="SENSORSTREAM_READ_MAX_ROWS"):
+            cur.execute("SELECT * FROM readings")
+        cur.execute("SELECT * FROM readings LIMIT %s", [rows - 1])
+        assert len(cur.fetchall()) == rows - 1
+
+
 def test_bad_parameter_bytes_are_a_data_error(conn):
     with pytest.raises(errors.InvalidTextRepresentation):
         conn.execute("SELECT %s::int", ["not a number"], prepare=False)
@@ -220,6 +326,10 @@ def test_sqlalchemy_reflects_the_tables(served):
         assert isinstance(table.c.window_start.type, sa.TIMESTAMP) and table.c.window_start.type.timezone
         assert isinstance(table.c.avg_value.type, sa.Float)
         assert {c.name: c.nullable for c in table.columns} == {row[0]: row[2] == "YES" for row in described}
+        assert [c.name for c in table.primary_key.columns] == ["sensor_id", "window_start"]
+        assert inspector.get_pk_constraint("dead_letters")["constrained_columns"] == [
+            "kafka_topic", "kafka_partition", "kafka_offset"
+        ]  # fmt: skip
         with engine.connect() as connection:
             counts = connection.execute(
                 sa.select(table.c.sensor_id, sa.func.count())
@@ -236,6 +346,7 @@ def test_sqlalchemy_reflects_the_tables(served):
 
 # --- pgJDBC -----------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.jvm
 def test_jdbc_lists_tables_columns_and_runs_a_timestamp_range(served):
     con, server, settings = served
     lines = run_jdbc(server, settings, FROM.isoformat(), TO.isoformat(), "sensor-a1")
@@ -251,7 +362,11 @@ def test_jdbc_lists_tables_columns_and_runs_a_timestamp_range(served):
         con, "SELECT count(*) FROM window_stats WHERE window_start >= ? AND window_start < ? AND sensor_id = ?",
         [FROM, TO, "sensor-a1"],
     )  # fmt: skip
-    assert "primary_keys" in facts and "indexes" in facts  # answered, not failed
+    key = [c[:2] for c in facts["primary_key"]]
+    assert key == [["sensor_id", "1"], ["window_start", "2"]] and facts["primary_key"][0][2].endswith("_pkey")
+    assert [i[1:] for i in facts["index"]] == [["sensor_id", "1", "false"], ["window_start", "2", "false"]]
+    types = {name: int(sql_type) for name, sql_type in facts["type_info"]}
+    assert types["int8"] == -5 and types["float8"] == 8 and types["timestamptz"] == 93  # java.sql.Types
     assert len(facts["range"]) == 7  # past the driver's prepareThreshold: named statements, binary results
     for _, rows, type_name, first_time, sensor, *_ in facts["range"]:
         assert (int(rows), type_name, sensor) == (expected, "timestamptz", "sensor-a1")

@@ -42,7 +42,19 @@ def test_timestamps_are_sent_in_utc_and_read_back():
     assert t.decode_param(t.TIMESTAMPTZ, binary, binary=True) == moment
     assert t.decode_param(t.TIMESTAMPTZ, b"2026-11-26 20:00:01.5+00", binary=False) == moment
     assert t.pg_type("TIMESTAMP WITH TIME ZONE").oid == 1184 and t.pg_type("DECIMAL(18,3)").oid == 1700
-    assert t.pg_type("INTEGER[]").oid == t.TEXT and t.pg_type("VARCHAR").oid == t.VARCHAR
+    assert t.pg_type("VARCHAR").oid == t.VARCHAR
+
+
+def test_lists_are_postgres_arrays():
+    assert t.pg_type("INTEGER[]").oid == 1007 and t.pg_type("VARCHAR[]").oid == 1009
+    assert t.pg_type("INTEGER[][]").oid == t.TEXT and t.pg_type("STRUCT(a INTEGER)[]").oid == t.TEXT
+    text = t.encoder(1009, binary=False)
+    assert text(["main", "b c", None, "", 'q"', "NULL"]) == b'{main,"b c",NULL,"","q\\"","NULL"}'
+    # ndim 1, has NULLs, int4; 3 elements from 1; then 1, NULL, 3
+    assert t.encoder(1007, binary=True)([1, None, 3]) == struct.pack("!iiiiiii", 1, 1, 23, 3, 1, 4, 1) + (
+        struct.pack("!ii", -1, 4) + struct.pack("!i", 3)
+    )
+    assert t.encoder(1007, binary=True)([]) == struct.pack("!iii", 0, 0, 23)
 
 
 def test_bad_parameter_bytes_are_named():

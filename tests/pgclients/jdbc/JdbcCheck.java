@@ -39,12 +39,23 @@ public class JdbcCheck {
                             + "\t" + rs.getInt("DATA_TYPE") + "\t" + rs.getString("IS_NULLABLE"));
                 }
             }
-            // What Metabase and DBeaver ask next when they sync a table: these must answer, not fail.
+            // What Metabase, DBeaver and Tableau ask next when they sync a table.
             try (ResultSet rs = meta.getPrimaryKeys(null, "main", "window_stats")) {
-                System.out.println("primary_keys\t" + count(rs));
+                while (rs.next()) {
+                    System.out.println("primary_key\t" + rs.getString("COLUMN_NAME") + "\t" + rs.getShort("KEY_SEQ")
+                            + "\t" + rs.getString("PK_NAME"));
+                }
             }
             try (ResultSet rs = meta.getIndexInfo(null, "main", "window_stats", false, true)) {
-                System.out.println("indexes\t" + count(rs));
+                while (rs.next()) {
+                    System.out.println("index\t" + rs.getString("INDEX_NAME") + "\t" + rs.getString("COLUMN_NAME")
+                            + "\t" + rs.getShort("ORDINAL_POSITION") + "\t" + rs.getBoolean("NON_UNIQUE"));
+                }
+            }
+            try (ResultSet rs = meta.getTypeInfo()) {
+                while (rs.next()) {
+                    System.out.println("type_info\t" + rs.getString("TYPE_NAME") + "\t" + rs.getInt("DATA_TYPE"));
+                }
             }
             String sql = "SELECT window_start, sensor_id, avg_value, reading_count FROM window_stats "
                     + "WHERE window_start >= ? AND window_start < ? AND sensor_id = ? ORDER BY window_start";

@@ -6,7 +6,7 @@
 // Input (stdin): {"conn": "...", "from": RFC 3339, "to": RFC 3339, "interval": "1m",
 //
 //	"vars": {"sensor": ["a", "b"]}, "queries": [{"name": "...", "sql": "..."}],
-//	"range_query": "SQL with $1 = from and $2 = to"}
+//	"range_query": "SQL with $1 = from and $2 = to", "pool_query": "SQL for pgxpool's check"}
 //
 // Output (stdout): one JSON list with an entry per query and protocol mode.
 package main
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 type query struct {
@@ -37,6 +38,7 @@ type input struct {
 	Vars       map[string][]string `json:"vars"`
 	Queries    []query             `json:"queries"`
 	RangeQuery string              `json:"range_query"`
+	PoolQuery  string              `json:"pool_query"`
 }
 
 type column struct {
@@ -160,6 +162,42 @@ func run(ctx context.Context, conn *pgx.Conn, name, mode, sql string, args ...an
 	return res
 }
 
+// poolCheck does with one connection what Grafana's pgx pool does: Ping it (pgx sends "-- ping"),
+// query, leave it idle past a second so that the next acquire pings it again (pgxpool's default
+// ShouldPing), query again. A failed ping on acquire makes pgxpool drop the connection and open a
+// new one, so the check also reports how many connections the pool opened: 1 when every ping worked.
+func poolCheck(ctx context.Context, in input) outcome {
+	res := outcome{Name: "pool", Mode: "pgxpool", SQL: in.PoolQuery}
+	config, err := pgxpool.ParseConfig(in.Conn)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	config.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, config)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer pool.Close()
+	for round := 0; round < 2; round++ {
+		if err := pool.Ping(ctx); err != nil {
+			res.Error = "ping: " + err.Error()
+			return res
+		}
+		var value any
+		if err := pool.QueryRow(ctx, in.PoolQuery).Scan(&value); err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		res.Values = append(res.Values, []string{show(value)})
+		res.Rows++
+		time.Sleep(1100 * time.Millisecond)
+	}
+	res.Values = append(res.Values, []string{fmt.Sprintf("%d", pool.Stat().NewConnsCount())})
+	return res
+}
+
 func main() {
 	var in input
 	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
@@ -175,6 +213,14 @@ func main() {
 	}
 	defer conn.Close(ctx)
 	var results []outcome
+	ping := outcome{Name: "ping", Mode: "conn"}
+	if err := conn.Ping(ctx); err != nil {
+		ping.Error = err.Error()
+	}
+	results = append(results, ping)
+	if in.PoolQuery != "" {
+		results = append(results, poolCheck(ctx, in))
+	}
 	for _, q := range in.Queries {
 		sql, err := expandMacros(expandVariables(q.SQL, in), in)
 		if err != nil {

@@ -34,6 +34,13 @@ _CAST_TYPES = {
     exp.DataType.Type.VARBINARY: t.BYTEA,
     exp.DataType.Type.JSON: t.JSON,
 }
+
+
+def cast_oid(to: exp.DataType) -> int | None:
+    """The OID of a cast's target type, when it is one of the types above."""
+    return _CAST_TYPES.get(to.this)
+
+
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In, exp.Like, exp.ILike)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import duckdb
 
+from sensorstream.store.pgwire import types as pg_types
+
 SERVER_VERSION = "15.0"
 SERVER_VERSION_NUM = "150000"
 # SQLAlchemy, pgJDBC and Grafana read the version from this text ("PostgreSQL <major>.<minor> ...").
@@ -68,8 +70,6 @@ def settings_for(session_values: dict[str, str]) -> dict[str, str]:
 # Columns PostgreSQL 15 clients read that DuckDB's pg_catalog views lack: added with PostgreSQL's
 # value for an ordinary, unpartitioned, unsecured object.
 EXTRA_COLUMNS: dict[str, dict[str, str]] = {
-    "pg_class": {"relforcerowsecurity": "false"},
-    "pg_index": {"indnullsnotdistinct": "false"},
     "pg_collation": {
         "collnamespace": "0",
         "collprovider": "'c'",
@@ -91,9 +91,91 @@ EXTRA_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
-# Columns DuckDB's views have but leave untyped (NULL), which PostgreSQL functions cannot take.
-RETYPED_COLUMNS: dict[str, dict[str, str]] = {
-    "pg_class": {"reloptions": "CAST(NULL AS VARCHAR[])", "relacl": "CAST(NULL AS VARCHAR[])"},
+# Every index the store has, as PostgreSQL counts them: each primary key and unique constraint is
+# backed by an index (DuckDB keeps those out of duckdb_indexes()), plus the CREATE INDEX ones.
+# attnums count from 1, as pg_attribute.attnum does (0 for an expression); the oid of a key's index
+# is its constraint's oid, which DuckDB's pg_get_constraintdef() already reads back.
+INDEX_KEYS = """
+SELECT table_oid * 1000000 + constraint_index AS oid, table_oid, schema_oid, schema_name, table_name,
+       constraint_name AS name, constraint_type = 'PRIMARY KEY' AS is_primary, true AS is_unique,
+       list_transform(constraint_column_indexes, i -> CAST(i + 1 AS SMALLINT)) AS attnums,
+       constraint_column_names AS column_names
+FROM duckdb_constraints() WHERE constraint_type IN ('PRIMARY KEY', 'UNIQUE')
+UNION ALL
+SELECT index_oid, table_oid, schema_oid, schema_name, table_name, index_name, false, is_unique,
+       list_transform(parts, p -> CAST(coalesce(list_position(table_columns, p), 0) AS SMALLINT)), parts
+FROM (
+    SELECT *, list_transform(string_split(trim(expressions, '[]'), ', '), p -> trim(trim(p, ''''), '"')) AS parts,
+           (SELECT list(column_name ORDER BY column_index) FROM duckdb_columns() AS c
+            WHERE c.table_oid = i.table_oid) AS table_columns
+    FROM duckdb_indexes() AS i
+)
+"""
+
+# pg_get_indexdef(oid, column, pretty): the index's definition, or its column-th column's name.
+INDEX_DEFINITION = f"""
+(SELECT CASE WHEN coalesce(_a1, 0) = 0
+             THEN 'CREATE ' || CASE WHEN is_unique THEN 'UNIQUE ' ELSE '' END || 'INDEX ' || name || ' ON '
+                  || schema_name || '.' || table_name || ' USING art (' || array_to_string(column_names, ', ') || ')'
+             ELSE list_extract(column_names, _a1) END
+ FROM ({INDEX_KEYS}) AS k WHERE k.oid = _a0)
+"""
+
+# Catalog tables whose keys DuckDB's views get wrong for a PostgreSQL client: pg_constraint counts
+# conkey from 0 and lists NOT NULL (PostgreSQL 15 keeps that in pg_attribute); pg_index and
+# pg_class leave out the indexes behind keys. pg_class's untyped (NULL) columns get PostgreSQL's
+# types, which functions like array_to_string() need.
+KEY_CATALOG: dict[str, str] = {
+    "pg_constraint": """
+SELECT table_oid * 1000000 + constraint_index AS oid, constraint_name AS conname, schema_oid AS connamespace,
+       CASE constraint_type WHEN 'CHECK' THEN 'c' WHEN 'UNIQUE' THEN 'u' WHEN 'PRIMARY KEY' THEN 'p'
+            WHEN 'FOREIGN KEY' THEN 'f' END AS contype,
+       false AS condeferrable, false AS condeferred, true AS convalidated, table_oid AS conrelid,
+       CAST(0 AS BIGINT) AS contypid,
+       CASE WHEN constraint_type IN ('PRIMARY KEY', 'UNIQUE') THEN table_oid * 1000000 + constraint_index
+            ELSE 0 END AS conindid,
+       CAST(0 AS BIGINT) AS conparentid, CAST(0 AS BIGINT) AS confrelid, 'a' AS confupdtype,
+       'a' AS confdeltype, 's' AS confmatchtype, true AS conislocal, 0 AS coninhcount, false AS connoinherit,
+       list_transform(constraint_column_indexes, i -> CAST(i + 1 AS SMALLINT)) AS conkey,
+       CAST(NULL AS SMALLINT[]) AS confkey, CAST(NULL AS BIGINT[]) AS conpfeqop,
+       CAST(NULL AS BIGINT[]) AS conppeqop, CAST(NULL AS BIGINT[]) AS conffeqop,
+       CAST(NULL AS BIGINT[]) AS conexclop, expression AS conbin
+FROM duckdb_constraints() WHERE constraint_type <> 'NOT NULL'
+""",
+    "pg_index": f"""
+SELECT oid AS indexrelid, table_oid AS indrelid, CAST(len(attnums) AS SMALLINT) AS indnatts,
+       CAST(len(attnums) AS SMALLINT) AS indnkeyatts, is_unique AS indisunique, is_primary AS indisprimary,
+       false AS indisexclusion, true AS indimmediate, false AS indisclustered, true AS indisvalid,
+       false AS indcheckxmin, true AS indisready, true AS indislive, false AS indisreplident,
+       attnums AS indkey, list_transform(attnums, a -> CAST(0 AS BIGINT)) AS indcollation,
+       list_transform(attnums, a -> CAST(0 AS BIGINT)) AS indclass,
+       list_transform(attnums, a -> CAST(0 AS SMALLINT)) AS indoption,
+       CAST(NULL AS VARCHAR) AS indexprs, CAST(NULL AS VARCHAR) AS indpred, false AS indnullsnotdistinct
+FROM ({INDEX_KEYS}) AS k
+""",
+    "pg_class": f"""
+SELECT * REPLACE (CAST(NULL AS VARCHAR[]) AS reloptions, CAST(NULL AS VARCHAR[]) AS relacl,
+                  relhasindex OR oid IN (SELECT table_oid FROM ({INDEX_KEYS})) AS relhasindex),
+       false AS relforcerowsecurity
+FROM pg_catalog.pg_class WHERE relkind <> 'i'
+UNION ALL BY NAME
+SELECT oid, name AS relname, schema_oid AS relnamespace, 'i' AS relkind, 0 AS relam,
+       len(attnums) AS relnatts, 'p' AS relpersistence, CAST(0 AS FLOAT) AS reltuples, 0 AS relpages,
+       0 AS reltablespace, 0 AS relowner, false AS relhasindex, false AS relisshared, 0 AS relchecks,
+       false AS relhasrules, false AS relhastriggers, false AS relhassubclass, false AS relrowsecurity,
+       false AS relforcerowsecurity, true AS relispopulated, false AS relispartition,
+       CAST(NULL AS VARCHAR[]) AS reloptions, CAST(NULL AS VARCHAR[]) AS relacl
+FROM ({INDEX_KEYS}) AS k
+""",
+    # Untyped (NULL) columns get PostgreSQL's values for a plain base type: pgJDBC's getTypeInfo
+    # keeps the types whose typrelid is 0, and NULL kept none. DuckDB's types without a PostgreSQL
+    # OID (hugeint, struct ...) are left out: a client never sees them, they are sent as text.
+    "pg_type": """
+SELECT * REPLACE (CAST(0 AS BIGINT) AS typrelid, CAST(0 AS BIGINT) AS typelem, CAST(0 AS BIGINT) AS typarray,
+                  CAST(0 AS BIGINT) AS typbasetype, CAST(-1 AS INTEGER) AS typtypmod, 0 AS typndims,
+                  ',' AS typdelim, false AS typnotnull, CAST(0 AS BIGINT) AS typcollation)
+FROM pg_catalog.pg_type WHERE oid IS NOT NULL
+""",
 }
 
 
@@ -118,6 +200,7 @@ def replaced_tables(user: str, settings: dict[str, str]) -> dict[str, str]:
         "rolreplication", "rolconnlimit", "oid",
     )  # fmt: skip
     return {
+        **KEY_CATALOG,
         "pg_settings": _values_table(
             ("name", "setting", "short_desc", "vartype"),
             [(name, value, "", "string") for name, value in sorted(settings.items())],
@@ -165,3 +248,25 @@ FORMAT_TYPE_NAMES: dict[int, str] = {
     1083: "time without time zone", 1114: "timestamp without time zone",
     1184: "timestamp with time zone", 1186: "interval", 1700: "numeric", 2950: "uuid",
 }  # fmt: skip
+
+
+def _pg_spelling(column: str) -> str:
+    """A CASE turning DuckDB's type names in ``column`` into PostgreSQL's information_schema
+    spelling ("VARCHAR" -> "character varying"), which Grafana's query builder sorts columns by."""
+    cases = " ".join(
+        f"WHEN '{duck}' THEN '{FORMAT_TYPE_NAMES[oid]}'"
+        for duck, oid in ((duck, pg_types.pg_type(duck).oid) for duck in pg_types.DUCKDB_NAMES)
+        if oid in FORMAT_TYPE_NAMES
+    )
+    base = f"regexp_replace({column}, '\\(.*', '')"
+    return f"CASE WHEN {column} LIKE '%]' THEN 'ARRAY' ELSE CASE {base} {cases} ELSE lower({column}) END END"
+
+
+# information_schema views DuckDB answers once per attached catalog (the store, "system", "temp"):
+# narrowed to the store's, plus the two catalog schemas, so a schema list shows each schema once.
+# Column types are spelled as PostgreSQL spells them.
+INFORMATION_SCHEMA_VIEWS: dict[str, str] = {
+    "schemata": "SELECT * FROM information_schema.schemata WHERE catalog_name = current_database() "
+    "OR (catalog_name = 'system' AND schema_name IN ('information_schema', 'pg_catalog'))",
+    "columns": f"SELECT * REPLACE ({_pg_spelling('data_type')} AS data_type) FROM information_schema.columns",
+}

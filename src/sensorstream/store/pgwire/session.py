@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
@@ -323,7 +324,7 @@ class Session:
             )
         if command.kind == "tx":
             return Outcome(command.tag, tx_state=command.tx_state)
-        if command.kind == "noop":
+        if command.kind in ("noop", "empty"):  # an empty statement's tag "" means EmptyQueryResponse
             return Outcome(command.tag)
         if command.kind == "set":
             if command.name:
@@ -331,7 +332,25 @@ class Session:
             return Outcome("SET")
         if command.kind == "show":
             return Outcome("SHOW", result=self._show(command.name))
-        return await self.backend.run(command.sql, params, self.user, self._settings())
+        outcome = await self.backend.run(command.sql, params, self.user, self._settings())
+        if outcome.result is not None:
+            if outcome.result.truncated:
+                # A warning is shown by neither Grafana nor Tableau: a cut answer would look whole.
+                raise ReadError(
+                    "54000",
+                    f"the answer has more than {self.backend.gate.limits.max_rows:,} rows, the most one "
+                    "statement may return (SENSORSTREAM_READ_MAX_ROWS); aggregate (Grafana: $__timeGroup) "
+                    "or filter further",
+                )
+            outcome.result = await self._pg_named(outcome.result, command.sql)
+        return outcome
+
+    async def _pg_named(self, result: ReadResult, sql: str) -> ReadResult:
+        """``result`` with the column names PostgreSQL would give ``sql``'s columns; found with
+        sqlglot's parser on the read pool, off the loop every client shares."""
+        loop = asyncio.get_running_loop()
+        names = await loop.run_in_executor(self.backend.pool, translate.result_names, sql, result.columns)
+        return dataclasses.replace(result, columns=names)
 
     def _set(self, name: str, value: str) -> None:
         if len(name.encode()) > MAX_SETTING_NAME:
@@ -473,9 +492,10 @@ class Session:
         if command.kind != "query":
             return None
         if statement.described is None:
-            statement.described = await self.backend.describe(
+            described = await self.backend.describe(
                 statement.sql, len(statement.param_oids), self.user, self._settings()
             )
+            statement.described = await self._pg_named(described, statement.sql) if described else None
         return statement.described
 
     async def _portal_outcome(self, portal: Portal) -> Outcome:
@@ -497,7 +517,7 @@ class Session:
         limit = msg.int32()
         outcome = await self._portal_outcome(portal)
         if outcome.result is None:
-            self.send(codec.command_complete(_tag(outcome, 0)))
+            self.send(codec.command_complete(_tag(outcome, 0)) if outcome.tag else codec.EMPTY_QUERY)
             return
         rows = outcome.result.rows
         end = len(rows) if limit <= 0 else min(len(rows), portal.sent + limit)

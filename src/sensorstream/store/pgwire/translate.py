@@ -26,6 +26,8 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from sensorstream.store.pgwire import pg_catalog
+from sensorstream.store.pgwire import types as pg_types
+from sensorstream.store.pgwire.params import cast_oid
 
 _TOKENIZER_DIALECT = Postgres()
 
@@ -46,6 +48,9 @@ NOOP_TAGS = {
     "RESET": "RESET",
     "LISTEN": "LISTEN",
     "UNLISTEN": "UNLISTEN",
+    # No cursors here (DECLARE is refused), so closing them all is already done: asyncpg's pool
+    # sends CLOSE ALL when it hands a connection back.
+    "CLOSE": "CLOSE CURSOR",
 }
 
 
@@ -62,17 +67,19 @@ class Command:
     words: list[str] = field(default_factory=list)
 
 
-def _tokens(sql: str) -> list[sqlglot.tokens.Token]:
+def _tokens(sql: str) -> list[sqlglot.tokens.Token] | None:
+    """The tokens of ``sql`` (comments are not tokens), or None when it does not tokenize."""
     try:
         return _TOKENIZER_DIALECT.tokenize(sql)
     except SqlglotError:
-        return []
+        return None
 
 
 def split_statements(sql: str) -> list[str]:
-    """The statements of a simple-protocol query, without their ``;`` (an all-blank query gives ``[]``)."""
+    """The statements of a simple-protocol query, without their ``;``: a query of only blanks,
+    comments and ``;`` gives ``[]`` (PostgreSQL answers it with EmptyQueryResponse; pgx pings so)."""
     tokens = _tokens(sql)
-    if not tokens:
+    if tokens is None:
         return [sql] if sql.strip() and sql.strip().strip(";").strip() else []
     pieces, start, has_tokens = [], 0, False
     for token in tokens:
@@ -97,8 +104,10 @@ def _setting_text(words: list[str]) -> str:
 def classify(sql: str) -> Command:
     """Sort one statement (without its ``;``)."""
     tokens = _tokens(sql)
-    if not tokens:
+    if tokens is None:
         return Command("empty", sql) if not sql.strip() else Command("query", sql)
+    if not tokens:  # blanks and comments only
+        return Command("empty", sql)
     first = tokens[0].text.upper()
     words = [t.text for t in tokens]
     if first in TX_TAGS:
@@ -168,7 +177,35 @@ _NULL_FUNCTIONS = {
     "pg_get_statisticsobjdef_columns", "pg_get_triggerdef", "pg_get_ruledef", "pg_get_partkeydef",
     "pg_get_function_result", "pg_get_function_arguments", "pg_get_function_identity_arguments",
     "pg_get_serial_sequence", "pg_get_partition_constraintdef",
+    "pg_advisory_unlock_all",  # no advisory locks are ever taken; asyncpg's pool calls it on release
 }  # fmt: skip
+
+# PostgreSQL functions DuckDB lacks, as DuckDB expressions over their arguments _a0, _a1 ...
+_TEMPLATES = {
+    # An identifier is quoted unless it is lower case letters, digits, _ and $ (not first) and no
+    # keyword other than an unreserved one; DuckDB's keyword list is PostgreSQL's grammar's.
+    "quote_ident": "CASE WHEN regexp_full_match(_a0, '[a-z_][a-z0-9_$]*') AND _a0 NOT IN "
+    "(SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved') "
+    "THEN _a0 ELSE '\"' || replace(_a0, '\"', '\"\"') || '\"' END",
+    # 'a."B c"' -> [a, B c]: dots split outside double quotes; quoted parts keep their case.
+    "parse_ident": 'list_transform(regexp_extract_all(_a0, \'"(?:[^"]|"")*"|[^."]+\'), '
+    "p -> CASE WHEN starts_with(p, '\"') THEN replace(p[2:-2], '\"\"', '\"') ELSE lower(trim(p)) END)",
+    "array_lower": "CASE WHEN len(_a0) > 0 THEN 1 END",  # lists count from 1, as arrays do
+    "pg_get_indexdef": pg_catalog.INDEX_DEFINITION,
+}
+
+
+@lru_cache(maxsize=16)
+def _template_tree(name: str) -> exp.Expression:
+    return sqlglot.parse_one(_TEMPLATES[name], read="duckdb")
+
+
+def _from_template(name: str, args: list[exp.Expression]) -> exp.Expression:
+    tree = _template_tree(name).copy()
+    for column in list(tree.find_all(exp.Column)):
+        if re.fullmatch(r"_a\d", column.name):
+            column.replace(args[int(column.name[2:])].copy())
+    return tree
 
 
 def _function_name(node: exp.Expression) -> str:
@@ -198,6 +235,36 @@ def _named(node: exp.Expression, value: exp.Expression, name: str) -> exp.Expres
     return value
 
 
+def _is_bare_user(node: exp.Expression) -> bool:
+    """``user`` unquoted: in PostgreSQL always the current user, never a column."""
+    return (
+        isinstance(node, exp.Column)
+        and not node.table
+        and isinstance(node.this, exp.Identifier)
+        and not node.this.quoted
+        and node.name.lower() == "user"
+    )
+
+
+def _current_schemas(args: list[exp.Expression]) -> exp.Expression:
+    """The search path's schemas that exist (only ``main``), ``pg_catalog`` first when implicit ones count."""
+    plain = exp.Array(expressions=[exp.Literal.string("main")])
+    implicit = exp.Array(expressions=[exp.Literal.string("pg_catalog"), exp.Literal.string("main")])
+    if not args:
+        return plain
+    return exp.Case().when(args[0].copy(), implicit).else_(plain)
+
+
+_INTEGER_TYPES = {exp.DataType.Type.SMALLINT, exp.DataType.Type.INT, exp.DataType.Type.BIGINT}
+
+
+def _is_integer(node: exp.Expression) -> bool:
+    """An integer literal or a cast to an integer type: what makes ``/`` an integer division."""
+    if isinstance(node, exp.Literal):
+        return not node.is_string and node.name.isdigit()
+    return isinstance(node, exp.Cast) and node.to.this in _INTEGER_TYPES
+
+
 def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> exp.Expression:
     if isinstance(node, exp.Operator):
         # psql writes OPERATOR(pg_catalog.~) so a user's search_path cannot redefine ~
@@ -208,6 +275,16 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
         isinstance(node, exp.Anonymous) and _function_name(node) == "version"
     ):
         return _named(node, exp.Literal.string(pg_catalog.VERSION_TEXT), "version")
+    if isinstance(node, exp.Div) and _is_integer(node.this) and _is_integer(node.expression):
+        # PostgreSQL divides integers as integers (Grafana reads server_version_num::int/100);
+        # DuckDB's / would give 1500.0.
+        return exp.IntDiv(this=node.this, expression=node.expression)
+    if isinstance(node, exp.CurrentUser | exp.SessionUser) or _is_bare_user(node):
+        # DuckDB's user is "duckdb"; PostgreSQL's is whom the client logged in as.
+        name = node.name.lower() if isinstance(node, exp.Column) else _function_name(node)
+        return _named(node, exp.Literal.string(user), name)
+    if isinstance(node, exp.CurrentSchemas):
+        return _named(node, _current_schemas([node.this] if node.this else []), "current_schemas")
     if isinstance(node, exp.Anonymous):
         name = _function_name(node)
         args = node.expressions
@@ -226,9 +303,8 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
             # PostgreSQL's optional "pretty" flag; DuckDB's macro has no such argument.
             return exp.Anonymous(this=node.this, expressions=args[: _MAX_ARGS[name]])
         if name == "pg_get_indexdef" and args:
-            lookup = sqlglot.parse_one("(SELECT any_value(sql) FROM duckdb_indexes() WHERE index_oid = 0)")
-            lookup.find(exp.EQ).set("expression", args[0])
-            return _named(node, lookup, name)
+            column = args[1] if len(args) > 1 else exp.Literal.number(0)  # 0: the whole definition
+            return _named(node, _from_template(name, [args[0], column]), name)
         if name in _NULL_FUNCTIONS:
             return _named(node, exp.cast(exp.Null(), exp.DataType.build("VARCHAR")), name)
         if name in _SIZE_FUNCTIONS:  # DuckDB keeps no per-table size; unknown, not zero
@@ -253,6 +329,8 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
             return expand
         if name in _RENAMED:
             return exp.Anonymous(this=_RENAMED[name], expressions=args)
+        if name in _TEMPLATES and args:
+            return _named(node, _from_template(name, args), name)
         if name in _FALSE_FUNCTIONS:
             return _named(node, exp.false(), name)
         if name == "pg_encoding_to_char":
@@ -269,14 +347,43 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
     return node
 
 
+# Scalar functions PostgreSQL lets a FROM list call (a one-row table); DuckDB wants table functions.
+_SCALARS_IN_FROM = {"parse_ident", "regexp_split_to_array"}
+
+
+def _scalar_in_from(table: exp.Table) -> bool:
+    call = table.this
+    return isinstance(call, exp.StringToArray | exp.CurrentSchemas) or (
+        isinstance(call, exp.Anonymous) and _function_name(call) in _SCALARS_IN_FROM
+    )
+
+
+def _as_one_row_table(table: exp.Table) -> exp.Expression:
+    """``f(x) AS s`` in FROM -> ``(SELECT f(x) AS s) AS s``: PostgreSQL names the column as the table."""
+    alias = table.args.get("alias")
+    table_name = alias.name if alias is not None and alias.name else _function_name(table.this)
+    columns = alias.columns if alias is not None else []
+    column = columns[0].name if columns else table_name
+    body = exp.select(exp.alias_(table.this.copy(), column, quoted=True))
+    return exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(table_name)))
+
+
 def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, str]) -> None:
     """pg_catalog tables DuckDB lacks or answers with engine internals become subqueries of ours."""
     replaced = pg_catalog.replaced_tables(user, settings)
     for table in list(tree.find_all(exp.Table)):
+        if _scalar_in_from(table):
+            table.replace(_as_one_row_table(table))
+            continue
         if isinstance(table.this, exp.Func) and table.db.lower() == "pg_catalog":
             table.set("db", None)  # pg_catalog.generate_series(...): DuckDB's live in main
             continue
         name = table.name.lower()
+        if table.db.lower() == "information_schema" and name in pg_catalog.INFORMATION_SCHEMA_VIEWS:
+            body = sqlglot.parse_one(pg_catalog.INFORMATION_SCHEMA_VIEWS[name], read="duckdb")
+            alias = table.alias or name
+            table.replace(exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(alias))))
+            continue
         if table.db.lower() not in ("", "pg_catalog") or table.catalog:
             continue
         if name in replaced:
@@ -285,9 +392,7 @@ def _patch_catalog_tables(tree: exp.Expression, user: str, settings: dict[str, s
             body = sqlglot.parse_one(pg_catalog.empty_table_sql(name), read="duckdb")
         elif name in pg_catalog.EXTRA_COLUMNS:
             extras = ", ".join(f"{v} AS {k}" for k, v in pg_catalog.EXTRA_COLUMNS[name].items())
-            retyped = ", ".join(f"{v} AS {k}" for k, v in pg_catalog.RETYPED_COLUMNS.get(name, {}).items())
-            star = f"* REPLACE ({retyped})" if retyped else "*"
-            body = sqlglot.parse_one(f"SELECT {star}, {extras} FROM pg_catalog.{name}", read="duckdb")
+            body = sqlglot.parse_one(f"SELECT *, {extras} FROM pg_catalog.{name}", read="duckdb")
         else:
             if table.db and not table.alias:
                 # DuckDB binds "pg_catalog.t" joined to another pg_catalog table under a name
@@ -343,7 +448,8 @@ def _rewrite(tree: exp.Expression, user: str, settings: dict[str, str]) -> exp.E
 
 # Words that mark a query as PostgreSQL-flavoured or catalog-bound: rewrite before the first try.
 _PG_MARKERS = re.compile(
-    r"pg_catalog|_pg_expandarray|pg_get_|_size\s*\(|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*",
+    r"pg_catalog|_pg_expandarray|pg_get_|_size\s*\(|to_reg|json_build|format_type|pg_settings|pg_roles|pg_user|pg_database|current_setting|version\s*\(|::\s*reg|::\s*oid|pg_encoding|\bANY\s*\(|!~|~\*"
+    r"|pg_advisory|quote_ident|parse_ident|string_to_array|array_lower|current_schemas|information_schema|\buser\b|session_user|current_user",
     re.IGNORECASE,
 )
 
@@ -351,3 +457,118 @@ _PG_MARKERS = re.compile(
 def wants_rewrite_first(sql: str) -> bool:
     """True when ``sql`` would run wrongly or not at all as written (e.g. DuckDB's own version())."""
     return bool(_PG_MARKERS.search(sql))
+
+
+# --- result column names ---------------------------------------------------------------------------
+# PostgreSQL names an unaliased result column after what it is (FigureColname in its parser):
+# a column by its name, a function call by the function, a cast by what it casts (or the type),
+# anything else "?column?". DuckDB names it after the expression's text ("count_star()",
+# 'avg("value")'), which would change Grafana's series names and pandas' columns.
+_NO_NAME = "?column?"
+_SPECIAL_NAMES: dict[type[exp.Expression], str] = {
+    exp.Exists: "exists",
+    exp.Array: "array",
+    exp.Struct: "row",
+    exp.Coalesce: "coalesce",
+    exp.Nullif: "nullif",
+    exp.Greatest: "greatest",
+    exp.Least: "least",
+    exp.CurrentTimestamp: "current_timestamp",
+    exp.CurrentDate: "current_date",
+    exp.CurrentTime: "current_time",
+    exp.CurrentUser: "current_user",
+    exp.SessionUser: "session_user",
+    exp.Boolean: "bool",  # TRUE is 't'::bool to PostgreSQL's parser
+}
+
+
+def _identifier_name(identifier: exp.Expression) -> str:
+    """An identifier as PostgreSQL keeps it: folded to lower case unless quoted."""
+    text = identifier.name
+    return text if isinstance(identifier, exp.Identifier) and identifier.quoted else text.lower()
+
+
+def _cast_type_name(to: exp.DataType) -> str:
+    oid = cast_oid(to)
+    if oid in pg_types.TYPES:
+        return pg_types.TYPES[oid].name
+    return _type_name(to).lower().removesuffix("[]")
+
+
+def _figure(node: exp.Expression) -> tuple[str, int]:
+    """(name, strength) of one select item: 2 for a real name, 1 for a type's, 0 for none."""
+    if isinstance(node, exp.Alias):
+        return _identifier_name(node.args["alias"]), 2
+    if isinstance(node, exp.Column):
+        return (_identifier_name(node.this), 2) if not isinstance(node.this, exp.Star) else (_NO_NAME, 0)
+    if isinstance(node, exp.Dot):  # pg_catalog.f(x) or (composite).field
+        return _figure(node.expression) if isinstance(node.expression, exp.Func) else (node.name.lower(), 2)
+    if isinstance(node, exp.Paren | exp.Collate):
+        return _figure(node.this)
+    if isinstance(node, exp.Cast):
+        name, strength = _figure(node.this)
+        return (name, strength) if strength > 1 else (_cast_type_name(node.to), 1)
+    if isinstance(node, exp.Window | exp.Filter | exp.WithinGroup):
+        return _figure(node.this)
+    if isinstance(node, exp.Case):
+        name, strength = _figure(node.args["default"]) if node.args.get("default") else (_NO_NAME, 0)
+        return (name, strength) if strength > 1 else ("case", 1)
+    if isinstance(node, exp.Subquery):
+        inner = node.unnest()
+        if isinstance(inner, exp.Select) and len(inner.expressions) == 1:
+            return _figure(inner.expressions[0])
+        return _NO_NAME, 0
+    for kind, name in _SPECIAL_NAMES.items():
+        if isinstance(node, kind):
+            return name, 2
+    if isinstance(node, exp.Anonymous):
+        return _function_name(node), 2
+    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary | exp.Predicate):
+        # sqlglot's class for a known function; its PostgreSQL spelling gives the name written
+        # (string_agg, date_trunc ...), which sqlglot's own class name may not.
+        spelled = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(", node.sql(dialect="postgres"))
+        return (spelled.group(1).lower() if spelled else node.sql_name().lower()), 2
+    return _NO_NAME, 0
+
+
+def _outermost_select(tree: exp.Expression) -> exp.Select | None:
+    while isinstance(tree, exp.SetOperation | exp.Subquery):
+        tree = tree.this  # a UNION is named by its first SELECT
+    return tree if isinstance(tree, exp.Select) else None
+
+
+@lru_cache(maxsize=512)
+def _select_names(sql: str) -> tuple[tuple[str, ...], int] | None:
+    """(name of each non-star select item in order, index of the one star or -1), or None when
+    ``sql`` is not one SELECT sqlglot reads, or has more than one ``*``."""
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except SqlglotError:
+        return None
+    select = _outermost_select(tree) if tree is not None else None
+    if select is None:
+        return None
+    stars = [
+        i
+        for i, e in enumerate(select.expressions)
+        if isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+    ]
+    if len(stars) > 1:
+        return None
+    names = tuple(_figure(e)[0] for i, e in enumerate(select.expressions) if i not in stars)
+    return names, stars[0] if stars else -1
+
+
+def result_names(sql: str, duckdb_names: list[str]) -> list[str]:
+    """The names PostgreSQL gives the columns of ``sql``, given the ones DuckDB gave (kept for
+    what a ``*`` expands to, and altogether when the two cannot be lined up)."""
+    found = _select_names(sql)
+    if found is None:
+        return duckdb_names
+    names, star = found
+    if star < 0:
+        return list(names) if len(names) == len(duckdb_names) else duckdb_names
+    expanded = len(duckdb_names) - len(names)
+    if expanded < 0:
+        return duckdb_names
+    return [*names[:star], *duckdb_names[star : star + expanded], *names[star:]]

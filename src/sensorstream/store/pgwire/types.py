@@ -12,6 +12,7 @@ Parameters arrive as text or binary in the type the client named (or that we inf
 from __future__ import annotations
 
 import math
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -47,6 +48,15 @@ class PgType:
     oid: int
     name: str
     size: int  # typlen in RowDescription; -1 for variable length
+    element: int = 0  # for an array type: its element's OID
+
+
+# Array types of the element types above (pg_type.dat's typarray), sent for DuckDB's lists.
+ARRAY_OIDS: dict[int, int] = {
+    BOOL: 1000, BYTEA: 1001, NAME: 1003, INT2: 1005, INT4: 1007, TEXT: 1009,
+    INT8: 1016, FLOAT4: 1021, FLOAT8: 1022, OID: 1028, TIMESTAMP: 1115, DATE: 1182, TIME: 1183,
+    TIMESTAMPTZ: 1185, INTERVAL: 1187, NUMERIC: 1231, UUID: 2951, JSON: 199,
+}  # fmt: skip
 
 
 TYPES: dict[int, PgType] = {
@@ -73,6 +83,7 @@ TYPES: dict[int, PgType] = {
         PgType(UUID, "uuid", 16),
     )
 }
+TYPES.update({a: PgType(a, "_" + TYPES[e].name, -1, e) for e, a in ARRAY_OIDS.items() if e in TYPES})
 
 # DuckDB type name (without size or precision) -> PostgreSQL OID.
 _BY_DUCKDB_NAME = {
@@ -89,12 +100,28 @@ _BY_DUCKDB_NAME = {
 }  # fmt: skip
 
 
+DUCKDB_NAMES = tuple(_BY_DUCKDB_NAME)
+
+
 def pg_type(duckdb_type: str) -> PgType:
-    """The PostgreSQL type a column of ``duckdb_type`` is sent as (``text`` when there is no match)."""
-    base = duckdb_type.split("(", 1)[0].strip().upper()
-    if duckdb_type.endswith("]"):  # a list or array: text, shown the way DuckDB prints it
+    """The PostgreSQL type a column of ``duckdb_type`` is sent as (``text`` when there is no match).
+
+    A list of a scalar (``INTEGER[]``) is that scalar's array type (``int4[]``), as PostgreSQL's
+    catalogs send ``conkey`` or ``current_schemas()``; nested lists and fixed-size arrays are text,
+    shown the way DuckDB prints them."""
+    if duckdb_type.endswith("[]") and _base(duckdb_type[:-2]) in _BY_DUCKDB_NAME:
+        element = _BY_DUCKDB_NAME[_base(duckdb_type[:-2])]
+        # A list of strings is text[], not varchar[]: asyncpg decodes text[] (and oid[]) without
+        # looking the type up in the catalog with a recursive query this endpoint refuses.
+        return TYPES[ARRAY_OIDS[TEXT if element == VARCHAR else element]]
+    if duckdb_type.endswith("]"):
         return TYPES[TEXT]
-    return TYPES[_BY_DUCKDB_NAME.get(base, TEXT)]
+    return TYPES[_BY_DUCKDB_NAME.get(_base(duckdb_type), TEXT)]
+
+
+def _base(duckdb_type: str) -> str:
+    """``DECIMAL(18,3)`` -> ``DECIMAL``; a list type keeps its brackets and matches no scalar."""
+    return duckdb_type.split("(", 1)[0].strip().upper()
 
 
 # --- results: Python value (as DuckDB returns it) -> bytes -------------------------------------------
@@ -221,8 +248,52 @@ _BINARY_OUT: dict[int, Callable[[Any], bytes]] = {
 }
 
 
+_ARRAY_SPECIAL = re.compile(r'[{}",\\\s]')
+
+
+def _array_text(element: Callable[[Any], str]) -> Callable[[Any], str]:
+    """PostgreSQL's array literal, ``{a,"b c",NULL}``: an element is quoted when it is empty,
+    holds a delimiter, brace, quote, backslash or blank, or reads as NULL."""
+
+    def quote(value: Any) -> str:
+        if value is None:
+            return "NULL"
+        text = element(value)
+        if text == "" or text.upper() == "NULL" or _ARRAY_SPECIAL.search(text):
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return text
+
+    return lambda values: "{" + ",".join(quote(v) for v in values) + "}"
+
+
+def _array_binary(element_oid: int, element: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """PostgreSQL's binary array: dimensions, a has-NULLs flag, the element OID, then each element
+    with its length (-1 for NULL). One dimension, counted from 1; an empty array has none."""
+
+    def encode(values: Any) -> bytes:
+        if not values:
+            return struct.pack("!iii", 0, 0, element_oid)
+        has_null = any(v is None for v in values)
+        parts = [struct.pack("!iiiii", 1, int(has_null), element_oid, len(values), 1)]
+        for value in values:
+            if value is None:
+                parts.append(_INT4.pack(-1))
+            else:
+                data = element(value)
+                parts.append(_INT4.pack(len(data)) + data)
+        return b"".join(parts)
+
+    return encode
+
+
 def encoder(oid: int, binary: bool) -> Callable[[Any], bytes]:
     """The encoder for one result column, looked up once per column rather than once per value."""
+    element = TYPES[oid].element if oid in TYPES else 0
+    if element:
+        if binary:
+            return _array_binary(element, encoder(element, binary=True))
+        text_array = _array_text(_TEXT_OUT.get(element, _generic_text))
+        return lambda values: text_array(values).encode()
     if binary:
         found = _BINARY_OUT.get(oid)
         if found is not None:
