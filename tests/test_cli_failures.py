@@ -44,7 +44,7 @@ class Case:
     args: tuple[str, ...]
     code: int
     says: tuple[str, ...]  # each must be in the sentence
-    api: str = "down"  # down | strict (refuses our Host) | real | busy | failing | silent
+    api: str = "down"  # down | strict (refuses our Host) | real | busy | failing | silent | page
     db: str = "missing"  # missing (the case's own path, nothing there) | locked | junk
     sentences: int = 1  # status says each problem, and Kafka is down in all but the last test
     env: dict[str, str] = field(default_factory=dict)
@@ -80,6 +80,7 @@ CASES = [
     Case("sql/api-busy-429", ("sql", "SELECT 1"), 1, ("is busy", "HTTP 429", "retry in 2 s"), api="busy"),
     Case("sql/api-failing-503", ("sql", "SELECT 1"), 1, ("HTTP 503", "retry"), api="failing"),
     Case("sql/api-silent", ("sql", "SELECT 1"), 1, ("did not answer within 3 s",), api="silent"),
+    Case("sql/api-port-is-a-web-page", ("sql", "SELECT 1"), 1, ("is not the store's read API",), api="page"),
     Case("query/api-refuses-host", ("query", "last_batch"), 1, HOST, api="strict"),
     # status: exit 2 (broker down, its documented code wins) and one sentence per problem.
     Case("status/api-refuses-host", ("status",), 2, HOST, api="strict", sentences=2),
@@ -150,6 +151,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "busy": _stub(429, b"Too Many Requests", {**text, "Retry-After": "2"}, release),
         "failing": _stub(503, b"Service Unavailable", text, release),
         "silent": _stub(0, b"", {}, release),
+        "page": _stub(200, b"<html>a dashboard</html>", {"Content-Type": "text/html"}, release),
     }
     junk = base / "junk.duckdb"
     junk.write_text("these are not the bytes of a DuckDB file\n")

@@ -66,10 +66,10 @@ def sentence_for(exc: BaseException) -> tuple[str, int] | None:
     """
     kind = type(exc)
     if kind.__module__.startswith("sensorstream.") and isinstance(exc, RuntimeError | ValueError):
-        from sensorstream.store.errors import QueryError, first_line
+        from sensorstream.store.errors import QueryError, ReadBusy, first_line
 
         if isinstance(exc, QueryError):  # the API's contract: one sentence (DuckDB may add a diagram)
-            return f"refused: {first_line(exc)}", FAILURE
+            return f"{'' if isinstance(exc, ReadBusy) else 'refused: '}{first_line(exc)}", FAILURE
         # Whole: a few end with the log lines that say why (the Spark JVM's, Maven's).
         return str(exc).strip() or kind.__name__, USAGE if isinstance(exc, SettingsError) else FAILURE
     if isinstance(exc, OSError):

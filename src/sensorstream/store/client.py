@@ -163,7 +163,14 @@ class StoreClient:
 
     def _answer(self, response: httpx.Response) -> Any:
         if response.is_success:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:  # a web page: another server on the port (the dashboard's?)
+                raise StoreUnavailableError(
+                    f"what answers at {self.api_url} (HTTP {response.status_code}, "
+                    f"{response.headers.get('content-type', 'no content type')}) is not the store's read "
+                    "API: check SENSORSTREAM_API_PORT"
+                ) from None
         # The API's refusals are one sentence in "error"; anything else (Starlette's Host check, a
         # proxy's page, another server on the port) is named by its status and first line.
         try:
@@ -175,12 +182,13 @@ class StoreClient:
         if response.status_code == 429:
             wait = response.headers.get("Retry-After", "1")
             raise ReadBusy(
-                message or f"the store's read API at {self.api_url} is busy ({status}); retry in {wait} s"
+                message or f"the store's read API at {self.api_url} is busy ({status}); retry in {wait} s",
+                retry_after=float(wait) if wait.isdecimal() else 1.0,
             )
         if response.status_code == 400 and said == "Invalid host header":
             raise QueryError(
                 f"the store's read API at {self.api_url} does not answer to the Host "
-                f"{response.request.headers.get('host')!r} ({status}): add it to "
+                f"{response.request.url.host!r} ({status}): add it to "
                 "SENSORSTREAM_API_ALLOWED_HOSTS of the process serving the API (sensorstream stream / run)"
             )
         if 400 <= response.status_code < 500:

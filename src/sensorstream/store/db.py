@@ -47,8 +47,8 @@ def connect(
             holder = re.search(r"\(PID (\d+)\)", str(exc))
             raise StoreLockedError(
                 f"{path} is open in another process{f' (PID {holder[1]})' if holder else ''} and DuckDB "
-                "allows one writer: read it through the running pipeline's read API "
-                "(sensorstream.store.client), or stop that process first"
+                "allows one writer: stop that process first, or read the store through its read API "
+                "(sensorstream.store.client)"
             ) from exc
         raise StoreOpenError(_cannot_open(path, exc)) from exc
     # Set after connecting: as a connect-time config the setting fails before icu is loaded.
