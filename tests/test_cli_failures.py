@@ -29,6 +29,7 @@ import pytest
 from sensorstream.config import load_settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.db import connect
+from sensorstream.tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,16 +159,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     locked = base / "locked.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(locked)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
-    # The real read API, from a thread of this process: one allows only another Host (as a
-    # SENSORSTREAM_API_ALLOWED_HOSTS that does not name 127.0.0.1 would), one the defaults.
-    apis = []
-    for name, hosts in (("strict", ["sensorstream.invalid"]), ("real", None)):
-        settings = load_settings(
-            db=base / f"{name}.duckdb", api_port=0, **({"api_allowed_hosts": hosts} if hosts else {})
-        )
-        api = ReadApi(connect(settings.db), settings, port=_free_port()).start()
-        apis.append((name, api))
+    apis: dict[str, ReadApi] = {}
+    cons = []
     try:
+        # The real read API, from a thread of this process: one allows only another Host (as a
+        # SENSORSTREAM_API_ALLOWED_HOSTS that does not name 127.0.0.1 would), one the defaults.
+        for name, hosts in (("strict", ["sensorstream.invalid"]), ("real", None)):
+            settings = load_settings(
+                db=base / f"{name}.duckdb",
+                api_port=free_port(),
+                **({"api_allowed_hosts": hosts} if hosts else {}),
+            )
+            cons.append(connect(settings.db))
+            apis[name] = ReadApi(cons[-1], settings).start()
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         yield World(
             base,
@@ -176,14 +180,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "kafka": down_kafka.getsockname()[1],
                 "taken": taken.getsockname()[1],
                 **{name: server.server_address[1] for name, server in stubs.items()},
-                **{name: api.port for name, api in apis},
+                **{name: api.port for name, api in apis.items()},
             },
             {"locked": locked, "junk": junk},
         )
     finally:
         release.set()
-        for _, api in apis:
+        for api in apis.values():
             api.stop()
+        for con in cons:
+            con.close()
         for server in stubs.values():
             server.shutdown()
             server.server_close()
@@ -191,12 +197,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         holder.wait()
         for sock in (down_api, down_kafka, taken):
             sock.close()
-
-
-def _free_port() -> int:
-    from sensorstream.tools.ports import free_port
-
-    return free_port()
 
 
 # --- running the CLI ---------------------------------------------------------------------------------
