@@ -267,3 +267,27 @@ def test_status_exit_4_when_the_read_api_refuses_and_kafka_answers(kafka, topic,
     )  # fmt: skip
     (world.dir / "status-api-refuses-host-kafka-up").mkdir(exist_ok=True)
     assert_sentences(_run(case, world), case.code, case.says, 1)
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    """Only failures the user can act on become a sentence; anything else is a bug and says where."""
+    import typer
+    from typer.testing import CliRunner
+
+    from sensorstream.kafka.topics import TopicError
+    from sensorstream.terminal import SentenceGroup
+
+    app = typer.Typer(cls=SentenceGroup)
+
+    @app.command()
+    def broker() -> None:
+        raise TopicError("Kafka at x does not answer")
+
+    @app.command()
+    def bug() -> None:
+        raise KeyError("rows")
+
+    said = CliRunner().invoke(app, ["broker"])
+    assert said.exit_code == 1 and "error: Kafka at x does not answer" in said.output
+    crashed = CliRunner().invoke(app, ["bug"])
+    assert isinstance(crashed.exception, KeyError)
