@@ -12,10 +12,13 @@ import sys
 import typer
 
 from sensorstream.app import commands as runtime_commands
+from sensorstream.terminal import SentenceGroup
 from sensorstream.tools import commands as tool_commands
 
 app = typer.Typer(
-    help="Real-time sensor analytics: Kafka -> Spark -> DuckDB -> dashboard.", no_args_is_help=True
+    help="Real-time sensor analytics: Kafka -> Spark -> DuckDB -> dashboard.",
+    no_args_is_help=True,
+    cls=SentenceGroup,  # a failure of the API, the broker or the store ends in one sentence
 )
 kafka_app = typer.Typer(
     help="Kafka: the local KRaft broker (start, stop, status) and topics on any cluster.",

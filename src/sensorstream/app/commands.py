@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sensorstream.config import Settings
-from sensorstream.terminal import console, fail, settings_or_exit
+from sensorstream.terminal import console, fail, say_error, settings_or_exit
 
 commands = typer.Typer()  # top-level runtime commands
 topic_app = typer.Typer(help="Topics on the cluster (SENSORSTREAM_BOOTSTRAP_SERVERS).", no_args_is_help=True)
@@ -31,14 +31,12 @@ def register(app: typer.Typer, kafka: typer.Typer) -> None:
 # --- kafka topic ---------------------------------------------------------------------------------
 
 
-def _topic_or_exit(settings: Settings) -> None:
-    """A missing topic stops a producer or the stream at once with one sentence, not after a timeout."""
-    from sensorstream.kafka.topics import TopicError, require_topic
+def _require_topic(settings: Settings) -> None:
+    """A missing topic or a broker that does not answer stops a command at once with one sentence
+    (a TopicError, said by the root command), not after a consumer or producer waited forever."""
+    from sensorstream.kafka.topics import require_topic
 
-    try:
-        require_topic(settings.kafka_client_config, settings.topic)
-    except TopicError as exc:
-        fail(str(exc))
+    require_topic(settings.kafka_client_config, settings.topic)
 
 
 @topic_app.command("create")
@@ -55,7 +53,7 @@ def topic_create(
 ) -> None:
     """Create a topic (nothing changes if it exists)."""
     from sensorstream.config import parse_duration
-    from sensorstream.kafka.topics import TopicError, create
+    from sensorstream.kafka.topics import create
 
     settings = settings_or_exit(partitions=partitions, replication_factor=replication_factor)
     topic = name or settings.topic
@@ -64,12 +62,8 @@ def topic_create(
     except ValueError as exc:
         fail(f"--retention {retention!r}: {exc}", 2)
         return
-    try:
-        created = create(settings.kafka_client_config, topic, settings.partitions, settings.replication_factor,
-                         retention_ms)  # fmt: skip
-    except TopicError as exc:
-        fail(str(exc))
-        return
+    created = create(settings.kafka_client_config, topic, settings.partitions, settings.replication_factor,
+                     retention_ms)  # fmt: skip
     state = "created" if created else "already exists (left as it is)"
     console.print(
         f"topic {topic} {state}: {settings.partitions} partitions, replication {settings.replication_factor}"
@@ -79,14 +73,10 @@ def topic_create(
 @topic_app.command("list")
 def topic_list() -> None:
     """Every topic with its partitions and replication factor."""
-    from sensorstream.kafka.topics import TopicError, list_topics
+    from sensorstream.kafka.topics import list_topics
 
     settings = settings_or_exit()
-    try:
-        topics = list_topics(settings.kafka_client_config)
-    except TopicError as exc:
-        fail(str(exc))
-        return
+    topics = list_topics(settings.kafka_client_config)
     table = Table("topic", "partitions", "replication", title=f"topics on {settings.bootstrap_servers}")
     for t in topics:
         table.add_row(t.name, str(t.partitions), str(t.replication_factor))
@@ -98,14 +88,10 @@ def topic_describe(
     name: Annotated[str | None, typer.Argument(help="default: SENSORSTREAM_TOPIC")] = None,
 ) -> None:
     """Partitions (leader, in-sync replicas), replication and retention of a topic."""
-    from sensorstream.kafka.topics import TopicError, describe_topic
+    from sensorstream.kafka.topics import describe_topic
 
     settings = settings_or_exit()
-    try:
-        info = describe_topic(settings.kafka_client_config, name or settings.topic)
-    except TopicError as exc:
-        fail(str(exc))
-        return
+    info = describe_topic(settings.kafka_client_config, name or settings.topic)
     out = Console()
     out.print(f"topic {info.name}: {info.partitions} partitions, replication {info.replication_factor}")
     for key, value in info.configs.items():
@@ -131,21 +117,15 @@ def stream(
     until_idle: Annotated[bool, typer.Option(help="stop once caught up with the topic")] = False,
 ) -> None:
     """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
-    from sensorstream.kafka.jars import JavaMissingError
     from sensorstream.stopping import exit_now
-    from sensorstream.store.db import StoreLockedError
-    from sensorstream.store.migrations import SchemaError
     from sensorstream.writer.runtime import run_stream
 
     settings = settings_or_exit(
         bootstrap_servers=bootstrap_servers, topic=topic, db=db, checkpoint_dir=checkpoint_dir,
         spark_master=spark_master, max_offsets_per_trigger=max_offsets_per_trigger,
     )  # fmt: skip
-    _topic_or_exit(settings)
-    try:
-        run_stream(settings, timeout=timeout, until_idle=until_idle)
-    except (StoreLockedError, SchemaError, JavaMissingError, RuntimeError) as exc:
-        fail(str(exc))
+    # The store, then the topic, then Spark: each failure ends in one sentence (the root command's).
+    run_stream(settings, timeout=timeout, until_idle=until_idle)
     exit_now(0)  # stopped on request (or caught up): everything is closed already
 
 
@@ -217,7 +197,7 @@ def produce_cmd(
         fail(str(exc), 2)
         return
     # After the arguments (a usage error needs no broker), before anything is sent.
-    _topic_or_exit(settings)
+    _require_topic(settings)
     try:
         summary = produce(settings, plan, progress=not quiet, stop=_stop_on_sigterm())
     except (ValueError, OSError) as exc:
@@ -247,7 +227,6 @@ def consume_cmd(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Print the topic's messages (pretty, or JSON lines), or the group's lag with --lag."""
-    from confluent_kafka import KafkaException
     from rich.highlighter import JSONHighlighter
     from rich.markup import escape
 
@@ -256,6 +235,7 @@ def consume_cmd(
 
     settings = settings_or_exit(topic=topic, bootstrap_servers=bootstrap_servers)
     conf = settings.kafka_client_config
+    _require_topic(settings)  # or a consumer would wait for a broker or a topic that never comes
     try:
         if lag:
             rows = lag_details(conf, settings.topic, group)
@@ -285,8 +265,6 @@ def consume_cmd(
                 f"[dim]p{doc['partition']}@{doc['offset']}[/] [cyan]{escape(str(doc['key']))}[/] ", end=""
             )
             out.print(highlight(value))
-    except KafkaException as exc:
-        fail(f"Kafka at {settings.bootstrap_servers}: {exc}")
     except KeyboardInterrupt:
         pass
 
@@ -297,32 +275,25 @@ def dashboard(
     port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 (default: DASHBOARD_PORT)")] = None,
 ) -> None:
     """Serve the live dashboard (Streamlit) on 127.0.0.1 until Ctrl-C / SIGTERM."""
-    from sensorstream.dashboard.server import DashboardStartError, serve_dashboard
+    from sensorstream.dashboard.server import serve_dashboard
 
     settings = settings_or_exit(dashboard_port=port)
-    try:
-        code = serve_dashboard(
-            settings, on_ready=lambda url: console.print(f"dashboard at [bold]{url}[/bold] (Ctrl-C stops it)")
-        )
-    except DashboardStartError as exc:
-        fail(str(exc))
-        return
+    code = serve_dashboard(
+        settings, on_ready=lambda url: console.print(f"dashboard at [bold]{url}[/bold] (Ctrl-C stops it)")
+    )
     raise typer.Exit(code)
 
 
 # --- the store from the command line -------------------------------------------------------------
 def _print_read(read: Callable[[Any], Any]) -> None:
     """Print what ``read(client)`` returns; a refusal or an unreachable store is one sentence."""
-    from sensorstream.store.client import QueryError, StoreClient, StoreUnavailableError
+    from sensorstream.store.client import StoreClient
 
     settings = settings_or_exit()
-    try:
-        with StoreClient(settings) as client:
-            print(read(client).to_string(index=False))
-    except QueryError as exc:
-        fail(f"refused: {exc}")
-    except (StoreUnavailableError, RuntimeError) as exc:
-        fail(str(exc))
+    # A little past the store's own limit per read, so a slow read ends in the API's sentence
+    # (QueryTimeout), not in the client giving up first.
+    with StoreClient(settings, timeout=settings.read_timeout + 2) as client:
+        print(read(client).to_string(index=False))
 
 
 @commands.command("query")
@@ -348,6 +319,10 @@ def snapshot_cmd() -> None:
     from sensorstream.store.snapshot import write_snapshot
 
     settings = settings_or_exit()
+    if not settings.db.exists():  # opening it would create an empty store just to copy it
+        fail(
+            f"there is no store at {settings.db} to snapshot: check SENSORSTREAM_DB, or run the stream first"
+        )
     try:
         con = connect(settings.db)
     except StoreLockedError as exc:
@@ -369,9 +344,7 @@ def run(
 ) -> None:
     """Broker, simulator, stream job and dashboard together, with embedded defaults; Ctrl-C stops all."""
     from sensorstream.app.pipeline import Pipeline
-    from sensorstream.kafka.jars import JavaMissingError
     from sensorstream.stopping import exit_now
-    from sensorstream.tools.local.broker import BrokerError
 
     settings = settings_or_exit()
     pipeline = Pipeline(settings, sensors=sensors, rate=rate, dashboard=not no_dashboard)
@@ -388,11 +361,7 @@ def run(
             "(Ctrl-C stops everything)"
         )
 
-    try:
-        code = pipeline.run(on_ready=ready)
-    except (BrokerError, JavaMissingError, RuntimeError) as exc:
-        fail(str(exc))
-        return
+    code = pipeline.run(on_ready=ready)
     exit_now(code)  # every part has stopped; the interpreter's teardown would only add to the stop
 
 
@@ -411,4 +380,6 @@ def status(
         print(json.dumps(asdict(health), default=str, indent=2))
     else:
         render(health, Console())
+    for problem in health.problems:
+        say_error(problem)
     raise typer.Exit(health.code)

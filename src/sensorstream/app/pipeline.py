@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from sensorstream.config import Settings, settings_env
 from sensorstream.procs import exit_code, own_terminal_group, supervised
 from sensorstream.stopping import StopSignals
+from sensorstream.store.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class Pipeline:
                      self.settings.replication_factor)  # fmt: skip
 
     def start(self) -> None:
+        # The store first, in a moment: locked by another pipeline or not a DuckDB file, that is one
+        # sentence now instead of a broker started and a stream part failing seconds later.
+        connect(self.settings.db).close()
         self.start_broker()
         if self._signals.requested.is_set():
             return  # Ctrl-C while the broker started (it takes seconds): start nothing more
@@ -144,4 +148,5 @@ class Pipeline:
                 part.proc.wait()
         if self._started_broker is not None:
             self._started_broker.stop(timeout=5.0 if self._fast else 30.0)
-        log.info("pipeline stopped")
+        if running or self._started_broker is not None:  # a start that failed at once has nothing to say
+            log.info("pipeline stopped")

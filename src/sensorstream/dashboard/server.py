@@ -52,8 +52,8 @@ def dashboard_command(settings: Settings) -> list[str]:
 def _busy(settings: Settings) -> DashboardStartError:
     return DashboardStartError(
         f"the dashboard cannot listen on {settings.host}:{settings.dashboard_port}: another process holds "
-        "that port (a dashboard already running?). Set SENSORSTREAM_DASHBOARD_PORT to a free port "
-        "or stop that process."
+        "that port (a dashboard already running?): set SENSORSTREAM_DASHBOARD_PORT to a free port "
+        "or stop that process"
     )
 
 

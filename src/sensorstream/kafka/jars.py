@@ -29,6 +29,10 @@ class JavaMissingError(RuntimeError):
     pass
 
 
+class JarsError(RuntimeError):
+    """The Kafka or Spark jars could not be fetched (no Maven, Maven failed) or are missing."""
+
+
 def java_binary() -> str:
     """The ``java`` to run, with a sentence that tells the user what to do if there is none."""
     import os
@@ -57,7 +61,7 @@ def ensure_jars(cache_dir: Path, name: str) -> list[Path]:
     if not marker.exists():
         mvn = shutil.which("mvn")
         if not mvn:
-            raise RuntimeError(
+            raise JarsError(
                 f"Maven (`mvn`) is needed once to fetch the {name} jars into {target}, and it is not "
                 "on PATH. Install it (e.g. `apt-get install maven`) and run `make deps` again."
             )
@@ -71,11 +75,11 @@ def ensure_jars(cache_dir: Path, name: str) -> list[Path]:
         log.info("fetching %s jars with Maven into %s", name, target)
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(
+            raise JarsError(
                 f"Maven could not fetch the {name} jars:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
             )
         marker.write_text("ok\n")
     jars = sorted(target.glob("*.jar"))
     if not jars:
-        raise RuntimeError(f"no jars in {target}; delete it and run `make deps` again")
+        raise JarsError(f"no jars in {target}; delete it and run `make deps` again")
     return jars

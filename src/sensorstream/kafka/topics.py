@@ -8,6 +8,7 @@ metadata that never comes: ``require_topic`` turns that into one sentence at sta
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -48,10 +49,7 @@ def _admin(client_config: dict) -> AdminClient:
 
 def list_topics(client_config: dict, timeout: float = 10.0) -> list[TopicInfo]:
     """Every topic but Kafka's internal ones, by name."""
-    try:
-        md = _admin(client_config).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise TopicError(_unreachable(client_config, exc)) from exc
+    md = _metadata(_admin(client_config), client_config, timeout)
     return [
         _info(t)
         for name, t in sorted(md.topics.items())
@@ -87,10 +85,7 @@ def create(
 
 def require_topic(client_config: dict, topic: str, timeout: float = 10.0) -> None:
     """Raise :class:`TopicError` with one sentence saying what to do when ``topic`` does not exist."""
-    try:
-        md = _admin(client_config).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise TopicError(_unreachable(client_config, exc)) from exc
+    md = _metadata(_admin(client_config), client_config, timeout)
     if topic not in md.topics:
         raise TopicError(
             f"topic {topic!r} does not exist on {client_config['bootstrap.servers']}: create it with "
@@ -110,11 +105,46 @@ def _info(t) -> TopicInfo:
     )
 
 
-def _unreachable(client_config: dict, exc: KafkaException) -> str:
+def unreachable(bootstrap_servers: str, why: str) -> str:
+    """The one sentence for "no broker answers", whichever command met it."""
     return (
-        f"cannot reach Kafka at {client_config['bootstrap.servers']} ({exc.args[0].str()}): start it with "
-        "`sensorstream kafka start` or set SENSORSTREAM_BOOTSTRAP_SERVERS"
+        f"Kafka at {bootstrap_servers} does not answer ({why}): start it with `sensorstream kafka start` "
+        "or set SENSORSTREAM_BOOTSTRAP_SERVERS"
     )
+
+
+def _metadata(admin: AdminClient, client_config: dict, timeout: float):
+    """The cluster's metadata, or :class:`TopicError` saying that no broker answers."""
+    if all_refuse(client_config["bootstrap.servers"]):
+        # The admin client would retry them until its timeout (10 s) and then say the same.
+        raise TopicError(unreachable(client_config["bootstrap.servers"], "connection refused"))
+    try:
+        return admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicError(unreachable(client_config["bootstrap.servers"], exc.args[0].str())) from exc
+
+
+def all_refuse(bootstrap_servers: str, timeout: float = 1.0) -> bool:
+    """Does every bootstrap server refuse a TCP connection (nothing listens: Kafka is not running)?
+
+    Anything else (an address that does not resolve or answer, a malformed entry) is left to the
+    admin client, which waits its timeout and names the error itself.
+    """
+    for entry in bootstrap_servers.split(","):
+        host, _, port = entry.strip().rsplit("://", 1)[-1].rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except ConnectionRefusedError:
+            continue
+        except (OSError, ValueError):
+            return False
+        return False
+    return True
+
+
+def require_broker(client_config: dict, timeout: float = 10.0) -> None:
+    """Raise :class:`TopicError` with one sentence when no broker answers at the bootstrap servers."""
+    _metadata(_admin(client_config), client_config, timeout)
 
 
 def answering(client_config: dict, timeout: float = 3.0) -> bool:
@@ -134,8 +164,8 @@ def create_topic(
     config: dict[str, str] | None = None,
 ) -> bool:
     """Create ``topic`` if it does not exist; returns True when it was created."""
-    admin = AdminClient({**client_config, "logger": QUIET_LOG})
-    if topic in admin.list_topics(timeout=10).topics:
+    admin = _admin(client_config)
+    if topic in _metadata(admin, client_config, 10).topics:
         return False
     futures = admin.create_topics(
         [

@@ -14,6 +14,10 @@ from sensorstream.sink.base import BatchResult
 OUTCOMES = ("input", "valid", "new", "duplicate", "late", "dead_letter", "anomaly")
 
 
+class MetricsPortError(RuntimeError):
+    """The Prometheus endpoint cannot listen on SENSORSTREAM_METRICS_PORT."""
+
+
 class PipelineMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -94,7 +98,7 @@ class PipelineMetrics:
             try:
                 self._server, _ = start_http_server(port, addr=host, registry=self.registry)
             except OSError as exc:  # one sentence for the operator, like the read API's busy port
-                raise RuntimeError(
+                raise MetricsPortError(
                     f"the metrics endpoint cannot listen on {host}:{port} ({exc.strerror}); another "
                     "process holds that port. Set SENSORSTREAM_METRICS_PORT to a free port (0 turns it off)."
                 ) from exc

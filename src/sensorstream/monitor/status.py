@@ -42,24 +42,28 @@ class Health:
 def check(settings: Settings) -> Health:
     from confluent_kafka import KafkaException
 
+    from sensorstream.kafka.topics import all_refuse, unreachable
     from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag
-    from sensorstream.store.client import StoreClient, StoreUnavailableError
+    from sensorstream.store.client import QueryError, StoreClient, StoreUnavailableError
 
     health = Health()
     lag_probe = None
     store: str | None = None
-    try:
-        lag_probe = TopicLag(settings)
-        highs = lag_probe.high_watermarks(timeout=3)
-        health.broker = {
-            "bootstrap_servers": settings.bootstrap_servers,
-            "up": True,
-            "partitions": len(highs),
-        }
-    except KafkaException as exc:
-        health.broker = {"bootstrap_servers": settings.bootstrap_servers, "up": False}
-        health.fail(f"Kafka at {settings.bootstrap_servers} does not answer: {exc}")
-        highs = {}
+    highs: dict[int, int] = {}
+    # Nothing listening is known at once; anything else gets the consumer's 3 s to answer.
+    down = "connection refused" if all_refuse(settings.bootstrap_servers) else None
+    if down is None:
+        try:
+            lag_probe = TopicLag(settings)
+            highs = lag_probe.high_watermarks(timeout=3)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            down = error.str() if error is not None else str(exc)
+    health.broker = {"bootstrap_servers": settings.bootstrap_servers, "up": down is None}
+    if down is None:
+        health.broker["partitions"] = len(highs)
+    else:
+        health.fail(unreachable(settings.bootstrap_servers, down))
     try:
         with StoreClient(settings, timeout=3) as client:
             batch = client.query("last_batch")
@@ -73,8 +77,10 @@ def check(settings: Settings) -> Health:
             )
             health.errors = client.query("dead_letter_reasons", limit=5).to_dict("records")
             offsets = client.sql(LAST_END_OFFSETS_SQL)
-    except StoreUnavailableError as exc:
-        health.fail(str(exc))
+    except (StoreUnavailableError, QueryError) as exc:
+        # Down, refusing (a Host it does not allow) or busy: the store is unreachable for status when
+        # its first read fails (``store`` stays None); a later one failing is listed all the same.
+        health.fail(f"refused: {exc}" if isinstance(exc, QueryError) else str(exc))
         offsets = None
     if highs and lag_probe is not None:
         health.lag = lag_probe.lag(offsets.iloc[0, 0] if offsets is not None and len(offsets) else None)
@@ -84,7 +90,10 @@ def check(settings: Settings) -> Health:
     age = health.last_batch.get("age_seconds")
     if is_stalled(waiting, age, settings.stale_after):
         since = "no batch yet" if age is None else f"last batch {age:.0f}s ago"
-        health.fail(f"{waiting} records wait in Kafka and the stream is not taking them ({since})")
+        health.fail(
+            f"{waiting} records wait in Kafka and the stream is not taking them ({since}): check that "
+            "`sensorstream stream` runs, and its log"
+        )
     health.level = classify(
         store=store, age=age, stale_after=settings.stale_after, waiting=waiting,
         broker_up=health.broker.get("up"),
@@ -106,13 +115,12 @@ def _plain(value: Any) -> Any:
 
 
 def render(health: Health, console) -> None:
+    """The report (``health.problems`` are not in it: ``status`` says each on stderr, one sentence each)."""
     from rich.table import Table
 
     trouble = _TROUBLE.get(health.level)
     state = f"[red]{trouble}[/red]" if trouble else "[green]healthy[/green]"
     console.print(f"sensorstream: {state}  ({time.strftime('%H:%M:%S')})")
-    for problem in health.problems:
-        console.print(f"  [yellow]![/yellow] {problem}")
     table = Table("what", "value", show_header=False)
     table.add_row("broker", json.dumps(health.broker))
     table.add_row("lag per partition", json.dumps(health.lag))

@@ -19,8 +19,8 @@ import httpx
 import pandas as pd
 
 from sensorstream.config import Settings
-from sensorstream.store.db import StoreLockedError, connect
-from sensorstream.store.errors import QueryError
+from sensorstream.store.db import StoreLockedError, StoreOpenError, connect
+from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.execute import Result
 from sensorstream.store.reads import ReadGate
 
@@ -52,6 +52,7 @@ class StoreClient:
         self.settings = settings
         self.db = Path(settings.db)
         self.api_url = api_url or settings.api_url
+        self.timeout = timeout
         # Connecting to a local port either works at once or is refused: 0.5 s is generous.
         self._http = httpx.Client(
             base_url=self.api_url, timeout=httpx.Timeout(timeout, connect=0.5), trust_env=False
@@ -107,6 +108,17 @@ class StoreClient:
             answer = over_api()
         except (httpx.ConnectError, httpx.ConnectTimeout):
             pass  # nothing listens: no writer running, or one without the API; try the file
+        except httpx.TimeoutException as exc:
+            # It listens but did not answer in time: the writer holds the file, so no fallback.
+            raise StoreUnavailableError(
+                f"the store's read API at {self.api_url} did not answer within {self.timeout:g} s: the "
+                "process serving it is busy or stuck; retry, or check that process's log"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise StoreUnavailableError(
+                f"the store's read API at {self.api_url} broke off the answer ({type(exc).__name__}: "
+                f"{exc}); retry, or check the log of the process serving it"
+            ) from exc
         else:
             self.mode = "api"
             return answer
@@ -120,24 +132,27 @@ class StoreClient:
             con.close()
 
     def _open_file(self) -> duckdb.DuckDBPyConnection:
+        no_api = f"the store's read API at {self.api_url} does not answer"
         if not self.db.exists():
             raise StoreUnavailableError(
-                f"the store's read API at {self.api_url} does not answer and there is no DuckDB file at "
-                f"{self.db}. Start the pipeline (sensorstream stream / run) or check SENSORSTREAM_DB."
+                f"{no_api} and there is no DuckDB file at {self.db}: start the pipeline "
+                "(sensorstream stream / run) or check SENSORSTREAM_DB"
             )
         try:
             return connect(self.db, read_only=True)
         except StoreLockedError as exc:
             raise StoreUnavailableError(
-                f"the store's read API at {self.api_url} does not answer, and {self.db} is locked by "
-                "the process writing it. Readers must go through that process's read API: check that "
-                "it started its StoreService and that both use the same SENSORSTREAM_API_PORT."
+                f"{no_api}, and {self.db} is locked by the process writing it: readers must go through "
+                "that process's read API, so check that it started its StoreService and that both use "
+                "the same SENSORSTREAM_API_PORT"
             ) from exc
+        except StoreOpenError as exc:
+            raise StoreUnavailableError(f"{no_api}, and {exc}") from exc
         except duckdb.ConnectionException as exc:
             # DuckDB refuses a read-only open of a file this same process has open read-write.
             raise StoreUnavailableError(
-                f"the store's read API at {self.api_url} does not answer, and {self.db} is open "
-                "read-write in this process; start its ReadApi/StoreService and read through it."
+                f"{no_api}, and {self.db} is open read-write in this process; start its "
+                "ReadApi/StoreService and read through it"
             ) from exc
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -146,17 +161,52 @@ class StoreClient:
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         return self._answer(self._http.post(path, json=body))
 
-    @staticmethod
-    def _answer(response: httpx.Response) -> Any:
-        if 400 <= response.status_code < 500:
-            # The API's refusals are one sentence in "error"; anything else (a proxy's page) as text.
+    def _answer(self, response: httpx.Response) -> Any:
+        if response.is_success:
             try:
-                message = response.json().get("error")
-            except ValueError:
-                message = None
-            raise QueryError(message or f"the read API refused the request: HTTP {response.status_code}")
-        response.raise_for_status()
-        return response.json()
+                return response.json()
+            except ValueError:  # a web page: another server on the port (the dashboard's?)
+                raise StoreUnavailableError(
+                    f"what answers at {self.api_url} (HTTP {response.status_code}, "
+                    f"{response.headers.get('content-type', 'no content type')}) is not the store's read "
+                    "API: check SENSORSTREAM_API_PORT"
+                ) from None
+        # The API's refusals are one sentence in "error"; anything else (Starlette's Host check, a
+        # proxy's page, another server on the port) is named by its status and first line.
+        try:
+            message = response.json().get("error")
+        except (ValueError, AttributeError):
+            message = None
+        said = message or _first_line(response.text)
+        status = f"HTTP {response.status_code}" + (f" {said!r}" if said and not message else "")
+        if response.status_code == 429:
+            wait = response.headers.get("Retry-After", "1")
+            raise ReadBusy(
+                message or f"the store's read API at {self.api_url} is busy ({status}); retry in {wait} s",
+                retry_after=float(wait) if wait.isdecimal() else 1.0,
+            )
+        if response.status_code == 400 and said == "Invalid host header":
+            raise QueryError(
+                f"the store's read API at {self.api_url} does not answer to the Host "
+                f"{response.request.url.host!r} ({status}): add it to "
+                "SENSORSTREAM_API_ALLOWED_HOSTS of the process serving the API (sensorstream stream / run)"
+            )
+        if 400 <= response.status_code < 500:
+            raise QueryError(
+                message
+                or f"the store's read API at {self.api_url} refused the request ({status}): check that "
+                "SENSORSTREAM_API_PORT is the port of sensorstream's read API"
+            )
+        raise StoreUnavailableError(
+            f"the store's read API at {self.api_url} failed ({status}"
+            + (f": {message}" if message else "")
+            + "): the process serving it is failing or overloaded; retry, or check its log"
+        )
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 __all__ = ["QueryError", "Result", "StoreClient", "StoreUnavailableError", "to_frame"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,11 @@ from sensorstream.store.migrations import migrate
 writer_lock = threading.RLock()
 
 
-class StoreLockedError(RuntimeError):
+class StoreOpenError(RuntimeError):
+    """The DuckDB file cannot be opened: not a DuckDB file, a directory, not readable or writable."""
+
+
+class StoreLockedError(StoreOpenError):
     """Another process holds the DuckDB file (DuckDB allows one writer process)."""
 
 
@@ -35,13 +40,17 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
+    except duckdb.ConnectionException:
+        raise  # this process has the file open already, in another mode: the caller's mistake
+    except duckdb.Error as exc:
+        if "Could not set lock" in str(exc):
+            holder = re.search(r"\(PID (\d+)\)", str(exc))
             raise StoreLockedError(
-                f"{path} is open in another process (DuckDB allows one writer). Read it through the "
-                "running pipeline's read API (sensorstream.store.client), or stop that process first."
+                f"{path} is open in another process{f' (PID {holder[1]})' if holder else ''} and DuckDB "
+                "allows one writer: stop that process first, or read the store through its read API "
+                "(sensorstream.store.client)"
             ) from exc
-        raise
+        raise StoreOpenError(_cannot_open(path, exc)) from exc
     # Set after connecting: as a connect-time config the setting fails before icu is loaded.
     con.execute("SET TimeZone = 'UTC'")
     if threads is not None:
@@ -49,6 +58,16 @@ def connect(
     if not read_only and run_migrations:
         migrate(con)
     return con
+
+
+def _cannot_open(path: Path, exc: duckdb.Error) -> str:
+    said = str(exc).strip().splitlines()[0].removeprefix("IO Error: ") if str(exc).strip() else ""
+    if "not a valid DuckDB database file" in said:
+        return (
+            f"{path} exists but is not a DuckDB database file: set SENSORSTREAM_DB to the store's file, "
+            "or move that file away"
+        )
+    return f"DuckDB cannot open {path} ({said}): check SENSORSTREAM_DB and the file's permissions"
 
 
 # --- write transactions --------------------------------------------------------------------------

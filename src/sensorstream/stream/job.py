@@ -33,6 +33,10 @@ ABANDONED_BATCH_WAIT = 10.0  # seconds; see StreamJob.stop
 OBSERVER_DRAIN_WAIT = 5.0  # seconds for the observers of the last batches, on stop
 
 
+class StreamFailedError(RuntimeError):
+    """The streaming query failed; the message names the root cause (a Spark or a sink error)."""
+
+
 class StopRequested(Exception):
     """Raised by the batch function for a batch that starts after a stop was requested.
 
@@ -233,7 +237,7 @@ class StreamJob:
         """RuntimeError naming the root cause if the query failed (a batch refused on stop is no failure)."""
         error = self.query.exception() if self.query is not None else None
         if error is not None and not stopped_on_request(error):
-            raise RuntimeError(f"the streaming query failed: {_root_cause(error)}")
+            raise StreamFailedError(f"the streaming query failed: {_root_cause(error)}")
 
     def stop(self, grace: float | None = None) -> None:
         """Let the batch in flight commit, refuse any later one, then stop the query.
@@ -291,7 +295,7 @@ class StreamJob:
             if stop is not None and stop.is_set():
                 return
             if query.exception():
-                raise RuntimeError(f"the streaming query failed: {_root_cause(query.exception())}")
+                raise StreamFailedError(f"the streaming query failed: {_root_cause(query.exception())}")
             last = query.lastProgress
             if last and last.get("sources"):
                 source = last["sources"][0]

@@ -28,6 +28,11 @@ from sensorstream.kafka.jars import ensure_jars, java_binary
 
 log = logging.getLogger(__name__)
 
+
+class SparkStartError(RuntimeError):
+    """The Spark JVM did not start; the message ends with its log's last lines."""
+
+
 # How long query.stop() waits for Spark's query thread. Short on purpose: by then StreamJob.stop has
 # let the batch in flight commit and refuses any other, so nothing is left for that thread to do
 # that matters; one busy planning the next trigger (Kafka offset requests, slow to interrupt) kept
@@ -133,7 +138,7 @@ def _start_context(conf: SparkConf, jvm_log: Path) -> None:
                 conf, popen_kwargs={"start_new_session": True, "stdout": out, "stderr": subprocess.STDOUT}
             )
         except PySparkRuntimeError as exc:
-            raise RuntimeError(
+            raise SparkStartError(
                 f"the Spark JVM did not start; the end of {jvm_log}:\n{_tail(jvm_log)}"
             ) from exc
     # SparkContext replaces the SIGINT handler with one that raises KeyboardInterrupt wherever the

@@ -63,26 +63,20 @@ def kafka_start(
     ] = False,
 ) -> None:
     """Start the local broker(s) in the background and create the topic."""
-    from sensorstream.kafka.jars import JavaMissingError
     from sensorstream.kafka.topics import create_topic
     from sensorstream.stopping import StopSignals
-    from sensorstream.tools.local.broker import BrokerError
 
     settings = settings_or_exit()
     kafka = _local_kafka(settings, brokers, port)
     # In the foreground the handlers go in first: a stop during start-up still stops the nodes.
     signals = StopSignals("kafka").install() if foreground else None
-    try:
-        bootstrap = kafka.start(tied=foreground)
-        created = create_topic(
-            {**settings.kafka_client_config, "bootstrap.servers": bootstrap},
-            settings.topic,
-            settings.partitions,
-            max(settings.replication_factor, min(3, brokers)),
-        )
-    except (BrokerError, JavaMissingError, RuntimeError) as exc:
-        fail(str(exc))
-        return
+    bootstrap = kafka.start(tied=foreground)
+    created = create_topic(
+        {**settings.kafka_client_config, "bootstrap.servers": bootstrap},
+        settings.topic,
+        settings.partitions,
+        max(settings.replication_factor, min(3, brokers)),
+    )
     console.print(
         f"kafka up at [bold]{bootstrap}[/bold]; topic {settings.topic} "
         f"({'created' if created else 'exists'}, {settings.partitions} partitions); logs in {kafka.data_dir}"
@@ -108,7 +102,14 @@ def kafka_status(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
     status = _local_kafka(settings, brokers, port).status()
     print(json.dumps(status, indent=2))
     if not status["answering"]:
-        raise typer.Exit(1)
+        from sensorstream.kafka.topics import unreachable
+
+        why = (
+            "no local node running"
+            if not any(n["pid"] for n in status["nodes"])
+            else "no metadata within 3 s"
+        )
+        fail(unreachable(status["bootstrap_servers"], why))
 
 
 # --- bench kafka ---------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ def bench_kafka(
             settings, records=records, record_size=record_size, bootstrap_servers=bootstrap_servers,
             port=port, report=report,
         )  # fmt: skip
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # the benchmark's own checks (a tool failed, messages lost)
         fail(str(exc))
 
 
@@ -279,6 +280,10 @@ def faults_cmd(
     if unknown:
         fail(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)} or all", 2)
     settings = settings_or_exit()
+    if bootstrap_servers:  # before any scenario starts its processes
+        from sensorstream.kafka.topics import require_broker
+
+        require_broker({**settings.kafka_client_config, "bootstrap.servers": bootstrap_servers})
     opts = FaultOptions(
         settings,
         quick=quick,
@@ -318,16 +323,9 @@ def cluster_start(
     memory: Annotated[str, typer.Option(help="memory per worker (its executor's size)")] = "1g",
 ) -> None:
     """Start a master and workers in the background (logs in data/spark-cluster)."""
-    from sensorstream.kafka.jars import JavaMissingError
-    from sensorstream.tools.local.cluster import ClusterError
-
     settings = settings_or_exit()
     cluster = _spark_cluster(settings, port, webui_port, workers, cores, memory)
-    try:
-        url = cluster.start()
-    except (ClusterError, JavaMissingError) as exc:
-        fail(str(exc))
-        return
+    url = cluster.start()
     console.print(
         f"spark cluster up: [bold]{url}[/bold] ({workers} x {cores} core(s), {memory}); UI {cluster.webui}; "
         f"run the job on it with SENSORSTREAM_SPARK_MASTER={url} sensorstream stream"

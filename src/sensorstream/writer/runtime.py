@@ -11,6 +11,7 @@ import logging
 from contextlib import ExitStack
 
 from sensorstream.config import Settings
+from sensorstream.kafka.topics import require_topic
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.stopping import StopSignals, exit_now
 from sensorstream.store.db import connect
@@ -59,6 +60,9 @@ class StreamRuntime:
             # Open the store first: a locked or incompatible file should fail before Spark starts.
             self.con = connect(self.settings.db, threads=self.settings.db_threads)
             self._stack.callback(self.con.close)
+            # Then the topic: Spark's source would wait for a missing one (or a broker that does not
+            # answer) for ever; this says so in one sentence within seconds.
+            require_topic(self.settings.kafka_client_config, self.settings.topic)
             self._check()
             spark = build_session(self.settings)
             self._check()

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from sensorstream.config import Settings
 from sensorstream.kafka.jars import ensure_jars, java_binary
-from sensorstream.kafka.topics import create_topic
+from sensorstream.kafka.topics import create_topic, require_broker
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.producer import PRODUCER_DEFAULTS, EventProducer
 from sensorstream.produce.simulator import Simulator
@@ -63,6 +63,8 @@ console = Console(stderr=True)
 @contextlib.contextmanager
 def bench_broker(settings: Settings, bootstrap_servers: str | None, port: int | None) -> Iterator[str]:
     if bootstrap_servers:
+        # Said at once, in one sentence, before any producer or job waits for it.
+        require_broker({**settings.kafka_client_config, "bootstrap.servers": bootstrap_servers})
         yield bootstrap_servers
         return
     with tempfile.TemporaryDirectory(prefix="sensorstream-bench-") as tmp:

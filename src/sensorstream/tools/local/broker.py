@@ -122,9 +122,9 @@ class LocalKafka:
             for port in (node.port, node.controller_port):
                 if port_in_use(port):
                     raise BrokerError(
-                        f"port {port} on 127.0.0.1 is already in use, so Kafka cannot start there. "
-                        "Stop whatever holds it (`sensorstream kafka stop`, or find it with `ss -ltnp`) "
-                        "or choose another port with --port / SENSORSTREAM_BOOTSTRAP_SERVERS."
+                        f"port {port} on 127.0.0.1 is already in use, so Kafka cannot start there: "
+                        "stop whatever holds it (`sensorstream kafka stop`, or find it with `ss -ltnp`) "
+                        "or choose another port with --port / SENSORSTREAM_BOOTSTRAP_SERVERS"
                     )
         classpath = os.pathsep.join(str(p) for p in ensure_jars(self.cache_dir, "kafka"))
         self._format(java, classpath)
