@@ -23,12 +23,19 @@ Two paths, one verdict:
   records and the unusual ones.
 
 Where DuckDB's JSON reader is more lenient than JSON (trailing commas, ``nan``/``inf`` in any
-case, the first of duplicate keys instead of the last), the fast path steps aside: such records
-fall to the reference.
+case, the first of duplicate keys instead of the last) or reads what the reference refuses
+(nesting deeper than :data:`sensorstream.schema.MAX_DEPTH`, which DuckDB reads at any depth), the
+fast path steps aside: such records fall to the reference.
+
+No record can fail the batch: the reference gives every record a verdict, and should judging one
+record raise all the same, that record is a dead letter (``internal_error:<exception>``). Should the
+fast path's statement fail on some input, the whole batch is judged by the reference instead (the
+same verdicts, at its cost). Only the machine's failures (memory, disk) fail the batch.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC
 from typing import Any
 
@@ -36,8 +43,20 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorstream.schema import EARLIEST_TIME, EVENT_FIELDS, LATEST_TIME, Reason, parse_time, validate
-from sensorstream.sink.batch import BATCH_SCHEMA, RAW_SCHEMA, build_batch, window_start
+from sensorstream.schema import (
+    EARLIEST_TIME,
+    EVENT_FIELDS,
+    LATEST_TIME,
+    MAX_DEPTH,
+    Reason,
+    internal_error,
+    parse_time,
+    validate,
+)
+from sensorstream.sink.base import is_disk_error
+from sensorstream.sink.batch import BATCH_SCHEMA, RAW_SCHEMA, build_batch, window_start_us
+
+log = logging.getLogger(__name__)
 
 _NUMBER_TYPES = ("UBIGINT", "BIGINT", "DOUBLE")
 
@@ -77,6 +96,7 @@ class RecordParser:
             "latest": LATEST_TIME,
             "trailing_comma": _TRAILING_COMMA,
             "non_finite": _NON_FINITE,
+            "max_depth": MAX_DEPTH,
         }
 
     def parse(self, raw: pa.Table) -> pa.Table:
@@ -86,6 +106,14 @@ class RecordParser:
         try:
             cur.register("raw", raw)
             out = cur.sql(self._sql, params=self._params).to_arrow_table()
+        except duckdb.Error as exc:
+            if isinstance(exc, duckdb.OutOfMemoryException | duckdb.InterruptException) or is_disk_error(exc):
+                raise  # the machine's failure (or a stop), not a record's
+            # Some record's bytes broke the statement: the reference judges the batch, same verdicts.
+            log.warning("the fast parse failed (%s); the batch's %d records are judged one by one",
+                        exc, raw.num_rows)  # fmt: skip
+            self.judged = raw.num_rows
+            return build_batch(self.judge(r) for r in raw.to_pylist())
         finally:
             cur.close()
         fast = out["fast"]
@@ -97,7 +125,17 @@ class RecordParser:
         return pa.concat_tables([parsed, build_batch(self.judge(r) for r in rest)])
 
     def judge(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A record the fast path stepped aside for, judged by the reference validator."""
+        """A record the fast path stepped aside for, judged by the reference validator.
+
+        Never raises for the record: a failure while judging it makes it a dead letter."""
+        try:
+            return self._judge(record)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            return {**record, "error": internal_error(exc)}
+
+    def _judge(self, record: dict[str, Any]) -> dict[str, Any]:
         row = dict(record)
         raw = record["raw_value"]
         # A Kafka record without a value (a tombstone) is no JSON at all.
@@ -111,7 +149,8 @@ class RecordParser:
         assert when is not None  # validate checked it
         row["event_time"] = when.astimezone(UTC)
         row["value"] = float(event["value"])
-        row["window_start"] = window_start(row["event_time"], self.window_step)
+        # In microseconds, as the fast path has it: a long window may start before year 1.
+        row["window_start"] = window_start_us(row["event_time"], self.window_step)
         return row
 
 
@@ -129,7 +168,10 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
         "doc IS NOT NULL",
         # The last of duplicate keys counts in JSON (and Python), the first in DuckDB.
         "len(keys) = len(list_distinct(keys))",
-        f"(len(list_filter(keys, lambda k: k NOT IN ({ours}))) = 0 OR NOT regexp_matches(txt, $non_finite))",
+        # Only other fields can nest (the event's own must be strings or numbers), so only records
+        # with other keys are checked: fewer opening brackets than the limit cannot nest deeper.
+        f"(len(list_filter(keys, lambda k: k NOT IN ({ours}))) = 0 OR (NOT regexp_matches(txt, $non_finite)"
+        " AND strlen(txt) - strlen(replace(replace(txt, '[', ''), '{', '')) <= $max_depth))",
     ]
     for i, f in enumerate(EVENT_FIELDS, start=1):
         kind, text = f"types[{i}]", f"vals[{i}]"
@@ -178,8 +220,11 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
         SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key,
                CASE WHEN NOT fast THEN raw_value END AS raw_value, {", ".join(names)}, event_time,
                NULL::VARCHAR AS error,
-               make_timestamp(epoch_us(event_time) - (epoch_us(event_time) % $step_us + $step_us) % $step_us)
-                   ::TIMESTAMPTZ AS window_start,
+               -- Only for the rows it accepts: any other time (years before -290,000 among them)
+               -- may not survive the arithmetic, and must not fail the batch.
+               CASE WHEN fast THEN make_timestamp(
+                   epoch_us(event_time) - (epoch_us(event_time) % $step_us + $step_us) % $step_us)
+               END::TIMESTAMPTZ AS window_start,
                fast
         FROM judged
     """
