@@ -53,7 +53,6 @@ from sensorstream.schema import (
     parse_time,
     validate,
 )
-from sensorstream.sink.base import is_disk_error
 from sensorstream.sink.batch import BATCH_SCHEMA, RAW_SCHEMA, build_batch, window_start_us
 
 log = logging.getLogger(__name__)
@@ -73,6 +72,14 @@ _TRAILING_COMMA = r",\s*[}\]]"
 # fast path's own checks (those must be strings or finite numbers), so only records with other
 # keys pay for this scan (it costs ~0.8 us a record: ':' is everywhere).
 _NON_FINITE = r"[:,\[]\s*[-+]?[nNiI][aAnN]"
+# What a batch's bytes can make the statement raise. Not among them: a statement that does not bind
+# (it is run once at start, so that fails there), the machine's memory or disk, a stop.
+_DATA_ERRORS = (
+    duckdb.DataError,
+    duckdb.InvalidInputException,
+    duckdb.InternalError,
+    duckdb.NotSupportedError,
+)
 
 
 class RecordParser:
@@ -89,6 +96,7 @@ class RecordParser:
         self.con.execute("SET TimeZone = 'UTC'")
         self._sql = _fast_path_sql(valid_ranges)
         self.judged = 0  # records of the last batch the fast path left to the reference
+        self.statement_failures = 0  # batches whose bytes broke the fast path's statement: each a bug
         self._params = {
             "step_us": round(window_step * 1_000_000),
             "time": _CANONICAL_TIME,
@@ -98,24 +106,20 @@ class RecordParser:
             "non_finite": _NON_FINITE,
             "max_depth": MAX_DEPTH,
         }
+        self._run(RAW_SCHEMA.empty_table())  # a statement that does not bind fails here, not per batch
 
     def parse(self, raw: pa.Table) -> pa.Table:
         """One row out per row in: parsed fields or ``error`` (then ``raw_value`` kept), and the window."""
         raw = raw.select(RAW_SCHEMA.names).cast(RAW_SCHEMA)
-        cur = self.con.cursor()
         try:
-            cur.register("raw", raw)
-            out = cur.sql(self._sql, params=self._params).to_arrow_table()
-        except duckdb.Error as exc:
-            if isinstance(exc, duckdb.OutOfMemoryException | duckdb.InterruptException) or is_disk_error(exc):
-                raise  # the machine's failure (or a stop), not a record's
+            out = self._run(raw)
+        except _DATA_ERRORS as exc:
             # Some record's bytes broke the statement: the reference judges the batch, same verdicts.
             log.warning("the fast parse failed (%s); the batch's %d records are judged one by one",
                         exc, raw.num_rows)  # fmt: skip
             self.judged = raw.num_rows
+            self.statement_failures += 1
             return build_batch(self.judge(r) for r in raw.to_pylist())
-        finally:
-            cur.close()
         fast = out["fast"]
         parsed = out.filter(fast).drop_columns(["fast"]).cast(BATCH_SCHEMA)
         self.judged = out.num_rows - parsed.num_rows
@@ -123,6 +127,15 @@ class RecordParser:
             return parsed
         rest = out.filter(pc.invert(fast)).select(RAW_SCHEMA.names).to_pylist()
         return pa.concat_tables([parsed, build_batch(self.judge(r) for r in rest)])
+
+    def _run(self, raw: pa.Table) -> pa.Table:
+        """The fast path's statement over the batch: every row, parsed, with ``fast`` set where certain."""
+        cur = self.con.cursor()
+        try:
+            cur.register("raw", raw)
+            return cur.sql(self._sql, params=self._params).to_arrow_table()
+        finally:
+            cur.close()
 
     def judge(self, record: dict[str, Any]) -> dict[str, Any]:
         """A record the fast path stepped aside for, judged by the reference validator.
@@ -168,10 +181,13 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
         "doc IS NOT NULL",
         # The last of duplicate keys counts in JSON (and Python), the first in DuckDB.
         "len(keys) = len(list_distinct(keys))",
-        # Only other fields can nest (the event's own must be strings or numbers), so only records
-        # with other keys are checked: fewer opening brackets than the limit cannot nest deeper.
-        f"(len(list_filter(keys, lambda k: k NOT IN ({ours}))) = 0 OR (NOT regexp_matches(txt, $non_finite)"
-        " AND strlen(txt) - strlen(replace(replace(txt, '[', ''), '{', '')) <= $max_depth))",
+        # Only other fields can hide a nan/inf (see _NON_FINITE) or nest (the event's own must be
+        # strings or numbers): fewer opening brackets than the limit cannot nest deeper. A CASE,
+        # not an OR: DuckDB evaluates both sides of an OR on every row, a CASE's ELSE only on the
+        # rows that reach it (records with other keys), 0.6 us a record less for the others.
+        f"CASE WHEN len(list_filter(keys, lambda k: k NOT IN ({ours}))) = 0 THEN true"
+        " ELSE NOT regexp_matches(txt, $non_finite)"
+        " AND strlen(txt) - strlen(replace(replace(txt, '[', ''), '{', '')) <= $max_depth END",
     ]
     for i, f in enumerate(EVENT_FIELDS, start=1):
         kind, text = f"types[{i}]", f"vals[{i}]"
@@ -220,9 +236,10 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
         SELECT kafka_topic, kafka_partition, kafka_offset, kafka_timestamp, kafka_key,
                CASE WHEN NOT fast THEN raw_value END AS raw_value, {", ".join(names)}, event_time,
                NULL::VARCHAR AS error,
-               -- Only for the rows it accepts: any other time (years before -290,000 among them)
-               -- may not survive the arithmetic, and must not fail the batch.
-               CASE WHEN fast THEN make_timestamp(
+               -- Only for times the fast path may accept: others (years before -290,000 among them)
+               -- may not survive the arithmetic, and must not fail the batch. (Not `fast`: each
+               -- use of it repeats its checks.)
+               CASE WHEN event_time >= $earliest AND event_time < $latest THEN make_timestamp(
                    epoch_us(event_time) - (epoch_us(event_time) % $step_us + $step_us) % $step_us)
                END::TIMESTAMPTZ AS window_start,
                fast
