@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
 
 from batches import T0, BatchBuilder
-from sensorstream.schema import encode, make_event
+from sensorstream.schema import MAX_VALUE, encode, make_event
 from sensorstream.sink import ledger
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.db import connect
@@ -272,3 +273,28 @@ def test_poison_records_become_dead_letters_and_every_valid_event_around_them_co
     assert result.new_readings == 100
     assert con.execute("SELECT count(*) FROM readings").fetchone()[0] == 901
     assert con.execute("SELECT count(*) FROM sink_commits").fetchone()[0] == 2
+
+
+def test_values_as_large_as_allowed_keep_every_window_finite(store):
+    """±MAX_VALUE in one window, batch after batch, commits with a finite mean and spread; beyond it a
+    value is out_of_range (±1.7e308 made a window's mean infinite, refused by the store, on every replay)."""
+    merger, con = store
+    sent = 0
+    for batch_id, signs in enumerate(((1, -1), (-1, -1, 1))):
+        values = [
+            encode(
+                make_event(
+                    f"e{sent + i}", "s1", T0 + timedelta(seconds=i % 60), signs[i % len(signs)] * MAX_VALUE
+                )
+            )
+            for i in range(300)
+        ]
+        values += [encode(make_event(f"big{batch_id}", "s1", T0, -1.7976931348623157e308))]
+        result = merger.merge_records(batch_id, records(values, first_offset=sent))
+        assert (result.new_readings, result.dead_letters) == (300, 1)
+        sent += len(values)
+    assert con.execute("SELECT DISTINCT error FROM dead_letters").fetchall() == [("out_of_range",)]
+    count, mean, spread = con.execute(
+        "SELECT reading_count, avg_value, stddev_value FROM window_stats"
+    ).fetchone()
+    assert count == 600 and math.isfinite(mean) and math.isfinite(spread)

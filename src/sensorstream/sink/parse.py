@@ -194,6 +194,7 @@ def _fast_path_sql(ranges: dict[str, tuple[float, float]]) -> str:
         if f.json_type == "number":
             value[f.name] = f"TRY_CAST({text} AS DOUBLE)"
             # Beyond 2^53 an integer is not exactly a double: the reference compares it exactly.
+            # (2^53 is also far inside schema.MAX_VALUE, the bound for every sensor type.)
             checks.append(
                 f"{kind} IN {_NUMBER_TYPES} AND isfinite({f.name}) AND abs({f.name}) < 9007199254740992"
             )
