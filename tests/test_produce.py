@@ -94,7 +94,8 @@ def test_injection_switches_send_exactly_what_they_claim(settings):
 
 def test_malformed_messages_cover_every_dead_letter_reason():
     reasons = {v for k, v in vars(Reason).items() if not k.startswith("_")}
-    assert set(KINDS) == reasons
+    # `internal_error` is the rules failing on a record: a bug, which no message is built to cause.
+    assert set(KINDS) == reasons - {Reason.INTERNAL}
 
 
 def test_fractions_are_of_the_readings(settings):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
+
 import pytest
 
-from batches import BatchBuilder
+from batches import T0, BatchBuilder
+from sensorstream.schema import MAX_VALUE, encode, make_event
 from sensorstream.sink import ledger
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.db import connect
 from sensorstream.store.execute import health, run_query
+from test_sink_parse_support import records
 
 
 def window_rows(con):
@@ -235,3 +240,61 @@ def test_windows_merged_batch_by_batch_equal_one_computation_over_all_events(mak
     for g, w in zip(got, want, strict=True):
         assert g[:3] == w[:3] and g[4:6] == w[4:6]
         assert g[3] == pytest.approx(w[3], rel=1e-12) and g[6] == pytest.approx(w[6], rel=1e-9)
+
+
+def test_poison_records_become_dead_letters_and_every_valid_event_around_them_commits(store):
+    """Records that once failed the whole batch (and a replay into the same failure), between 800
+    valid events: each is a dead letter with its reason, every valid event commits, and so does the
+    next batch."""
+    merger, con = store
+    good = [
+        encode(make_event(f"e{i}", f"s{i % 8}", T0 + timedelta(seconds=i / 10), 20.0)) for i in range(900)
+    ]
+    extra = b'{"event_id":"p","sensor_id":"s","event_time":"2026-11-26T20:00:00Z","value":1,"x":%s}'
+    poison = {
+        b"[" * 1000: "too_deep",
+        extra % (b"[" * 1000 + b"]" * 1000): "too_deep",
+        extra % (b"1" * 5000): None,  # a valid event: a huge integer in a field the event does not use
+        extra.replace(b"2026-11-26T20:00:00Z", b"-290308-12-21T19:59:05.224192Z") % b"1": "bad_event_time",
+        b'{"event_id":"p","sensor_id":"s","event_time":"2026-11-26T20:00:00Z","value":'
+        + b"9" * 5000
+        + b"}": ("value_not_finite"),
+        b"\xff\xfe[": "not_utf8",
+        b"[" * 1_000_000: "too_deep",
+    }
+    values: list[bytes | None] = []
+    for i, raw in enumerate([*poison, None]):  # None: a tombstone
+        values += [*good[i * 100 : (i + 1) * 100], raw]
+    result = merger.merge_records(0, records(values))
+    assert (result.new_readings, result.dead_letters) == (801, 7)
+    dead = dict(con.execute("SELECT raw_value, error FROM dead_letters").fetchall())
+    assert dead == {raw: reason for raw, reason in poison.items() if reason} | {None: "not_json"}
+    result = merger.merge_records(1, records(good[800:], first_offset=len(values)))
+    assert result.new_readings == 100
+    assert con.execute("SELECT count(*) FROM readings").fetchone()[0] == 901
+    assert con.execute("SELECT count(*) FROM sink_commits").fetchone()[0] == 2
+
+
+def test_values_as_large_as_allowed_keep_every_window_finite(store):
+    """±MAX_VALUE in one window, batch after batch, commits with a finite mean and spread; beyond it a
+    value is out_of_range (±1.7e308 made a window's mean infinite, refused by the store, on every replay)."""
+    merger, con = store
+    sent = 0
+    for batch_id, signs in enumerate(((1, -1), (-1, -1, 1))):
+        values = [
+            encode(
+                make_event(
+                    f"e{sent + i}", "s1", T0 + timedelta(seconds=i % 60), signs[i % len(signs)] * MAX_VALUE
+                )
+            )
+            for i in range(300)
+        ]
+        values += [encode(make_event(f"big{batch_id}", "s1", T0, -1.7976931348623157e308))]
+        result = merger.merge_records(batch_id, records(values, first_offset=sent))
+        assert (result.new_readings, result.dead_letters) == (300, 1)
+        sent += len(values)
+    assert con.execute("SELECT DISTINCT error FROM dead_letters").fetchall() == [("out_of_range",)]
+    count, mean, spread = con.execute(
+        "SELECT reading_count, avg_value, stddev_value FROM window_stats"
+    ).fetchone()
+    assert count == 600 and math.isfinite(mean) and math.isfinite(spread)

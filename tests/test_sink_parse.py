@@ -17,9 +17,10 @@ import pytest
 
 from sensorstream.config import DEFAULT_VALID_RANGES
 from sensorstream.produce.simulator import Simulator
-from sensorstream.schema import encode, parse_time, validate
-from sensorstream.sink.batch import BATCH_SCHEMA, RAW_SCHEMA, window_start
+from sensorstream.schema import MAX_DEPTH, encode, validate
+from sensorstream.sink.batch import BATCH_SCHEMA
 from sensorstream.sink.parse import RecordParser
+from test_sink_parse_support import JUDGED, records, reference_row
 
 T = '"event_time":"2026-11-26T20:15:03.120Z"'
 GOOD = '{"event_id":"e1","sensor_id":"s1",' + T + ',"value":21.7,"sensor_type":"temperature","unit":"C"}'
@@ -84,25 +85,21 @@ CASES = {
     "a time before year 1 in UTC": event(event_time='"0001-01-01T00:00:00+01:00"'),
     "impossible temperature": event(value="900", sensor_type='"temperature"'),
     "duplicate key, the last one wrong": event()[:-1] + ',"value":"x"}',
+    # Records that once failed the whole batch, and their neighbours.
+    "a thousand opening brackets": "[" * 1000,
+    "nested a thousand deep": "[" * 1000 + "]" * 1000,
+    "an extra field nested to the limit": event(x="[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)),
+    "an extra field nested past the limit": event(x="[" * MAX_DEPTH + "]" * MAX_DEPTH),
+    "an extra field nested a thousand deep": event(x="[" * 1000 + "]" * 1000),
+    "brackets inside a string do not nest": event(sensor_id='"' + "[" * 1000 + '"', x="[[1]]"),
+    "an integer of 5,000 digits as the value": event(value="1" * 5000),
+    "an integer of 5,000 digits in an extra field": event(x="-" + "9" * 5000),
+    "a time DuckDB's window arithmetic overflows on": event(event_time='"-290308-12-21T19:59:05.224192Z"'),
 }
 RAW: dict[str, bytes | None] = {name: text.encode() for name, text in CASES.items()}
 RAW["not utf-8"] = b'\xff\xfe{"event_id":"e"}'
 RAW["latin-1 inside"] = ('{"event_id":"e","sensor_id":"caf\xe9",' + T + ',"value":1}').encode("latin-1")
 RAW["no value at all (a tombstone)"] = None
-
-
-def records(values: list[bytes | None]) -> pa.Table:
-    """A micro-batch as Spark hands it to the sink: Kafka's coordinates and the message bytes."""
-    n = len(values)
-    columns = {
-        "kafka_topic": ["sensor-data"] * n,
-        "kafka_partition": [0] * n,
-        "kafka_offset": list(range(n)),
-        "kafka_timestamp": [None] * n,
-        "kafka_key": [None] * n,
-        "raw_value": values,
-    }
-    return pa.table(columns, schema=RAW_SCHEMA)
 
 
 def parse(values: list[bytes | None], window: float = 60) -> tuple[list[dict], RecordParser]:
@@ -124,6 +121,54 @@ def parsed() -> dict[str, dict]:
 @pytest.mark.parametrize("name", list(RAW))
 def test_the_sink_and_the_reference_validator_agree(parsed, name):
     assert parsed[name]["error"] == reference(RAW[name])
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("a thousand opening brackets", "too_deep"),
+        ("nested a thousand deep", "too_deep"),
+        ("an extra field nested to the limit", None),
+        ("an extra field nested past the limit", "too_deep"),
+        ("an extra field nested a thousand deep", "too_deep"),
+        ("brackets inside a string do not nest", None),
+        ("an integer of 5,000 digits as the value", "value_not_finite"),
+        ("an integer of 5,000 digits in an extra field", None),
+        ("a time DuckDB's window arithmetic overflows on", "bad_event_time"),
+    ],
+)
+def test_deep_and_huge_records_get_the_stated_reason(parsed, name, reason):
+    """The README's edge cases: nesting deeper than MAX_DEPTH is `too_deep`, an integer too large for a
+    double is `value_not_finite` however many digits it has, and neither fails the batch."""
+    assert parsed[name]["error"] == reason
+
+
+def test_a_batch_the_fast_statement_fails_on_is_judged_by_the_rules(caplog):
+    """Should DuckDB's statement fail on some record, the rules judge the whole batch: the same
+    verdicts, nothing lost, no failed batch. (The failure here is a real one: the window arithmetic
+    run on every row, as it once was, overflows on a time 290,000 years BC.)"""
+    parser = RecordParser(DEFAULT_VALID_RANGES, 60)
+    old = "CASE WHEN event_time >= $earliest AND event_time < $latest THEN make_timestamp("
+    assert old in parser._sql
+    parser._sql = parser._sql.replace(old, "CASE WHEN true THEN make_timestamp(")
+    values = [
+        RAW[name] for name in ("valid", "a time DuckDB's window arithmetic overflows on", "not json", "valid")
+    ]
+    rows = parser.parse(records(values)).sort_by("kafka_offset").to_pylist()
+    assert [r["error"] for r in rows] == [None, "bad_event_time", "not_json", None]
+    assert (parser.judged, parser.statement_failures) == (len(values), 1)
+    assert "the fast parse failed" in caplog.text
+
+
+def test_long_windows_starting_before_year_1_are_the_same_on_both_paths():
+    """A week-long window holding 0001-01-03 starts in year 0: the fast path and the rules' path
+    (the same time spelled with a space) give the same window, in microseconds."""
+    values = [event(event_time=f'"{t}"').encode() for t in ("0001-01-03T00:00:00Z", "0001-01-03 00:00:00Z")]
+    parser = RecordParser(DEFAULT_VALID_RANGES, 7 * 86400)
+    table = parser.parse(records(values)).sort_by("kafka_offset")
+    assert parser.judged == 1 and table["error"].null_count == 2
+    starts = table["window_start"].cast(pa.int64()).to_pylist()
+    assert starts[0] == starts[1] < -62135596800_000_000  # before 0001-01-01
 
 
 def test_no_record_is_dropped_and_bad_ones_keep_their_bytes(parsed):
@@ -168,13 +213,13 @@ def test_ranges_from_settings_are_read_as_data_not_sql():
     """A sensor type with a quote in its name and an open bound: the same verdicts as the reference."""
     ranges = {"it's": (float("-inf"), 10.0), "temperature": (-50.0, float("inf"))}
     values = [event(value=v, sensor_type=t).encode()
-              for v in ("-1e300", "10", "10.5", "1e300")
+              for v in ("-1e90", "10", "10.5", "1e90")
               for t in ('"it\'s"', '"temperature"', '"other"')]  # fmt: skip
     rows = RecordParser(ranges, 60).parse(records(values)).sort_by("kafka_offset").to_pylist()
     assert [r["error"] for r in rows] == [validate(v, ranges)[1] for v in values]
     assert [r["error"] for r in rows].count(
         "out_of_range"
-    ) == 3  # 10.5 and 1e300 for it's, -1e300 for temperature
+    ) == 3  # 10.5 and 1e90 for it's, -1e90 for temperature
 
 
 def test_the_parser_delivers_the_declared_batch():
@@ -226,16 +271,9 @@ def test_the_sink_agrees_with_the_reference_on_thousands_of_damaged_events():
     rows, parser = parse(values)
     valid = 0
     for raw, row in zip(values, rows, strict=True):
-        event_, reason = validate(raw, DEFAULT_VALID_RANGES)
-        assert row["error"] == reason, raw
-        if event_ is not None:
-            valid += 1
-            when = parse_time(event_["event_time"]).astimezone(UTC)
-            expected = (event_["event_id"], event_["sensor_id"], float(event_["value"]), event_.get("site"),
-                        event_.get("sensor_type"), event_.get("unit"), when, window_start(when, 60))  # fmt: skip
-            got = (row["event_id"], row["sensor_id"], row["value"], row["site"],
-                   row["sensor_type"], row["unit"], row["event_time"], row["window_start"])  # fmt: skip
-            assert got == expected, raw
+        expected = reference_row(raw, DEFAULT_VALID_RANGES, 60)
+        assert {k: row[k] for k in JUDGED} == expected, raw
+        valid += expected["error"] is None
     # Both sides of the check are exercised: many valid events, many bad ones, both paths used.
     assert 500 < valid < len(values) - 500
     assert 0 < parser.judged < len(values)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 
@@ -50,6 +52,19 @@ class Reason:
     NOT_FINITE = "value_not_finite"
     BAD_TIME = "bad_event_time"
     OUT_OF_RANGE = "out_of_range"
+    TOO_DEEP = "too_deep"  # brackets nested deeper than MAX_DEPTH
+    INTERNAL = "internal_error"  # internal_error:<exception>: judging the record raised
+
+
+# How deep a message's brackets may nest. An event is one flat object (depth 1); extra fields may
+# hold a few levels more. Deeper input is refused before it is parsed: Python's json recurses once
+# per level, so ~1,000 levels (fewer inside a deep call stack such as Spark's) raise RecursionError.
+MAX_DEPTH = 64
+
+# A double's largest finite value has 309 digits before the point: an integer literal with more is
+# beyond any double, and is read as one (infinite). Python would refuse an int of more than 4,300
+# digits outright (a ValueError, so `not_json`), where DuckDB reads it as a number like any other.
+_DOUBLE_DIGITS = 309
 
 
 def make_event(
@@ -89,17 +104,38 @@ def encode(event: dict[str, Any]) -> bytes:
 def validate(
     raw: bytes, valid_ranges: dict[str, tuple[float, float]] | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Reference validator in pure Python: ``(event, None)`` or ``(None, reason)``.
+    """Reference validator in pure Python: ``(event, None)`` or ``(None, reason)``, for any bytes.
 
     The sink's parser (``sink.parse``) reaches the same verdicts in bulk in DuckDB and hands every
     record it is not certain of to this function; the tests check both agree on every kind of input.
+    It never raises for a record: one that makes the rules themselves fail is a dead letter too
+    (``internal_error:<exception>``), so no record can stop the stream. Only running out of memory,
+    a failure of the machine and not of the record, is raised.
     """
+    try:
+        return _validate(raw, valid_ranges)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        return None, internal_error(exc)
+
+
+def internal_error(exc: Exception) -> str:
+    """The reason of a record whose judging raised ``exc`` (its bytes are kept, to replay after a fix)."""
+    return f"{Reason.INTERNAL}:{type(exc).__name__}"
+
+
+def _validate(
+    raw: bytes, valid_ranges: dict[str, tuple[float, float]] | None
+) -> tuple[dict[str, Any] | None, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None, Reason.NOT_UTF8
+    if _too_deep(text):
+        return None, Reason.TOO_DEEP
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_parse_int)
     except ValueError:
         return None, Reason.NOT_JSON
     if not isinstance(doc, dict):
@@ -124,9 +160,33 @@ def validate(
     if parse_time(doc["event_time"]) is None:
         return None, Reason.BAD_TIME
     low, high = (valid_ranges or {}).get(doc.get("sensor_type") or "", (-math.inf, math.inf))
-    if not low <= doc["value"] <= high:
+    if not max(low, -MAX_VALUE) <= doc["value"] <= min(high, MAX_VALUE):
         return None, Reason.OUT_OF_RANGE
     return doc, None
+
+
+# Strings, closed or running to the end of the text (which is then no JSON): the brackets inside
+# them do not nest. Written so that each character is matched one way only: linear on any input.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the brackets of ``text`` nest deeper than MAX_DEPTH outside its strings.
+
+    Found without parsing: linear in the text and no recursion, however deep. For JSON this is its
+    nesting depth (an event's is 1); for text that is not JSON, at least the depth a JSON parser
+    reaches before it finds the error. The usual record, with few brackets, is not scanned at all.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > MAX_DEPTH
+
+
+def _parse_int(literal: str) -> int | float:
+    return int(literal) if len(literal.lstrip("-")) <= _DOUBLE_DIGITS else float(literal)
 
 
 def _is_finite(value: float) -> bool:
@@ -143,6 +203,12 @@ def _is_unicode(text: str) -> bool:
         return False
     return True
 
+
+# The largest magnitude of a value, whatever its sensor type (no sensor measures 1e100 of anything):
+# a window's mean and sum of squared deviations, merged batch by batch, and the judge's baselines
+# then stay finite however many readings a window holds. 1e200 and -1e200 in one window made its
+# mean or variance infinite, which the store refuses, so the batch failed on every replay.
+MAX_VALUE = 1e100
 
 # Event times must name an instant a day inside the years 1-9999 (UTC): every window holding one,
 # however long, then still starts and ends inside what Python, Arrow and DuckDB all represent.

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from sensorstream.schema import REQUIRED, Reason, encode
+from sensorstream.schema import MAX_DEPTH, REQUIRED, Reason, encode
 
 Event = dict[str, Any]
 
@@ -81,6 +81,13 @@ def _out_of_range(event: Event, rng: random.Random, ranges: dict) -> bytes:
     return encode({**event, "sensor_type": kind, "value": round(value, 3)})
 
 
+def _too_deep(event: Event, rng: random.Random, ranges: dict) -> bytes:
+    if rng.random() < 0.5:
+        return b"[" * 1000  # a runaway writer's brackets
+    depth = rng.choice([MAX_DEPTH, 1000])  # a field nested one level past the limit, or far past it
+    return encode(event)[:-1] + b',"trace":' + b"[" * depth + b"]" * depth + b"}"
+
+
 BUILDERS: dict[str, Callable[[Event, random.Random, dict], bytes]] = {
     Reason.NOT_UTF8: _not_utf8,
     Reason.NOT_JSON: _not_json,
@@ -91,6 +98,7 @@ BUILDERS: dict[str, Callable[[Event, random.Random, dict], bytes]] = {
     Reason.BAD_TIME: _bad_time,
     Reason.EMPTY: _empty,
     Reason.OUT_OF_RANGE: _out_of_range,
+    Reason.TOO_DEEP: _too_deep,
 }
 KINDS: tuple[str, ...] = tuple(BUILDERS)
 

@@ -45,9 +45,14 @@ BATCH_SCHEMA = pa.schema(
 
 def window_start(ts: datetime, window_seconds: float) -> datetime:
     """The start of the latest epoch-aligned window of ``window_seconds`` holding ``ts``."""
+    return EPOCH + timedelta(microseconds=window_start_us(ts, window_seconds))
+
+
+def window_start_us(ts: datetime, window_seconds: float) -> int:
+    """:func:`window_start` in microseconds since the epoch: also where no ``datetime`` goes (a
+    window longer than a day that holds a time early in year 1 starts in year 0)."""
     micros = (ts - EPOCH) // timedelta(microseconds=1)
-    size = round(window_seconds * 1_000_000)
-    return EPOCH + timedelta(microseconds=micros - micros % size)  # integer arithmetic: exact at any date
+    return micros - micros % round(window_seconds * 1_000_000)  # integer arithmetic: exact at any date
 
 
 def build_batch(rows: Iterable[dict[str, Any]]) -> pa.Table:
