@@ -6,15 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 
-.PHONY: run test deps system browser psql systemd-tools lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak bench-alerts faults dashboard clean distclean
+.PHONY: run test test-fast deps system browser psql systemd-tools lint fmt bench bench-kafka bench-stream bench-scale bench-store bench-soak bench-alerts faults dashboard clean distclean
 
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-test: deps browser psql systemd-tools  ## install what is missing, then the whole test suite (starts and stops its own broker)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
-	$(BIN)/pytest
+# Tests are marked by what they start (tests/conftest.py); the fast tier starts none of it and
+# leaves out the slow end-to-end and fault tests too.
+FAST_TIER := not (broker or spark or browser or jvm or go or slow)
+
+test: deps browser psql systemd-tools lint  ## install what is missing, then the whole test suite (starts and stops its own broker)
+	$(BIN)/pytest --durations=25
+
+test-fast: deps lint  ## for every change: the tests that start no broker, Spark, browser, JVM or Go build (under 90 s)
+	$(BIN)/pytest -m "$(FAST_TIER)"
 
 deps: system $(STAMP) $(JARS)
 
@@ -59,7 +64,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed once to fetch the Kafka and Spark jars: apt-get install maven"; exit 1; }
 	$(BIN)/python -c 'from pathlib import Path; from sensorstream.kafka.jars import ensure_jars; ensure_jars(Path(".cache"), "$*")'
 
-lint:
+lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 

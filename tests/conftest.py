@@ -2,10 +2,15 @@
 
 Services are started here and stopped at the end, so `make test` needs nothing running first.
 Ports come from SENSORSTREAM_TEST_KAFKA_PORT (default 39092) so parallel runs can stay apart.
+
+A test is marked by what it starts (``broker``, ``spark``, ``browser``, ``jvm``, ``go``): from the
+fixtures it uses here, and by hand where it starts something itself (a stream job in a child
+process, Chromium, a JDBC client, a Go build). ``make test-fast`` runs the rest.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +22,17 @@ from sensorstream.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
+
+
+# A fixture starts these, so every test that uses it (directly or through another fixture) does.
+STARTED_BY_FIXTURE = {"kafka": "broker", "spark": "spark"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in STARTED_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -39,24 +55,31 @@ def topic() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
+def settings_in(root: Path, **overrides) -> Settings:
+    """Settings for tests: their own DuckDB file and checkpoint dir under ``root``."""
+    base = {
+        "data_dir": root / "data",
+        "db": root / "data" / "test.duckdb",
+        "checkpoint_dir": root / "data" / "checkpoints",
+        "cache_dir": ROOT / ".cache",
+        "shuffle_partitions": 2,
+        "metrics_port": 0,
+        "pg_port": 0,  # any free port: tests run side by side
+    }
+    base.update(overrides)
+    return load_settings(**base)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path):
     """Settings for one test: its own DuckDB file and checkpoint dir under tmp_path."""
+    return functools.partial(settings_in, tmp_path)
 
-    def _make(**overrides) -> Settings:
-        base = {
-            "data_dir": tmp_path / "data",
-            "db": tmp_path / "data" / "test.duckdb",
-            "checkpoint_dir": tmp_path / "data" / "checkpoints",
-            "cache_dir": ROOT / ".cache",
-            "shuffle_partitions": 2,
-            "metrics_port": 0,
-            "pg_port": 0,  # any free port: tests run side by side
-        }
-        base.update(overrides)
-        return load_settings(**base)
 
-    return _make
+@pytest.fixture(scope="module")
+def module_settings(tmp_path_factory: pytest.TempPathFactory):
+    """make_settings for a fixture the tests of a module share: each call gets a directory of its own."""
+    return lambda **overrides: settings_in(tmp_path_factory.mktemp("shared"), **overrides)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ def test_payloads_are_valid_events_of_exactly_the_record_size():
     assert all(validate(value)[0]["sensor_id"].encode() == key for key, value in payloads)
 
 
+@pytest.mark.jvm  # Kafka's own perf-test clients
 def test_bench_compares_us_with_kafkas_tools_and_writes_the_report(kafka, make_settings, tmp_path):
     report = tmp_path / "bench-kafka.json"
     result = run_bench(

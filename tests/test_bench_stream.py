@@ -145,6 +145,7 @@ def test_stream_bench_drains_then_holds_a_rate_and_accounts_for_every_event(
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.spark  # the point runs in a child process with its own SparkSession
 def test_a_scale_point_runs_in_its_own_process_with_the_setting_it_claims(kafka, make_settings, tmp_path):
     report = tmp_path / "bench-scale.json"
     result = run_scale_bench(

@@ -9,7 +9,7 @@ import pytest
 from sensorstream.tools.faults import cluster_run
 from sensorstream.tools.faults.scenario import FaultOptions
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
 
 def test_job_on_a_standalone_cluster_matches_the_expectation(make_settings, tmp_path, kafka):

@@ -12,7 +12,8 @@ import pytest
 from sensorstream.tools.faults import broker_restart, hostile_reader, kill9, malformed_storm
 from sensorstream.tools.faults.scenario import FaultOptions, ScenarioResult
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Each scenario runs `sensorstream stream` in child processes.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def assert_clean(result: ScenarioResult) -> None:
 
 
 def test_kill9_several_times_loses_and_doubles_nothing(opts):
-    # 3 kills in ~7 batches (tests/test_stream_crash.py kills twice at fixed points; this one at
+    # 3 kills in ~7 batches (tests/test_stream_stop.py kills twice at fixed points; this one at
     # random moments, with the read API under load, against an expectation computed without Spark).
     result = kill9.run(opts(events=12_000, seed=int(os.environ.get("FAULTS_SEED", "1"))))
     assert_clean(result)

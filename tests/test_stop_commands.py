@@ -74,6 +74,7 @@ def test_dashboard_stops_with_streamlit(how, tmp_path):
     assert not port_in_use(port)
 
 
+@pytest.mark.broker
 def test_kafka_foreground_stops_the_broker_on_a_group_sigterm(tmp_path):
     port = _two_free_ports()
     data = tmp_path / "data"
@@ -89,6 +90,7 @@ def test_kafka_foreground_stops_the_broker_on_a_group_sigterm(tmp_path):
     assert not broker.nodes[0].pid_file.exists() and not port_in_use(port)
 
 
+@pytest.mark.broker
 def test_kafka_stop_leaves_nothing_running(tmp_path):
     from typer.testing import CliRunner
 
@@ -112,6 +114,7 @@ def test_kafka_stop_leaves_nothing_running(tmp_path):
         broker.stop(timeout=10)
 
 
+@pytest.mark.spark  # `run` starts the stream job
 def test_make_run_stops_every_part_on_ctrl_c_with_exit_0(kafka, topic, tmp_path):
     """`make run` then Ctrl-C: before, the dashboard got the terminal's SIGINT first and `run`
     logged `ERROR dashboard exited with code 0` and exited 1, and make reported `Error 1`."""
@@ -142,6 +145,8 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+@pytest.mark.broker
+@pytest.mark.spark
 def test_faults_stopped_by_sigterm_stops_its_broker_and_stream_job(tmp_path):
     """A harness stopped by `timeout` or a CI runner (SIGTERM to it alone): the broker and stream
     job it started in sessions of their own go too, instead of holding their ports and a core."""

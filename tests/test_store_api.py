@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from sensorstream.config import Settings
 from sensorstream.procs import alive
 from sensorstream.store import front
 from sensorstream.store.api import REFUSAL_PAUSE_S, ApiStartError, ReadApi
@@ -31,18 +33,26 @@ def settings(make_settings):
     return store_settings(make_settings)
 
 
-@pytest.fixture(params=[False, True], ids=["thread", "process"])
+@pytest.fixture(scope="module", params=[False, True], ids=["thread", "process"])
 def process(request) -> bool:
     return request.param
 
 
-@pytest.fixture
-def api(settings, process):
+@pytest.fixture(scope="module")
+def served(module_settings, process) -> Iterator[tuple[ReadApi, Settings]]:
+    """A store of 5 batches and its API, one per way of serving, shared by the tests that only read
+    through it (starting an API process per test was most of this module's time)."""
+    settings = store_settings(module_settings)
     with (
         writer_store(settings) as (con, _),
         serving(con, settings, query_timeout=1.0, max_rows=100, process=process) as api,
     ):
-        yield api
+        yield api, settings
+
+
+@pytest.fixture
+def api(served) -> ReadApi:
+    return served[0]
 
 
 @pytest.fixture
@@ -51,7 +61,8 @@ def http(api):
         yield client
 
 
-def test_health_names_the_last_batch_and_nothing_about_the_machine(http, settings):
+def test_health_names_the_last_batch_and_nothing_about_the_machine(http, served):
+    _, settings = served
     response = http.get("/health")
     body = response.json()
     assert body["ok"] is True and body["mode"] == "api"
@@ -158,7 +169,8 @@ def test_a_slow_query_is_interrupted(http):
     assert time.monotonic() - started < 5
 
 
-def test_the_client_raises_query_errors_from_the_api(api, settings):
+def test_the_client_raises_query_errors_from_the_api(served):
+    _, settings = served
     with StoreClient(settings) as client, pytest.raises(QueryError, match="not DROP"):
         client.sql("DROP TABLE readings")
 

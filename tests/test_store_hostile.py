@@ -94,6 +94,7 @@ def settings(make_settings):
     return make_settings(api_port=0, read_timeout=5.0)
 
 
+@pytest.mark.slow  # three idle and two attacked windows of the writer: a measurement
 def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, tmp_path):
     with writer_store(settings, batches=20) as (con, writer), serving(con, settings, process=True) as api:
         # Idle and attacked windows alternate, idle, attacks, idle, attacks, idle: the machine's

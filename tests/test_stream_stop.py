@@ -1,12 +1,15 @@
-"""`sensorstream stream` stops the same way however a supervisor stops it.
+"""`sensorstream stream` loses and doubles nothing however it ends: kill -9, or any way a supervisor
+stops it.
 
 One stream, run again and again over the same store and checkpoint: each run works through a
-backlog (small batches, back to back, a reader hammering the read API) and is stopped in another
+backlog (small batches, back to back, a reader hammering the read API). The first two runs are
+killed with SIGKILL after a few committed batches, mid-stream. Each later run is stopped in another
 way - SIGTERM to its process group (systemd's default), Ctrl-C on its terminal, SIGINT to the
 process, SIGTERM to a container's PID 1, two SIGTERMs (fast stop) and ``timeout -s TERM``.
 Each stop: exit 0 within 5 s of the signal, no traceback or ERROR in the output, the Spark JVM gone
 and no 5xx from the read API. A last run drains the topic; the tables then equal an uninterrupted
-run's, so no stop lost or doubled anything.
+run's, so no kill or stop lost or doubled anything (a loss or a double is never undone by a later
+run: what a run commits stays, and a committed batch is never replayed).
 """
 
 from __future__ import annotations
@@ -58,9 +61,25 @@ def _commits(ckpt: Path) -> int:
     return len(list((ckpt / "sensorstream" / "commits").glob("[0-9]*")))
 
 
-# A JVM start per stop and one to drain: 22 min with seven stops on a loaded 2-core machine.
+def _kill_minus_9_after(env: dict[str, str], ckpt: Path, commits: int) -> None:
+    """Start the stream, SIGKILL it (the process alone, as the OOM killer does) once ``commits``
+    batches are committed in all."""
+    run = launch(command("stream"), env)
+    try:
+        deadline = time.monotonic() + 120
+        while _commits(ckpt) < commits:
+            assert run.proc.poll() is None, f"the stream exited early:\n{run.output}"
+            assert time.monotonic() < deadline, f"{commits} batches not committed in 120 s:\n{run.output}"
+            time.sleep(0.05)
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.wait(60)
+    finally:
+        run.kill()
+
+
+# A JVM start per kill and per stop and one to drain: 22 min with seven stops on a loaded 2-core machine.
 @pytest.mark.timeout(1500)
-def test_every_way_of_stopping_exits_0_quickly_and_keeps_the_tables_exact(
+def test_kill_minus_9_and_every_way_of_stopping_keep_the_tables_exact(
     kafka, spark, topic, make_settings, tmp_path
 ):
     create_topic({"bootstrap.servers": kafka.bootstrap_servers}, topic, 3)
@@ -74,6 +93,11 @@ def test_every_way_of_stopping_exits_0_quickly_and_keeps_the_tables_exact(
     db, ckpt, api_port = tmp_path / "stops.duckdb", tmp_path / "stops-ckpt", free_port()
     # RETENTION 0: the fixed event stream is a day old; keep every reading.
     env = child_env(ref, db, ckpt, tmp_path / "data", api_port=str(api_port), retention="0")
+    # kill -9 twice at fixed points, mid-stream (tests/test_faults.py kills at random moments).
+    for commits in (2, 4):
+        _kill_minus_9_after(env, ckpt, commits)
+    assert _commits(ckpt) < total // BATCH, "the backlog ran out before the second kill"
+
     startup = 0.0  # seconds to the first commit of a run (the slowest so far), for the timeout run
     for name, how, send in STOPS:
         if how == "pid1" and not can_unshare_pid():
@@ -117,5 +141,5 @@ def test_every_way_of_stopping_exits_0_quickly_and_keeps_the_tables_exact(
 
     stopped, reference = snapshot(db), snapshot(ref.db)
     for table in SNAPSHOT:
-        assert stopped[table] == reference[table], f"{table} differs after the stops and a restart"
+        assert stopped[table] == reference[table], f"{table} differs after the kills, the stops and a restart"
     assert len(reference["readings"]) > 500 and reference["late_events"] and reference["dead_letters"]
