@@ -221,11 +221,11 @@ def poison_records_become_dead_letters(clone: Path, running) -> None:
                 [settings.topic, poison[0][0], min(o for _, o in poison), max(o for _, o in poison)],
             )
             complete = int(found["n"].iloc[0]) == len(ids) and len(letters) == len(poison)
-            return letters if complete else None
+            return letters.to_dict("records") if complete else None
 
         letters = wait_for("the valid events stored, the poison in dead_letters", stored, POISON)
-        print(letters.to_string(index=False))
-        assert all(error.strip() for error in letters["error"]), "a dead letter without a reason"
+        print("dead letters:", letters)
+        assert all(letter["error"].strip() for letter in letters), "a dead letter without a reason"
         batch = last_batch()
         wait_for("a batch committed after them", lambda: running() or last_batch() > batch, POISON)
 
