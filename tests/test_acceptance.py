@@ -150,6 +150,10 @@ def test_a_fresh_clone_runs_as_the_readme_says(tmp_path, user_env):
         assert code == 0, f"make run exited with {code} after Ctrl-C"
         assert "Traceback" not in run.output
         assert "pipeline stopped" in run.output and "make: ***" not in run.output
+        # Every part it started has stopped: the broker, the stream, the dashboard free their ports.
+        wait_for(
+            "the README's ports free again", lambda: not any(map(port_in_use, readme_ports().values())), 15
+        )
     except BaseException:
         print(f"--- the last lines of make run's output ---\n{tail(run.output)}")
         raise
