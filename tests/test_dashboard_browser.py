@@ -10,16 +10,15 @@ test-artifacts/dashboard.png for a person to look at.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from browserkit import chromium, metrics, readings, tiles, wait_for
 from sensorstream.dashboard.server import dashboard_url, start_dashboard, stop_dashboard
 from sensorstream.kafka.topics import create_topic
 from sensorstream.produce import ProducePlan, produce
@@ -33,73 +32,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser, py
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROME_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,2300",
-)  # fmt: skip
-
-
-def _chromium() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip(
-            "headless Chromium not found: run `make browser` (apt-get install chromium chromium-driver)"
-        )
-    return browser, driver
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}")  # a fresh profile
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with chromium(tmp_path) as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
-    t0 = time.monotonic()
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception:  # the page re-renders under us (stale elements): look again
-            value = None
-        if value:
-            print(f"{what}: {time.monotonic() - t0:.1f} s")  # shown with -s or on failure
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def metrics(driver) -> dict[str, str]:
-    values = {}
-    for el in driver.find_elements("css selector", '[data-testid="stMetric"]'):
-        label = el.find_element("css selector", '[data-testid="stMetricLabel"]').text.strip()
-        values[label] = el.find_element("css selector", '[data-testid="stMetricValue"]').text.strip()
-    return values
-
-
-def readings(driver) -> int:
-    text = metrics(driver).get("Readings", "")
-    return int(text.replace(",", "")) if text.replace(",", "").isdigit() else 0
-
-
-def tiles(driver) -> list[str]:
-    return [
-        el.find_element("css selector", ".id").text for el in driver.find_elements("css selector", ".ss-tile")
-    ]
 
 
 def test_the_live_dashboard_in_chromium(kafka, spark, topic, make_settings, tmp_path, browser):
