@@ -57,6 +57,7 @@ class Timeline:
     spans: list[tuple[str, float, float]] = field(default_factory=list)
     rss: list[tuple[float, float, float | None]] = field(default_factory=list)  # t, writer MB, endpoint MB
     psql: list[tuple[float, float, str | None]] = field(default_factory=list)  # t, seconds, error
+    cpu: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # t, CPU seconds per process
 
     def phase_at(self, t: float) -> str | None:
         return next((name for name, a, b in self.spans if a <= t < b), None)
@@ -72,19 +73,62 @@ def _rss_mb(pid: int | None) -> float | None:
         return None
 
 
-def endpoint_pid(writer: int) -> int | None:
-    """The PostgreSQL endpoint's own process among the writer's children."""
+def child_pid(parent: int, marker: bytes) -> int | None:
+    """The child of ``parent`` whose command line holds ``marker``."""
     try:
-        children = Path(f"/proc/{writer}/task/{writer}/children").read_text().split()
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     except OSError:
         return None
     for pid in children:
         try:
-            if b"pgwire.process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
         except OSError:
             continue
     return None
+
+
+def endpoint_pid(writer: int) -> int | None:
+    """The PostgreSQL endpoint's own process among the writer's children."""
+    return child_pid(writer, b"pgwire.process")
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` (0 when it is not there)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _cpu(writer: int) -> dict[str, float]:
+    """CPU seconds of the processes that share the machine's cores during the run."""
+    return {
+        "writer": _cpu_s(writer),
+        "spark_jvm": _cpu_s(child_pid(writer, b"java")),
+        "pg_endpoint": _cpu_s(endpoint_pid(writer)),
+        "attacker": _cpu_s(child_pid(os.getpid(), b"pg_attacks")),
+    }
+
+
+def cores_by_phase(timeline: Timeline) -> dict[str, dict[str, float]]:
+    """Cores each process used on average, per kind of phase (a process that started or ended
+    between two samples counts from its first to its last)."""
+    used: dict[str, dict[str, float]] = {}
+    span: dict[str, float] = {}
+    for (t0, a), (t1, b) in zip(timeline.cpu, timeline.cpu[1:], strict=False):
+        kind = timeline.phase_at(t0)
+        if kind is None or kind != timeline.phase_at(t1):
+            continue
+        span[kind] = span.get(kind, 0.0) + t1 - t0
+        for name in b:
+            delta = b[name] - a.get(name, 0.0)
+            if delta >= 0 and a.get(name):
+                used.setdefault(kind, {})[name] = used.get(kind, {}).get(name, 0.0) + delta
+    return {k: {n: round(v / span[k], 2) for n, v in used.get(k, {}).items()} for k in span}
 
 
 def probe_psql(host: str, port: int) -> tuple[float, str | None]:
@@ -110,9 +154,9 @@ def probe_psql(host: str, port: int) -> tuple[float, str | None]:
 def _sample(job: StreamProc, port: int, timeline: Timeline, stop: threading.Event) -> None:
     def rss() -> None:
         while not stop.wait(1.0):
-            timeline.rss.append(
-                (time.time(), _rss_mb(job.proc.pid) or 0.0, _rss_mb(endpoint_pid(job.proc.pid)))
-            )
+            now = time.time()
+            timeline.rss.append((now, _rss_mb(job.proc.pid) or 0.0, _rss_mb(endpoint_pid(job.proc.pid))))
+            timeline.cpu.append((now, _cpu(job.proc.pid)))
 
     threading.Thread(target=rss, daemon=True).start()
     while not stop.is_set():
@@ -246,6 +290,7 @@ def _judge(
         "batches": batches, "batch_p50_ratio": p50_ratio,
         "writer_rss_peak_mb": {"calm": calm_rss, "hostile": hostile_rss}, "writer_rss_ratio": rss_ratio,
         "endpoint_rss_peak_mb": {k: _peak(v) for k, v in endpoint.items()},
+        "cores_used": cores_by_phase(timeline),
         "psql": {"probes": len(probes), "worst_s": worst, "slow_or_failed": slow[:20]},
         "hostile": {"requests": sum(counts.values()), "counts": counts, "problems": problems[:20]},
     })  # fmt: skip

@@ -30,6 +30,10 @@ from typing import Any
 import psycopg
 
 SILENT_SOCKETS = 40
+# Connections made before authentication come from another loopback address, as from another
+# host: the endpoint drops the crowding address's own sockets, so a flood sent from the psql
+# probe's own address (127.0.0.1) would only measure that one address cannot be told apart.
+FROM = ("127.0.0.2", 0)
 RECONNECT_PAUSE_S = 0.5  # a dropped silent socket comes back after this
 PREAUTH_ANSWER_S = 10.0  # the start-up deadline (5 s) and some: longer is a hang
 PROTOCOL = 196608  # 3.0
@@ -105,7 +109,9 @@ class Attacks:
         while not self.stop.is_set():
             while len(socks) < SILENT_SOCKETS:
                 try:
-                    socks[socket.create_connection((self.host, self.port), timeout=2)] = time.monotonic()
+                    socks[
+                        socket.create_connection((self.host, self.port), timeout=2, source_address=FROM)
+                    ] = time.monotonic()
                 except OSError as exc:
                     self.note("silent socket", f"connect failed: {exc}")
                     break
@@ -123,7 +129,9 @@ class Attacks:
     def raw(self, name: str, packet: bytes) -> None:
         """``packet`` on a fresh socket: the server must answer an error or close, within the deadline."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=PREAUTH_ANSWER_S) as sock:
+            with socket.create_connection(
+                (self.host, self.port), timeout=PREAUTH_ANSWER_S, source_address=FROM
+            ) as sock:
                 try:
                     sock.sendall(packet)
                 except OSError:
@@ -160,7 +168,8 @@ class Attacks:
     ) -> None:
         """Run ``sql``; ``judge`` says what is wrong with an answer. A refusal needs a SQLSTATE."""
         try:
-            rows = conn.execute(sql.encode()).fetchall()  # type: ignore[arg-type]
+            cur = conn.execute(sql.encode())  # type: ignore[arg-type]
+            rows = cur.fetchall() if cur.description else []  # SET has no rows to fetch
         except psycopg.Error as exc:
             if conn.closed:
                 raise psycopg.OperationalError(str(exc)) from None  # the session is gone: a new one
