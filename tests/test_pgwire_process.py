@@ -164,3 +164,38 @@ def test_a_hostile_clients_memory_is_the_endpoints_process_not_the_writers(make_
     assert grown["writer"] < 10, (
         f"the writer's process grew with a PostgreSQL client's statements: {grown} MB"
     )
+
+
+@pytest.mark.integration
+def test_over_its_memory_bound_the_endpoints_process_leaves_and_the_writer_starts_it_again(
+    make_settings, caplog
+):
+    settings = pg_settings(make_settings, api_port=0, pg_memory_limit="256MiB")
+    filler = " -- " + "x" * 14_000
+    with writer_store(settings, batches=2) as (con, _):
+        service = StoreService(con, settings).start()
+        try:
+            pg = service.pg
+            assert pg is not None
+            first = pg.pid
+            conns = [psycopg.connect(conninfo(pg, settings), autocommit=True) for _ in range(12)]
+            try:
+                for c, conn in enumerate(conns):
+                    for i in range(1000):
+                        try:
+                            conn.pgconn.prepare(f"s{i}".encode(), f"SELECT {c}{filler}".encode())
+                        except psycopg.OperationalError:
+                            break  # dropped: the process left
+            finally:
+                for conn in conns:
+                    conn.close()
+            deadline = time.monotonic() + 30
+            while (pg.restarts == 0 or pg.pid == first) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert pg.restarts >= 1 and pg.pid != first and not alive(first)
+            # Started again on the same port: a new client is served as before.
+            with psycopg.connect(conninfo(pg, settings)) as conn:
+                assert conn.execute("SELECT count(*) FROM pipeline_metrics").fetchone() == (2,)
+        finally:
+            service.stop()
+    assert "starting it again" in caplog.text

@@ -253,7 +253,7 @@ class Settings(BaseSettings):
     pg_idle_timeout: Duration = 1800.0
     # The endpoint's own process (protocol, authentication, parsing, translation) holds at most
     # this much resident memory; past it, it exits with a sentence and the writer starts it again.
-    pg_memory_limit: ByteSize = Field(ByteSize(512 * 2**20), ge=64 * 2**20)
+    pg_memory_limit: ByteSize = Field(ByteSize(512 * 2**20), ge=256 * 2**20)  # it starts at ~180 MB
 
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
