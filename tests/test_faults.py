@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorstream.tools.faults import broker_restart, hostile_reader, kill9, malformed_storm
+from sensorstream.tools.faults import broker_restart, hostile_pg, hostile_reader, kill9, malformed_storm
 from sensorstream.tools.faults.scenario import FaultOptions, ScenarioResult
 
 # Each scenario runs `sensorstream stream` in child processes.
@@ -75,3 +75,24 @@ def test_hostile_reader_changes_nothing_and_gets_a_sentence_for_everything(opts)
     assert "latency p99 within 1.5x of the calm run" not in result.checks
     assert set(hostile["statuses"]) <= {"200", "400", "413", "429"}, hostile["statuses"]
     assert all(result.numbers["latency_p99_ms"].values())
+
+
+@pytest.mark.broker
+@pytest.mark.spark
+def test_hostile_pg_every_hostile_client_loses_nothing_and_psql_still_answers(opts):
+    # The bounded form: 8 s calm, 8 s hostile at 1 K/s; the 1.2x p50 and RSS checks are the full run's.
+    result = hostile_pg.run(opts())
+    hostile = result.numbers.get("hostile", {})
+    print(result.numbers)
+    assert result.error is None, result.error
+    assert hostile["requests"] > 50 and not hostile["problems"], hostile["problems"]
+    # Every kind of client ran against the endpoint.
+    assert {"silent socket dropped", "200 KB statement", "sleep_ms", "SET", "heavy read"} <= set(
+        hostile["counts"]
+    )
+    assert result.numbers["psql"]["probes"] >= 10
+    assert result.numbers["endpoint_rss_peak_mb"]["hostile"], "the endpoint's own process was not found"
+    v = result.verdict
+    assert v is not None and v.events_expected > 0
+    assert (v.lost, v.extra, v.duplicated, v.wrong_windows, v.dead_lost, v.dead_extra) == (0,) * 6, v
+    assert all(result.checks.values()), result.checks

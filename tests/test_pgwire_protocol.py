@@ -129,7 +129,7 @@ def test_the_store_service_serves_it_on_the_shared_gate_and_limits_connections(m
     with writer_store(settings, batches=2) as (con, _):
         service = StoreService(con, settings).start()
         try:
-            assert service.pg is not None and service.pg.backend.gate is service.gate
+            assert service.pg is not None and service.pg.gate is service.gate
             with psycopg.connect(conninfo(service.pg, settings)) as first:
                 assert first.execute("SELECT count(*) FROM pipeline_metrics").fetchone() == (2,)
                 with pytest.raises(psycopg.OperationalError, match="too many clients"):

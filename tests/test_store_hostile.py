@@ -347,6 +347,7 @@ def test_the_guard_lets_bounded_sql_through(sql):
         ("SELECT * FROM main.duckdb_logs", SqlRefused, "settings or files"),
         ("SELECT sleep_ms(10000)", SqlRefused, "read slots every client shares"),
         ("SELECT pg_sleep(10)", SqlRefused, "read slots every client shares"),
+        ("SELECT $2000000000 + 1", TooLarge, "at most .65535; this one is .2000000000"),
         (
             "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r",
             SqlRefused,

@@ -251,6 +251,9 @@ class Settings(BaseSettings):
     # A session that sends nothing (or stops reading its answers) this long is closed, as
     # PostgreSQL's idle_session_timeout does: a vanished client's slot comes back. 0 = never.
     pg_idle_timeout: Duration = 1800.0
+    # The endpoint's own process (protocol, authentication, parsing, translation) holds at most
+    # this much resident memory; past it, it exits with a sentence and the writer starts it again.
+    pg_memory_limit: ByteSize = Field(ByteSize(512 * 2**20), ge=256 * 2**20)  # it starts at ~180 MB
 
     # --- logging -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

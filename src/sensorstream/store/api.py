@@ -23,15 +23,12 @@ rebinding) gets Starlette's plain 400 "Invalid host header".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,10 +43,11 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from sensorstream.config import Settings, settings_env
+from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.store import catalog
 from sensorstream.store.backend import ReadBackend
+from sensorstream.store.child import ChildServer
 from sensorstream.store.errors import QueryError, ReadBusy
 from sensorstream.store.execute import Result
 from sensorstream.store.reads import ReadGate, idle_priority
@@ -242,7 +240,7 @@ class ReadApi:
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self._backend: ReadBackend | None = None
-        self._child: subprocess.Popen[str] | None = None
+        self._child: ChildServer | None = None
 
     @property
     def url(self) -> str:
@@ -251,7 +249,7 @@ class ReadApi:
     @property
     def pid(self) -> int:
         """The process that answers HTTP: this one, or the API's own."""
-        return self._child.pid if self._child is not None else os.getpid()
+        return (self._child.pid if self._child is not None else None) or os.getpid()
 
     def start(self, timeout: float = 10.0) -> ReadApi:
         """Bind the port (a clear error if taken), serve, return once it answers."""
@@ -290,40 +288,17 @@ class ReadApi:
             time.sleep(0.01)
 
     def _start_process(self, timeout: float) -> None:
-        from sensorstream.store.front import READY
-
         assert self._sock is not None
         self._backend = ReadBackend(self.gate).start()
-        fd = self._sock.fileno()
+        self._child = ChildServer(
+            "sensorstream.store.front", "store's read API", self.settings, ApiStartError
+        )
         config = {
             "limits": dataclasses.asdict(self.gate.limits),
             "backend": self._backend.path,
-            "fd": fd,
             "app": self._app_options,
         }
-        # Its own session: a Ctrl-C to the writer's group reaches the writer, which stops this
-        # process in its order. stdin stays open for its life: EOF tells it the writer is gone.
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "sensorstream.store.front"],
-            env=settings_env(self.settings),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            pass_fds=(fd,),
-            start_new_session=True,
-        )
-        assert self._child.stdin is not None and self._child.stdout is not None
-        self._child.stdin.write(json.dumps(config) + "\n")
-        self._child.stdin.flush()
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(self._child.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not ready or ready[0].strip() != READY:
-            raise ApiStartError(
-                f"the store's read API process did not start on {self.url} within {timeout:g} s "
-                "(its errors are above)"
-            )
+        self._child.start(config, self._sock.fileno(), timeout)
         # The socket is the child's now; ours would keep the port bound after the child exits.
         self._sock.close()
         self._sock = None
@@ -338,31 +313,12 @@ class ReadApi:
                 log.warning("store read API thread did not stop within %.1f s", timeout)
             self.app.state.sql_pool.shutdown(wait=False)
         if self._child is not None:
-            self._stop_child(timeout)
+            self._child.stop(timeout)
         if self._backend is not None:
             self._backend.stop()
         if self._sock is not None:
             self._sock.close()
         self._server = self._thread = self._sock = self._backend = self._child = None
-
-    def _stop_child(self, timeout: float) -> None:
-        child = self._child
-        assert child is not None
-        # SIGTERM: uvicorn finishes the requests in flight (their queries still run here, the
-        # backend stops after the child), then exits. Its stdin closes only after that: EOF means
-        # "the writer is gone" and makes it leave at once.
-        with contextlib.suppress(OSError):
-            child.terminate()
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("store read API process did not stop within %.1f s; killing it", timeout)
-            child.kill()
-            child.wait()
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
 
     def __enter__(self) -> ReadApi:
         return self.start()

@@ -20,16 +20,15 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
-from typing import Any, NoReturn
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import uvicorn
 
 from sensorstream.config import load_settings
-from sensorstream.store import errors
+from sensorstream.store import child, errors
 from sensorstream.store.backend import connect_backend, recv_frame, send_frame
 from sensorstream.store.errors import QueryError
 from sensorstream.store.execute import Result
@@ -38,7 +37,7 @@ from sensorstream.store.reads import READ_NICE, Params, ReadLimits, ReadResult, 
 
 log = logging.getLogger(__name__)
 
-READY = "ready"
+WHAT = "read API"
 HANG_MARGIN_S = 30.0  # beyond a read's own time limit, how long to wait for the writer's answer
 
 
@@ -64,8 +63,8 @@ class RemoteGate:
     bind the query to any table); the writer runs the checked text with its gate's slots and limits.
     """
 
-    def __init__(self, backend: str, limits: ReadLimits) -> None:
-        self.backend, self.limits = backend, limits
+    def __init__(self, backend: str, limits: ReadLimits, *, what: str = WHAT) -> None:
+        self.backend, self.limits, self.what = backend, limits, what
         self._parser = duckdb.connect(":memory:")
         lock_down(self._parser)
         self._local = threading.local()
@@ -101,7 +100,7 @@ class RemoteGate:
             except (OSError, ConnectionError) as exc:
                 self._drop(sock)
                 if attempt == 2:
-                    _writer_gone(f"its reads connection failed ({exc})")
+                    child.leave(self.what, f"its reads connection failed ({exc})")
         header, payload = frame
         if not header.get("ok"):
             raise _error(header)
@@ -120,14 +119,14 @@ class RemoteGate:
         max_rows: int | None = None,
         max_bytes: int | None = None,
         timeout: float | None = None,
-    ) -> Result:
+    ) -> ReadResult:
         rows, size, seconds = self.limits.caps(max_rows, max_bytes, timeout)
         request = {"op": "sql", "params": check_params(params), "max_rows": rows, "max_bytes": size}
         request["timeout"] = seconds
         request["text"] = self.check(sql)  # refused here, before the writer hears of it
         header, payload = self._call(request)
         if header["form"] == "json":
-            return Result(**json.loads(payload))
+            return ReadResult(**json.loads(payload))
         table = pa.ipc.open_stream(payload).read_all()
         columns = [column.to_pylist() for column in table.columns]
         return ReadResult(
@@ -148,32 +147,18 @@ class RemoteGate:
         return json.loads(payload)
 
 
-def _writer_gone(why: str) -> NoReturn:
-    """Leave at once: without the writer's process nothing here can be answered, and a client
-    should find the API gone (connection refused), as it would had it run in that process, rather
-    than get errors from a half of it. The writer's own stop is SIGTERM (graceful), never this."""
-    log.info("the writer's process is gone (%s); the read API goes with it", why)
-    logging.shutdown()
-    os._exit(0)
-
-
-def _exit_when_stdin_closes() -> None:
-    sys.stdin.read()  # the writer holds the pipe's other end: EOF means it exited or died
-    _writer_gone("its pipe closed")
-
-
 def _announce_when_started(server: uvicorn.Server) -> None:
     while not server.started:
         if server.should_exit:
             return
         threading.Event().wait(0.01)
-    print(READY, flush=True)
+    print(child.READY, flush=True)
 
 
 def main() -> None:
     from sensorstream.store.api import make_app
 
-    config = json.loads(sys.stdin.readline())
+    config = child.read_config()
     settings = load_settings()  # the writer passes its own through the environment
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(OSError):
@@ -191,7 +176,7 @@ def main() -> None:
             timeout_keep_alive=5,
         )
     )
-    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
+    child.exit_when_stdin_closes(WHAT)
     threading.Thread(target=_announce_when_started, args=(server,), daemon=True).start()
     server.run(sockets=[sock])
     # Served and closed: nothing is left to flush, and tearing down DuckDB and Arrow at exit

@@ -1,8 +1,9 @@
 """``StoreService``: everything the writer's process serves besides the sink, started together.
 
 The stream job calls ``StoreService(con, settings).start()`` after opening the store and
-``.stop()`` at shutdown: the read API (always), the PostgreSQL endpoint (``SENSORSTREAM_PG_PORT``
->= 0), retention (``SENSORSTREAM_RETENTION`` > 0), snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
+``.stop()`` at shutdown: the read API (always) and the PostgreSQL endpoint (``SENSORSTREAM_PG_PORT``
+>= 0), each serving its clients from a process of its own and running their checked queries
+here, retention (``SENSORSTREAM_RETENTION`` > 0), snapshots (``SENSORSTREAM_SNAPSHOT_INTERVAL``
 > 0) and the WAL's checkpoints (``.checkpointer``, told after each batch), each on its own daemon
 thread.
 
@@ -21,7 +22,7 @@ from sensorstream.config import Settings
 from sensorstream.store.api import ReadApi
 from sensorstream.store.background import Periodic
 from sensorstream.store.checkpoints import WalCheckpointer
-from sensorstream.store.pgwire import PgServer
+from sensorstream.store.pgwire.process import PgProcess
 from sensorstream.store.reads import ReadGate
 from sensorstream.store.retention import apply_retention
 from sensorstream.store.snapshot import write_snapshot
@@ -37,7 +38,8 @@ class StoreService:
         self.checkpointer = WalCheckpointer(con, settings.db)
         self.gate = ReadGate(con, settings)
         self.api = ReadApi(con, settings, port=api_port, gate=self.gate, process=True)
-        self.pg = PgServer(con, settings, gate=self.gate) if settings.pg_port >= 0 else None
+        # In a process of its own, as the API's HTTP is: what its clients cost is not the writer's.
+        self.pg = PgProcess(self.gate, settings) if settings.pg_port >= 0 else None
         self.retention: Periodic | None = None
         self.snapshot: Periodic | None = None
         if settings.retention > 0 and settings.retention_interval > 0:

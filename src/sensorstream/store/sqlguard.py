@@ -127,6 +127,9 @@ def _check_amplifier(name: str, node: dict[str, Any]) -> None:
             )
 
 
+MAX_PLACEHOLDER = 65535  # as PostgreSQL's protocol, which counts parameters in 16 bits
+
+
 def _walk(tree: Any, max_columns: int) -> None:
     table_calls: set[int] = set()  # a table function's own call: range(n) there streams n rows
     for node in _nodes(tree):
@@ -159,6 +162,16 @@ def _walk(tree: Any, max_columns: int) -> None:
                 raise SqlRefused(f"{name!r} looks like a file or URL; only the store's tables can be read")
             if name.lower() in DENIED_TABLES:
                 raise SqlRefused(f"{name} shows the server's settings or files and is not readable here")
+        elif (
+            node.get("class") == "PARAMETER"
+            and str(node.get("identifier", "")).isdigit()
+            and int(node["identifier"]) > MAX_PLACEHOLDER
+        ):
+            # DuckDB's relation API (the one the read API's process has the writer run) makes room
+            # for as many values as the largest placeholder: $2000000000 held a reader for minutes.
+            raise TooLarge(
+                f"a placeholder may be at most ${MAX_PLACEHOLDER}; this one is ${node['identifier']}"
+            )
 
 
 def sql_too_large(size: int, max_sql_bytes: int) -> TooLarge:

@@ -251,7 +251,7 @@ def faults_cmd(
     scenario: Annotated[
         list[str] | None,
         typer.Option(
-            help="kill9, broker-restart, malformed-storm, hostile-reader, reader, disk, cluster or all (repeatable)"
+            help="kill9, broker-restart, malformed-storm, hostile-reader, hostile-pg, reader, disk, cluster or all (repeatable)"
         ),
     ] = None,
     events: Annotated[int | None, typer.Option(help="readings per scenario (default: per scenario)")] = None,

@@ -89,6 +89,8 @@ async def read_message(
 
 
 def parse_startup_params(body: bytes) -> dict[str, str]:
+    if not body.endswith(b"\x00"):  # as PostgreSQL: a cut packet is not read as a shorter one
+        raise ProtocolError("invalid startup packet layout: expected terminator as last byte")
     parts = body.split(b"\x00")
     try:
         return {utf8(parts[i]): utf8(parts[i + 1]) for i in range(0, len(parts) - 1, 2) if parts[i]}

@@ -1,10 +1,13 @@
-"""The PostgreSQL endpoint: an asyncio server on its own thread in the writer's process.
+"""The PostgreSQL endpoint: an asyncio server on a thread of its own.
 
-``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
+The writer's runtime serves it from a process of its own (``StoreService`` starts
+:class:`~sensorstream.store.pgwire.process.PgProcess`, which runs this server there on a
+:class:`~sensorstream.store.front.RemoteGate`); a test or a script runs it in-process on a
+``ReadGate``. ``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
 port fails start-up with a sentence naming the setting, like the read API) and serves until
 ``stop()``. The protocol runs on the loop; parsing, translation and DuckDB reads run on a small
-thread pool (``Backend.work``), each read through the process's shared read gate
-(``gate.run_read``), the one the HTTP read API uses. Every stage a client can hold is bounded: the
+thread pool (``Backend.work``), each read through the shared read gate (``gate.run_read``), the
+one the HTTP read API uses. Every stage a client can hold is bounded: the
 start-up and authentication (a deadline, message sizes, a budget of their own), idle sessions,
 statements, and sessions per client address.
 """
@@ -28,7 +31,7 @@ from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.store.pgwire import translate
 from sensorstream.store.pgwire.auth import Credentials
-from sensorstream.store.pgwire.gate import BUSY_WAIT_S, ReadError, is_syntax_problem, run_read
+from sensorstream.store.pgwire.gate import BUSY_WAIT_S, Gate, ReadError, is_syntax_problem, run_read
 from sensorstream.store.pgwire.params import TooManyParameters, infer_param_types
 from sensorstream.store.pgwire.session import Outcome, Session
 from sensorstream.store.reads import ReadGate, ReadResult
@@ -48,7 +51,7 @@ class PgStartError(RuntimeError):
 class Backend:
     """What sessions share: the read gate, the credentials, the thread pool and the slots."""
 
-    def __init__(self, gate: ReadGate, settings: Settings) -> None:
+    def __init__(self, gate: Gate, settings: Settings) -> None:
         self.gate = gate
         self.credentials = Credentials(settings.pg_user, settings.pg_password)
         self.max_connections = settings.pg_max_connections
@@ -221,18 +224,25 @@ class PgServer:
 
     def __init__(
         self,
-        con: duckdb.DuckDBPyConnection,
+        con: duckdb.DuckDBPyConnection | None,
         settings: Settings,
         *,
         port: int | None = None,
-        gate: ReadGate | None = None,
+        gate: Gate | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
-        """``gate``: the process's shared gate (``StoreService.gate``), so the HTTP API and this
-        endpoint share read slots; without one (a test, a script) a gate of its own on ``con``."""
+        """``gate``: a shared gate (the writer's ``StoreService.gate``, or its ``RemoteGate`` in the
+        endpoint's process), so the HTTP API and this endpoint share read slots; without one (a
+        test, a script) a gate of its own on ``con``. ``sock``: a listening socket already bound
+        (the endpoint's process gets the writer's)."""
         self.host = settings.pg_host
         self.port = settings.pg_port if port is None else port
+        self._sock = sock
         self._own_gate = gate is None  # ours to close at stop()
-        self.backend = Backend(gate or ReadGate(con, settings), settings)
+        if gate is None:
+            assert con is not None, "PgServer needs a connection or a gate"
+            gate = ReadGate(con, settings)
+        self.backend = Backend(gate, settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -246,7 +256,9 @@ class PgServer:
     def start(self, timeout: float = 10.0) -> PgServer:
         if self._thread is not None:
             return self
-        sock = bind_socket(self.host, self.port)
+        sock = self._sock or bind_socket(self.host, self.port)
+        self._sock = None
+        sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -298,7 +310,9 @@ class PgServer:
         # closes the store connection under them.
         self.backend.pool.shutdown(wait=True, cancel_futures=True)
         if self._own_gate:
-            self.backend.gate.close()
+            gate = self.backend.gate
+            assert isinstance(gate, ReadGate)
+            gate.close()
             self._own_gate = False
         self._thread = self._loop = self._server = None
 

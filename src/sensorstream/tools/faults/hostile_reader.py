@@ -52,6 +52,12 @@ PHASES = ("calm", "hostile")
 READERS_SETTLE_S = 8.0
 
 
+def reads_spec(events: int, seed: int, rate: float) -> StreamSpec:
+    """The stream of a scenario about reads. As in broker-restart: event time at half the
+    producer's pace and no late events, so the expectation holds however the batches fall."""
+    return StreamSpec(events=events, seed=seed, step_ms=500.0 / rate, sensors=200, late=0.0, malformed=0.005)
+
+
 def latency_p99_ms(db: str | Path, since: datetime) -> float | None:
     """p99 of event -> store latency (``ingested_at - kafka_timestamp``) in ms, over the readings
     with event times from ``since`` on (the measured stream, not the warm-up)."""
@@ -82,11 +88,7 @@ def run(opts: FaultOptions) -> ScenarioResult:
         try:
             bootstrap = opts.bootstrap or ws.kafka().bootstrap_servers
             ranges = opts.settings.valid_ranges
-            # As in broker-restart: event time at half the producer's pace and no late events, so
-            # the expectation holds however the batches fall (this scenario is about the reads).
-            spec = StreamSpec(
-                events=events, seed=opts.seed, step_ms=500.0 / rate, sensors=200, late=0.0, malformed=0.005
-            )
+            spec = reads_spec(events, opts.seed, rate)
             messages = build(spec, ranges)
             warm_up = int(rate * (WARM_UP_S_QUICK if opts.quick else WARM_UP_S))
             warm = build(

@@ -21,6 +21,7 @@ from sensorstream.tools.faults import (
     broker_restart,
     cluster_run,
     disk,
+    hostile_pg,
     hostile_reader,
     kill9,
     malformed_storm,
@@ -34,11 +35,21 @@ SCENARIOS: dict[str, list[Scenario]] = {
     "broker-restart": [broker_restart.run, lambda o: broker_restart.run(o, nodes=3)],
     "malformed-storm": [malformed_storm.run],
     "hostile-reader": [hostile_reader.run],
+    "hostile-pg": [hostile_pg.run],
     "reader": [],
     "disk": [disk.run],
     "cluster": [cluster_run.run],
 }
-ALL = ("kill9", "broker-restart", "malformed-storm", "hostile-reader", "disk", "cluster", "reader")
+ALL = (
+    "kill9",
+    "broker-restart",
+    "malformed-storm",
+    "hostile-reader",
+    "hostile-pg",
+    "disk",
+    "cluster",
+    "reader",
+)
 
 
 def run_faults(
