@@ -33,10 +33,12 @@ FLOATS = st.floats(allow_nan=False)
 SHAPED: dict[str, st.SearchStrategy[Any]] = {
     "host": st.sampled_from(["localhost", "::1"])
     | st.tuples(st.integers(0, 255), st.integers(0, 255)).map(lambda p: f"127.{p[0]}.{p[1]}.1"),
-    "window": st.floats(min_value=1e-3, max_value=1e6),
+    "window": st.floats(min_value=1e-3, max_value=86_000),  # RETENTION (a day) must hold WINDOW + lateness
     "trigger": st.floats(min_value=1e-3, max_value=1e6),
     "read_timeout": st.floats(min_value=1e-3, max_value=3600),
     "slide": st.none() | st.floats(min_value=1e-3, max_value=60),  # at most the default WINDOW
+    "allowed_lateness": st.floats(min_value=0, max_value=86_000),
+    "retention": st.just(0.0) | st.floats(min_value=90),  # 0 (keep) or at least WINDOW + lateness
     "anomaly_sigma_floor": st.dictionaries(TEXT, st.floats(min_value=1e-300, allow_infinity=False)),
 }
 # Settings a field is valid only beside: an endpoint off loopback needs a password of its own.
