@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sensorstream.produce.messages import DUPLICATE, MALFORMED, VALID, Outgoing
-from sensorstream.schema import validate
+from sensorstream.schema import Reason, validate
+
+# Verdicts given before the line was parsed as JSON: it is not parsed again for its key.
+UNPARSED = {Reason.NOT_UTF8, Reason.TOO_DEEP, Reason.NOT_JSON}
 
 
-def _key(line: bytes) -> bytes | None:
+def _key(line: bytes, reason: str | None) -> bytes | None:
     """The sensor_id as key when the line is a JSON object with a usable one, else no key."""
+    if reason in UNPARSED:
+        return None  # not JSON the rules could read: nesting too deep for json.loads among them
     try:
         doc = json.loads(line.decode("utf-8"))
     except ValueError:  # also UnicodeDecodeError
@@ -41,7 +46,7 @@ def file_messages(
             else:
                 seen.add(event["event_id"])
                 kind = VALID
-            yield Outgoing(_key(line), line, kind)
+            yield Outgoing(_key(line, reason), line, kind)
 
 
 def count_lines(path: Path) -> int:
