@@ -17,6 +17,7 @@ from sensorstream.cli import app
 from sensorstream.kafka.consume import consume
 from sensorstream.kafka.topics import create_topic
 from sensorstream.produce import ProducePlan, produce
+from sensorstream.produce.file_source import file_messages
 from sensorstream.produce.inject import Injection, Injector
 from sensorstream.produce.malformed import KINDS
 from sensorstream.produce.producer import FLUSH_MARGIN, EventProducer
@@ -234,3 +235,15 @@ def test_messages_the_broker_never_takes_are_counted_as_failed(kafka):
     assert producer.answer_timeout == 1.5 + FLUSH_MARGIN
     assert producer.flush() == 0
     assert (producer.sent, producer.acked, producer.failed) == (5, 0, 5)
+
+
+def test_a_file_line_too_deep_or_not_json_is_replayed_without_a_key(tmp_path):
+    # json.loads recurses once per level: picking the key of b"[" * 1000 must not parse it.
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"[" * 1000 + b"\n" + b'{"a":' * 5000 + b'\n{"sensor_id": "s-1"}\n')
+    out = list(file_messages(path))
+    assert [(m.key, m.kind) for m in out] == [
+        (None, "malformed:too_deep"),
+        (None, "malformed:too_deep"),
+        (b"s-1", "malformed:missing_field"),
+    ]
