@@ -39,7 +39,10 @@ from test_store_support import serving, writer_store
 
 pytestmark = pytest.mark.integration
 
-RSS_BOUND = 2 * 2**30  # the whole test process, the writer and the queries it runs (it starts near 0.2 GB)
+# How much the test process (the writer and the queries it runs) may grow under the attacks: 2 GiB
+# of a process that starts near 0.2 GiB when run alone. Measured as growth, since in the whole suite
+# the process starts with what earlier tests left (1.2 GB seen), which the attacks did not cost.
+RSS_GROWTH_BOUND = 2 * 2**30 - 200 * 2**20
 
 
 class BatchLoop:
@@ -106,6 +109,7 @@ def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, 
         busy: list[BatchLoop] = []
         docs = []
         with peak_rss() as peak:
+            start = peak[0]
             for round_ in range(3):
                 with BatchLoop(writer).running() as loop:
                     time.sleep(3)
@@ -123,13 +127,15 @@ def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, 
         print(
             f"writer batch median: idle {idle_median * 1000:.1f} ms (windows {[round(m * 1000) for m in idle_medians]}), "
             f"under attack {busy_median * 1000:.1f} ms ({sum(len(w.durations) for w in busy)} batches); "
-            f"peak RSS {peak[0] / 2**20:.0f} MB"
+            f"peak RSS {peak[0] / 2**20:.0f} MB (from {start / 2**20:.0f} MB)"
         )
 
         for doc in docs:
             assert doc["problems"] == [], doc["answers"]
             assert sorted(doc["answers"]) == sorted(a.name for a in ATTACKS)
-        assert peak[0] < RSS_BOUND, f"peak RSS {peak[0] / 2**20:.0f} MB"
+        assert peak[0] - start < RSS_GROWTH_BOUND, (
+            f"peak RSS {peak[0] / 2**20:.0f} MB from {start / 2**20:.0f} MB"
+        )
         # The store is whole and still serves: nothing was dropped, written outside or attached.
         counts = dict(httpx.get(f"{api.url}/query/table_counts").json()["rows"])
         assert counts["readings"] == con.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
