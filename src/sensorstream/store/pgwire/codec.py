@@ -181,11 +181,6 @@ def error_response(sqlstate: str, text: str, severity: str = "ERROR", hint: str 
     return message(b"E", b"".join(fields) + b"\x00")
 
 
-def notice_response(sqlstate: str, text: str) -> bytes:
-    fields = [b"SWARNING\x00", b"VWARNING\x00", b"C" + cstr(sqlstate), b"M" + cstr(text)]
-    return message(b"N", b"".join(fields) + b"\x00")
-
-
 def row_description(fields: Sequence[tuple[str, int, int, int]]) -> bytes:
     """``fields``: (name, type oid, type size, format code) per column."""
     body = [_I16.pack(len(fields))]

@@ -151,13 +151,14 @@ class Backend:
 
     async def run(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> Outcome:
         result = await self._on_pool(sql, params, user, settings)
-        notice = None
         if result.truncated:
-            notice = (
-                f"result truncated to {self.gate.limits.max_rows} rows, the store's limit for one read; "
-                "aggregate or filter further"
+            # A warning is shown by neither Grafana nor Tableau: a cut answer would look whole.
+            raise ReadError(
+                "54000",
+                f"the answer has more than {self.gate.limits.max_rows:,} rows, the most one statement "
+                "may return (SENSORSTREAM_READ_MAX_ROWS); aggregate (Grafana: $__timeGroup) or filter further",
             )
-        return Outcome("SELECT", result=result, notice=notice)
+        return Outcome("SELECT", result=result)
 
     async def describe(
         self, sql: str, n_params: int, user: str, settings: dict[str, str]

@@ -37,7 +37,6 @@ class Outcome:
 
     tag: str
     result: ReadResult | None = None
-    notice: str | None = None
     tx_state: str = ""
 
 
@@ -334,14 +333,6 @@ class Session:
             return Outcome("SHOW", result=self._show(command.name))
         outcome = await self.backend.run(command.sql, params, self.user, self._settings())
         if outcome.result is not None:
-            if outcome.result.truncated:
-                # A warning is shown by neither Grafana nor Tableau: a cut answer would look whole.
-                raise ReadError(
-                    "54000",
-                    f"the answer has more than {self.backend.gate.limits.max_rows:,} rows, the most one "
-                    "statement may return (SENSORSTREAM_READ_MAX_ROWS); aggregate (Grafana: $__timeGroup) "
-                    "or filter further",
-                )
             outcome.result = await self._pg_named(outcome.result, command.sql)
         return outcome
 
@@ -381,8 +372,6 @@ class Session:
     def _apply(self, outcome: Outcome) -> None:
         if outcome.tx_state:
             self.tx = outcome.tx_state
-        if outcome.notice:
-            self.send(codec.notice_response("01000", outcome.notice))
 
     # --- simple query protocol -------------------------------------------------------------------
     def _sql(self, raw: bytes) -> str:
