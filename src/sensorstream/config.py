@@ -203,7 +203,7 @@ class Settings(BaseSettings):
     snapshot_path: Path = Path("data/snapshot.duckdb")
     snapshot_interval: Duration = 0.0  # 0 = off
 
-    # --- reads: the read API, `sensorstream sql` and any other endpoint (store.reads) ----------
+    # --- reads: the read API, `sensorstream sql` and any other endpoint (reads/) ----------
     # Host header values the read API answers to; a page using DNS rebinding sends its own name.
     api_allowed_hosts: NameList = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
     read_timeout: Duration = 10.0  # wall clock per read
@@ -216,7 +216,7 @@ class Settings(BaseSettings):
     db_memory_limit: ByteSize | None = None  # DuckDB's buffer manager, writer included; None: 80 % of RAM
     # DuckDB's worker threads for the store, shared by the writer's statements and every read. A
     # read's parallel work runs on them at the writer's CPU priority (only the read's own thread is
-    # lowered, see store.reads), so they are capped at half the cores: the other half stays Spark's
+    # lowered, see reads.priority), so they are capped at half the cores: the other half stays Spark's
     # and the sink's. The sink's parse has its own engine (sink.parse) with every core.
     db_threads: int = Field(default_factory=half_the_cores, ge=1, le=1024)
 

@@ -66,7 +66,7 @@ def sentence_for(exc: BaseException) -> tuple[str, int] | None:
     """
     kind = type(exc)
     if kind.__module__.startswith("sensorstream.") and isinstance(exc, RuntimeError | ValueError):
-        from sensorstream.store.errors import QueryError, ReadBusy, first_line
+        from sensorstream.reads.errors import QueryError, ReadBusy, first_line
 
         if isinstance(exc, QueryError):  # the API's contract: one sentence (DuckDB may add a diagram)
             return f"{'' if isinstance(exc, ReadBusy) else 'refused: '}{first_line(exc)}", FAILURE
@@ -78,7 +78,7 @@ def sentence_for(exc: BaseException) -> tuple[str, int] | None:
     for module, name, prefix in _FOREIGN:
         loaded = sys.modules.get(module)
         if loaded is not None and isinstance(exc, getattr(loaded, name)):
-            from sensorstream.store.errors import first_line
+            from sensorstream.reads.errors import first_line
 
             # A KafkaException's message is the repr of its KafkaError; the error's own text reads better.
             error = exc.args[0] if exc.args else None

@@ -20,15 +20,13 @@ from sensorstream.config import Settings
 from sensorstream.terminal import console, fail, say_error, settings_or_exit
 
 commands = typer.Typer()  # top-level runtime commands
-topic_app = typer.Typer(help="Topics on the cluster (SENSORSTREAM_BOOTSTRAP_SERVERS).", no_args_is_help=True)
 
 
-def register(app: typer.Typer, kafka: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
     app.add_typer(commands)
-    kafka.add_typer(topic_app, name="topic")
 
 
-# --- kafka topic ---------------------------------------------------------------------------------
+# --- what the commands below share ------------------------------------------------------------
 
 
 def _require_topic(settings: Settings) -> None:
@@ -37,69 +35,6 @@ def _require_topic(settings: Settings) -> None:
     from sensorstream.kafka.topics import require_topic
 
     require_topic(settings.kafka_client_config, settings.topic)
-
-
-@topic_app.command("create")
-def topic_create(
-    name: Annotated[str | None, typer.Argument(help="topic (default: SENSORSTREAM_TOPIC)")] = None,
-    partitions: Annotated[int | None, typer.Option(help="default: SENSORSTREAM_PARTITIONS")] = None,
-    replication_factor: Annotated[
-        int | None,
-        typer.Option("--replication-factor", "-r", help="default: SENSORSTREAM_REPLICATION_FACTOR"),
-    ] = None,
-    retention: Annotated[
-        str | None, typer.Option(help="how long Kafka keeps messages, e.g. '7 days' (default: the broker's)")
-    ] = None,
-) -> None:
-    """Create a topic (nothing changes if it exists)."""
-    from sensorstream.config import parse_duration
-    from sensorstream.kafka.topics import create
-
-    settings = settings_or_exit(partitions=partitions, replication_factor=replication_factor)
-    topic = name or settings.topic
-    try:
-        retention_ms = round(parse_duration(retention) * 1000) if retention else None
-    except ValueError as exc:
-        fail(f"--retention {retention!r}: {exc}", 2)
-        return
-    created = create(settings.kafka_client_config, topic, settings.partitions, settings.replication_factor,
-                     retention_ms)  # fmt: skip
-    state = "created" if created else "already exists (left as it is)"
-    console.print(
-        f"topic {topic} {state}: {settings.partitions} partitions, replication {settings.replication_factor}"
-    )
-
-
-@topic_app.command("list")
-def topic_list() -> None:
-    """Every topic with its partitions and replication factor."""
-    from sensorstream.kafka.topics import list_topics
-
-    settings = settings_or_exit()
-    topics = list_topics(settings.kafka_client_config)
-    table = Table("topic", "partitions", "replication", title=f"topics on {settings.bootstrap_servers}")
-    for t in topics:
-        table.add_row(t.name, str(t.partitions), str(t.replication_factor))
-    Console().print(table)
-
-
-@topic_app.command("describe")
-def topic_describe(
-    name: Annotated[str | None, typer.Argument(help="default: SENSORSTREAM_TOPIC")] = None,
-) -> None:
-    """Partitions (leader, in-sync replicas), replication and retention of a topic."""
-    from sensorstream.kafka.topics import describe_topic
-
-    settings = settings_or_exit()
-    info = describe_topic(settings.kafka_client_config, name or settings.topic)
-    out = Console()
-    out.print(f"topic {info.name}: {info.partitions} partitions, replication {info.replication_factor}")
-    for key, value in info.configs.items():
-        out.print(f"  {key} = {value}")
-    table = Table("partition", "leader", "in-sync replicas")
-    for part in sorted(info.leaders):
-        table.add_row(str(part), str(info.leaders[part]), f"{info.in_sync[part]}/{info.replication_factor}")
-    out.print(table)
 
 
 # --- stream --------------------------------------------------------------------------------------
@@ -287,7 +222,7 @@ def dashboard(
 # --- the store from the command line -------------------------------------------------------------
 def _print_read(read: Callable[[Any], Any]) -> None:
     """Print what ``read(client)`` returns; a refusal or an unreachable store is one sentence."""
-    from sensorstream.store.client import StoreClient
+    from sensorstream.serve.client import StoreClient
 
     settings = settings_or_exit()
     # A little past the store's own limit per read, so a slow read ends in the API's sentence

@@ -60,8 +60,8 @@ class Pipeline:
         return part
 
     def start_broker(self) -> None:
+        from sensorstream.kafka.broker import LocalKafka, port_of
         from sensorstream.kafka.topics import answering, create_topic
-        from sensorstream.tools.local.broker import LocalKafka, port_of
 
         local = {"localhost", "127.0.0.1", "::1"}
         host = self.settings.bootstrap_servers.split(",")[0].rsplit(":", 1)[0]

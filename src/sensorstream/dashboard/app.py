@@ -26,7 +26,7 @@ from sensorstream.dashboard.data import (
     sensor_choices,
 )
 from sensorstream.dashboard.status import PipelineState, pipeline_state
-from sensorstream.store.client import StoreClient
+from sensorstream.serve.client import StoreClient
 
 ALL = "All"
 

@@ -1,6 +1,6 @@
 """Data access for the dashboard: filters -> named-query parameters -> DataFrames, via StoreClient only.
 
-The dashboard never opens the DuckDB file itself; :class:`~sensorstream.store.client.StoreClient`
+The dashboard never opens the DuckDB file itself; :class:`~sensorstream.serve.client.StoreClient`
 asks the writer's read API and falls back to a short read-only open when no writer runs. When
 neither answers, :class:`LastKnown` hands back the previous answer so the page keeps showing the
 last known data under a banner instead of going blank.
@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from sensorstream.store import catalog
-from sensorstream.store.client import StoreClient, StoreUnavailableError
-from sensorstream.store.errors import QueryError
+from sensorstream.reads import catalog
+from sensorstream.reads.errors import QueryError
+from sensorstream.serve.client import StoreClient, StoreUnavailableError
 
 # Sidebar choices -> `since` in minutes before the newest data (None = everything kept).
 TIME_RANGES: dict[str, float | None] = {

@@ -44,7 +44,7 @@ def check(settings: Settings) -> Health:
 
     from sensorstream.kafka.topics import all_refuse, unreachable
     from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag
-    from sensorstream.store.client import QueryError, StoreClient, StoreUnavailableError
+    from sensorstream.serve.client import QueryError, StoreClient, StoreUnavailableError
 
     health = Health()
     lag_probe = None

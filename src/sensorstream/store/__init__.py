@@ -1,1 +1,1 @@
-"""store"""
+"""The DuckDB file: opening it, its schema's migrations, retention, snapshots and checkpoints."""

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from sensorstream.store.db import writes_held
-from sensorstream.store.lockdown import is_locked
+from sensorstream.store.db import is_locked, writes_held
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ def connect(
             raise StoreLockedError(
                 f"{path} is open in another process{f' (PID {holder[1]})' if holder else ''} and DuckDB "
                 "allows one writer: stop that process first, or read the store through its read API "
-                "(sensorstream.store.client)"
+                "(sensorstream.serve.client)"
             ) from exc
         raise StoreOpenError(_cannot_open(path, exc)) from exc
     # Set after connecting: as a connect-time config the setting fails before icu is loaded.
@@ -125,3 +125,17 @@ def _rollback(cur: duckdb.DuckDBPyConnection) -> None:
     # A failed COMMIT (e.g. a constraint checked at commit) has already ended the transaction.
     with suppress(duckdb.Error):
         cur.execute("ROLLBACK")
+
+
+def read_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor for one read: its own connection to the same database, so it sees the last commit."""
+    cur = con.cursor()
+    # Cursors do not inherit session settings; time_bucket and ISO output depend on the zone.
+    cur.execute("SET TimeZone = 'UTC'")
+    return cur
+
+
+def is_locked(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the instance's configuration is locked (the read lock-down, ``reads.lockdown``, ran)."""
+    row = con.execute("SELECT current_setting('lock_configuration')").fetchone()
+    return bool(row and row[0])

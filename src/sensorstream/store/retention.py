@@ -37,8 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from sensorstream.store.db import write_transaction
-from sensorstream.store.execute import read_cursor
+from sensorstream.store.db import read_cursor, write_transaction
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ into a new DuckDB file and renames it over ``SENSORSTREAM_SNAPSHOT_PATH``:
 
 1. open a temporary file next to the target (same file system, so the rename is atomic) as a
    separate DuckDB instance: the store's own instance has file access locked off while it serves
-   reads (``store.lockdown``), so it cannot ``ATTACH`` it;
+   reads (``reads.lockdown``), so it cannot ``ATTACH`` it;
 2. one transaction on a cursor of the store: each table's ``SELECT`` streams as Arrow record
    batches into ``CREATE TABLE … AS`` in the new file. The cursor reads one MVCC snapshot (one
    committed batch) and never takes ``writer_lock``: batches keep committing while it copies;
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from sensorstream.store.execute import read_cursor
+from sensorstream.store.db import read_cursor
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ Registered on the root ``sensorstream`` command by :mod:`sensorstream.cli`, besi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,6 @@ import typer
 from sensorstream.config import Settings
 from sensorstream.terminal import console, fail, settings_or_exit
 
-kafka_app = typer.Typer()  # start/stop/status, merged into `sensorstream kafka`
 bench_app = typer.Typer(help="Benchmarks; print a table and write reports/*.json.", no_args_is_help=True)
 commands = typer.Typer()  # top-level tool commands (faults)
 
@@ -26,90 +24,10 @@ def _bench() -> None:
     sigterm_unwinds()  # a benchmark stopped by SIGTERM stops its broker and job too
 
 
-def register(app: typer.Typer, kafka: typer.Typer) -> None:
-    kafka.add_typer(kafka_app)
+def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
     app.add_typer(cluster_app, name="cluster")
     app.add_typer(commands)
-
-
-# --- kafka ---------------------------------------------------------------------------------------
-BrokersOpt = Annotated[int, typer.Option("--brokers", help="nodes in the local cluster (3 for fault tests)")]
-PortOpt = Annotated[
-    int | None, typer.Option("--port", help="first client port (default: from BOOTSTRAP_SERVERS)")
-]
-
-
-def _local_kafka(settings: Settings, brokers: int, port: int | None):
-    from sensorstream.tools.local.broker import LocalKafka, port_of
-
-    return LocalKafka(
-        settings.data_dir / "kafka",
-        port=port or port_of(settings.bootstrap_servers),
-        brokers=brokers,
-        cache_dir=settings.cache_dir,
-    )
-
-
-@kafka_app.command("start")
-def kafka_start(
-    brokers: BrokersOpt = 1,
-    port: PortOpt = None,
-    foreground: Annotated[
-        bool,
-        typer.Option(
-            "--foreground", help="stay in the foreground until SIGINT/SIGTERM, then stop cleanly (systemd)"
-        ),
-    ] = False,
-) -> None:
-    """Start the local broker(s) in the background and create the topic."""
-    from sensorstream.kafka.topics import create_topic
-    from sensorstream.stopping import StopSignals
-
-    settings = settings_or_exit()
-    kafka = _local_kafka(settings, brokers, port)
-    # In the foreground the handlers go in first: a stop during start-up still stops the nodes.
-    signals = StopSignals("kafka").install() if foreground else None
-    bootstrap = kafka.start(tied=foreground)
-    created = create_topic(
-        {**settings.kafka_client_config, "bootstrap.servers": bootstrap},
-        settings.topic,
-        settings.partitions,
-        max(settings.replication_factor, min(3, brokers)),
-    )
-    console.print(
-        f"kafka up at [bold]{bootstrap}[/bold]; topic {settings.topic} "
-        f"({'created' if created else 'exists'}, {settings.partitions} partitions); logs in {kafka.data_dir}"
-    )
-    if signals is not None:
-        code = kafka.watch(signals.requested)
-        kafka.stop()
-        raise typer.Exit(code)
-
-
-@kafka_app.command("stop")
-def kafka_stop(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
-    """Stop the local broker(s) cleanly (SIGTERM, wait)."""
-    settings = settings_or_exit()
-    stopped = _local_kafka(settings, brokers, port).stop()
-    console.print(f"stopped {len(stopped)} kafka node(s)" if stopped else "kafka was not running")
-
-
-@kafka_app.command("status")
-def kafka_status(brokers: BrokersOpt = 1, port: PortOpt = None) -> None:
-    """Is the broker up and answering? Exit code 1 when not."""
-    settings = settings_or_exit()
-    status = _local_kafka(settings, brokers, port).status()
-    print(json.dumps(status, indent=2))
-    if not status["answering"]:
-        from sensorstream.kafka.topics import unreachable
-
-        why = (
-            "no local node running"
-            if not any(n["pid"] for n in status["nodes"])
-            else "no metadata within 3 s"
-        )
-        fail(unreachable(status["bootstrap_servers"], why))
 
 
 # --- bench kafka ---------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class StreamRuntime:
 
     def start(self) -> StreamRuntime:
         from sensorstream.monitor.service import MonitorService
-        from sensorstream.store.service import StoreService
+        from sensorstream.serve.service import StoreService
         from sensorstream.stream.job import StreamJob
         from sensorstream.stream.session import build_session
 

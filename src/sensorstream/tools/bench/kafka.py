@@ -31,12 +31,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sensorstream.config import Settings
+from sensorstream.kafka.broker import LocalKafka
 from sensorstream.kafka.jars import ensure_jars, java_binary
 from sensorstream.kafka.topics import create_topic, require_broker
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.producer import PRODUCER_DEFAULTS, EventProducer
 from sensorstream.produce.simulator import Simulator
-from sensorstream.tools.local.broker import LocalKafka
 from sensorstream.tools.ports import free_block
 
 MIB = 1024 * 1024  # Kafka's perf tools report "MB" as MiB

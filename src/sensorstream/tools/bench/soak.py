@@ -40,8 +40,8 @@ from rich.table import Table
 from sensorstream.config import Settings
 from sensorstream.kafka.topics import create_topic
 from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL
+from sensorstream.serve.client import StoreClient
 from sensorstream.sink.merge import BatchMerger
-from sensorstream.store.client import StoreClient
 from sensorstream.store.db import connect
 from sensorstream.store.migrations import TABLES
 from sensorstream.store.retention import apply_retention

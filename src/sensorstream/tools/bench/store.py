@@ -120,7 +120,7 @@ def run_store_bench(
 
     Uses a scratch file ``<data_dir>/bench-store.duckdb`` (replaced) and ``settings.api_port``.
     """
-    from sensorstream.store.api import ReadApi
+    from sensorstream.serve.api import ReadApi
     from sensorstream.store.retention import apply_retention
     from sensorstream.store.snapshot import write_snapshot
 

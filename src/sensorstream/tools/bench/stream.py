@@ -38,7 +38,7 @@ from sensorstream.config import Settings
 from sensorstream.kafka.topics import create_topic
 from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, end_offsets
 from sensorstream.produce import ProducePlan, produce
-from sensorstream.store.client import StoreClient
+from sensorstream.serve.client import StoreClient
 from sensorstream.tools.bench.kafka import bench_broker
 from sensorstream.tools.bench.load import load_process
 from sensorstream.tools.bench.plots import plot_stream

@@ -28,9 +28,9 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from sensorstream.config import ENV_PREFIX, Settings, load_settings, settings_env
+from sensorstream.kafka.broker import LocalKafka
 from sensorstream.kafka.topics import create_topic
 from sensorstream.monitor.lag import LAST_END_OFFSETS_SQL, TopicLag, end_offsets
-from sensorstream.tools.local.broker import LocalKafka
 from sensorstream.tools.ports import free_block, free_port
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ parameters and bodies. Each says which answers are right (``expect``): refusals 
 whose JSON ``error`` is one sentence; a heavy but legal query may also answer 200. A 5xx, a
 traceback, a dropped connection or a refusal without a sentence is a *problem*.
 
-The tests (``tests/test_store_hostile.py``) send each once; the ``hostile-reader`` fault scenario
+The tests (``tests/reads/test_hostile_reads.py``) send each once; the ``hostile-reader`` fault scenario
 runs :func:`run` in its own process, several threads sending the list over and over, while the
 stream job ingests.
 

@@ -7,6 +7,8 @@ user's problem, never the server's: nothing here maps to a 5xx.
 
 from __future__ import annotations
 
+import duckdb
+
 
 def first_line(exc: BaseException) -> str:
     """An error's message without the lines after it (DuckDB adds a caret diagram or hints)."""
@@ -61,3 +63,28 @@ class ReadBusy(QueryError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# DuckDB's exception classes -> the SQLSTATE a PostgreSQL client expects for them.
+_SQLSTATES: dict[type[duckdb.Error], str] = {
+    duckdb.CatalogException: "42P01",
+    duckdb.BinderException: "42703",
+    duckdb.ConversionException: "22P02",
+    duckdb.OutOfRangeException: "22003",
+    duckdb.InvalidInputException: "22023",
+    duckdb.PermissionException: "42501",
+    duckdb.NotImplementedException: "0A000",
+}
+
+
+def from_duckdb(exc: duckdb.Error) -> QueryError:
+    """DuckDB's error as one sentence (its first line: the rest is a caret diagram or hints)."""
+    if isinstance(exc, duckdb.ParserException):
+        return SqlSyntaxError(f"the SQL does not parse: {first_line(exc)}")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return TooLarge("the query needs more memory than the store gives a read; aggregate or filter more")
+    if isinstance(exc, duckdb.PermissionException):
+        return SqlRefused(f"the store refused to reach outside itself: {first_line(exc)}")
+    error = QueryError(f"the store could not run this query: {first_line(exc)}")
+    error.sqlstate = next((s for k, s in _SQLSTATES.items() if isinstance(exc, k)), QueryError.sqlstate)
+    return error

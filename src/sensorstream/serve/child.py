@@ -1,6 +1,6 @@
 """A reader-facing server of the writer's, run in a process of its own (both sides of the pipe).
 
-The read API (``store.front``) and the PostgreSQL endpoint (``store.pgwire.process``) each serve
+The read API (``serve.front``) and the PostgreSQL endpoint (``serve.pgwire.process``) each serve
 outside clients from such a process, so what their clients cost (GIL time, memory, parsing) is
 not the writer's. The writer binds the listening socket (a busy port is its start-up error),
 starts the process with its settings in the environment (``settings_env``) and the socket's fd,

@@ -1,6 +1,6 @@
 """Ad-hoc SQL from outside the process (``POST /sql``), allowed only when it can only read the store.
 
-The guard is the first of two walls; the second is the engine itself (``store.lockdown``: no file
+The guard is the first of two walls; the second is the engine itself (``reads.lockdown``: no file
 or network access, no extension loading, configuration locked), so a query the guard misses still
 cannot reach outside the store. The guard works on DuckDB's own parser, never on regular
 expressions over the text:
@@ -36,7 +36,7 @@ from typing import Any
 
 import duckdb
 
-from sensorstream.store.errors import QueryError, SqlRefused, SqlSyntaxError, TooLarge, first_line
+from sensorstream.reads.errors import QueryError, SqlRefused, SqlSyntaxError, TooLarge, first_line
 
 # Table functions a dashboard query may use: generators and the catalog, nothing touching files.
 # duckdb_databases() and pragma_database_size() are not here: a path, the memory limit.

@@ -13,7 +13,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from sensorstream.store.pgwire import types as t
+from sensorstream.serve.pgwire import types as t
 
 _CAST_TYPES = {
     exp.DataType.Type.BOOLEAN: t.BOOL,

@@ -5,7 +5,7 @@ socket, send start-up and SCRAM messages, have a statement parsed and translated
 translation cache) costs this process, not the writer's: its memory, at the readers' lower CPU
 priority, under a bound of its own (``SENSORSTREAM_PG_MEMORY_LIMIT``). The queries themselves
 reach the writer's process over the read API's private socket (``store.backend``, through
-:class:`~sensorstream.store.front.RemoteGate`), so both endpoints share one guard, one set of
+:class:`~sensorstream.serve.front.RemoteGate`), so both endpoints share one guard, one set of
 limits and the writer's read slots.
 
 Writer's side: :class:`PgProcess` (``StoreService`` starts it). It binds the port itself, so a
@@ -13,7 +13,7 @@ busy port is the writer's start-up error, and keeps its copy of the listening so
 process exits on its own (its memory bound), the writer starts it again on the same socket and a
 client's connection waits in the backlog instead of being refused.
 
-Child's side: ``python -m sensorstream.store.pgwire.process`` (see ``store.child`` for the pipe).
+Child's side: ``python -m sensorstream.serve.pgwire.process`` (see ``store.child`` for the pipe).
 """
 
 from __future__ import annotations
@@ -29,14 +29,17 @@ import time
 
 from sensorstream.config import Settings, load_settings
 from sensorstream.procs import host_port
-from sensorstream.store import child
-from sensorstream.store.backend import ReadBackend
-from sensorstream.store.pgwire.server import PgServer, PgStartError, bind_socket
-from sensorstream.store.reads import READ_NICE, ReadGate, ReadLimits, _rss
+from sensorstream.reads.gate import ReadGate
+from sensorstream.reads.limits import ReadLimits
+from sensorstream.reads.priority import READ_NICE
+from sensorstream.reads.watchdog import rss as _rss
+from sensorstream.serve import child
+from sensorstream.serve.backend import ReadBackend
+from sensorstream.serve.pgwire.server import PgServer, PgStartError, bind_socket
 
 log = logging.getLogger(__name__)
 
-MODULE = "sensorstream.store.pgwire.process"
+MODULE = "sensorstream.serve.pgwire.process"
 WHAT = "store's PostgreSQL endpoint"
 OVER_MEMORY = 3  # the exit code for "over its memory bound": the writer starts it again
 RESTART_PAUSE_S = 1.0
@@ -152,7 +155,7 @@ def _bound_memory(limit: int) -> None:
 
 
 def main() -> None:
-    from sensorstream.store.front import RemoteGate
+    from sensorstream.serve.front import RemoteGate
 
     config = child.read_config()
     settings = load_settings()  # the writer passes its own through the environment

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import duckdb
 
-from sensorstream.store.pgwire import types as pg_types
+from sensorstream.serve.pgwire import types as pg_types
 
 SERVER_VERSION = "15.0"
 SERVER_VERSION_NUM = "150000"

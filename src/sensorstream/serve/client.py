@@ -1,9 +1,9 @@
 """``StoreClient``: how the dashboard, ``sensorstream status`` and scripts read the store.
 
-It asks the writer's read API first (``store.api``; short timeouts). When nothing answers on
+It asks the writer's read API first (``serve.api``; short timeouts). When nothing answers on
 ``SENSORSTREAM_API_PORT`` it opens the DuckDB file read-only for the one call and closes it again,
 because a reader that keeps the file open would stop the writer from starting. Both paths run
-the same code (``store.reads.ReadGate``: the guard, the limits, the engine lock-down) and go through the same JSON shape
+the same code (``reads.gate.ReadGate``: the guard, the limits, the engine lock-down) and go through the same JSON shape
 (:func:`to_frame`), so a DataFrame looks the same whichever path produced it.
 """
 
@@ -19,10 +19,10 @@ import httpx
 import pandas as pd
 
 from sensorstream.config import Settings
+from sensorstream.reads.errors import QueryError, ReadBusy
+from sensorstream.reads.execute import Result
+from sensorstream.reads.gate import ReadGate
 from sensorstream.store.db import StoreLockedError, StoreOpenError, connect
-from sensorstream.store.errors import QueryError, ReadBusy
-from sensorstream.store.execute import Result
-from sensorstream.store.reads import ReadGate
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ class StoreClient:
 
     # --- the interface -----------------------------------------------------------------------
     def query(self, name: str, **params: Any) -> pd.DataFrame:
-        """Run a named query (see ``store.catalog``); ``None`` parameters mean "not given"."""
+        """Run a named query (see ``reads.catalog``); ``None`` parameters mean "not given"."""
         given = {k: _wire(v) for k, v in params.items() if v is not None}
         return to_frame(
             self._either(

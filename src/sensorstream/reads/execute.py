@@ -1,7 +1,7 @@
 """Running reads: a cursor per read, a time limit that holds, at most MAX_ROWS rows, JSON values.
 
-The read API (``store.api``) and the client's file fallback (``store.client``) both call
-:func:`run_query`, so a named query (from :mod:`sensorstream.store.catalog`) answers the same
+The read API (``serve.api``) and the client's file fallback (``serve.client``) both call
+:func:`run_query`, so a named query (from :mod:`sensorstream.reads.catalog`) answers the same
 columns and values whichever path served it.
 """
 
@@ -19,8 +19,9 @@ from uuid import UUID
 
 import duckdb
 
-from sensorstream.store.catalog import MAX_ROWS, bind, get
-from sensorstream.store.errors import QueryError, QueryTimeout, first_line
+from sensorstream.reads.catalog import MAX_ROWS, bind, get
+from sensorstream.reads.errors import QueryError, QueryTimeout, first_line
+from sensorstream.store.db import read_cursor
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -39,14 +40,6 @@ class Result:
 
 
 # --- running ---------------------------------------------------------------------------------------
-def read_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """A cursor for one read: its own connection to the same database, so it sees the last commit."""
-    cur = con.cursor()
-    # Cursors do not inherit session settings; time_bucket and ISO output depend on the zone.
-    cur.execute("SET TimeZone = 'UTC'")
-    return cur
-
-
 @contextmanager
 def interrupt_after(cur: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
     """Interrupt whatever ``cur`` runs once ``seconds`` have passed; raise :class:`QueryTimeout`."""

@@ -2,7 +2,7 @@
 
 Each :class:`NamedQuery` declares its SQL, its parameters and the columns it answers (the
 contract); :func:`bind` turns user values into DuckDB parameters. Running them (cursors, time
-limits, JSON) is :mod:`sensorstream.store.execute`'s job, for every path that reads: the read
+limits, JSON) is :mod:`sensorstream.reads.execute`'s job, for every path that reads: the read
 API, the client's file fallback and the PostgreSQL endpoint.
 Every user value is bound as a DuckDB parameter (``$name``); SQL text here is static.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sensorstream.store.errors import InvalidParameter, QueryError
+from sensorstream.reads.errors import InvalidParameter, QueryError
 from sensorstream.store.migrations import TABLES
 
 MAX_ROWS = 10_000  # the most rows one read answers (the API's `limit` cap)

@@ -19,14 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sensorstream.store import sqlguard
-from sensorstream.store.pgwire import codec, translate
-from sensorstream.store.pgwire import types as t
-from sensorstream.store.pgwire.auth import AuthFailed
-from sensorstream.store.pgwire.codec import InvalidText, MessageTooLarge, ProtocolError, Reader
-from sensorstream.store.pgwire.gate import ReadError
-from sensorstream.store.pgwire.pg_catalog import STARTUP_PARAMETERS, settings_for
-from sensorstream.store.reads import ReadResult
+from sensorstream.reads import sqlguard
+from sensorstream.reads.answer import ReadResult
+from sensorstream.serve.pgwire import codec, translate
+from sensorstream.serve.pgwire import types as t
+from sensorstream.serve.pgwire.auth import AuthFailed
+from sensorstream.serve.pgwire.codec import InvalidText, MessageTooLarge, ProtocolError, Reader
+from sensorstream.serve.pgwire.gate import ReadError
+from sensorstream.serve.pgwire.pg_catalog import STARTUP_PARAMETERS, settings_for
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The writer's side of the read API's own process: runs what that process already checked.
 
 The read API (HTTP, JSON, the SQL guard's parsing) runs in a process of its own
-(``store.front``), so a flood of requests costs the writer's process neither GIL time nor
+(``serve.front``), so a flood of requests costs the writer's process neither GIL time nor
 memory. DuckDB lets only this process open the file, though, so the queries themselves still run
-here, on the :class:`~sensorstream.store.reads.ReadGate`'s cursors (locked-down engine, read
+here, on the :class:`~sensorstream.reads.gate.ReadGate`'s cursors (locked-down engine, read
 slots, time and memory watchdog, byte cap). This module serves them over a Unix socket in a
 directory only this user can enter, one frame per request and one per answer::
 
@@ -32,8 +32,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from sensorstream.store.errors import QueryError
-from sensorstream.store.reads import ArrowResult, ReadGate, lower_priority
+from sensorstream.reads.answer import ArrowResult
+from sensorstream.reads.errors import QueryError
+from sensorstream.reads.gate import ReadGate
+from sensorstream.reads.priority import lower_priority
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The PostgreSQL endpoint: an asyncio server on a thread of its own.
 
 The writer's runtime serves it from a process of its own (``StoreService`` starts
-:class:`~sensorstream.store.pgwire.process.PgProcess`, which runs this server there on a
-:class:`~sensorstream.store.front.RemoteGate`); a test or a script runs it in-process on a
+:class:`~sensorstream.serve.pgwire.process.PgProcess`, which runs this server there on a
+:class:`~sensorstream.serve.front.RemoteGate`); a test or a script runs it in-process on a
 ``ReadGate``. ``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
 port fails start-up with a sentence naming the setting, like the read API) and serves until
 ``stop()``. The protocol runs on the loop; parsing, translation and DuckDB reads run on a small
@@ -29,12 +29,13 @@ import duckdb
 
 from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
-from sensorstream.store.pgwire import translate
-from sensorstream.store.pgwire.auth import Credentials
-from sensorstream.store.pgwire.gate import BUSY_WAIT_S, Gate, ReadError, is_syntax_problem, run_read
-from sensorstream.store.pgwire.params import TooManyParameters, infer_param_types
-from sensorstream.store.pgwire.session import Outcome, Session
-from sensorstream.store.reads import ReadGate, ReadResult
+from sensorstream.reads.answer import ReadResult
+from sensorstream.reads.gate import ReadGate
+from sensorstream.serve.pgwire import translate
+from sensorstream.serve.pgwire.auth import Credentials
+from sensorstream.serve.pgwire.gate import BUSY_WAIT_S, Gate, ReadError, is_syntax_problem, run_read
+from sensorstream.serve.pgwire.params import TooManyParameters, infer_param_types
+from sensorstream.serve.pgwire.session import Outcome, Session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

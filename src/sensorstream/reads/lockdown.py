@@ -24,6 +24,8 @@ import logging
 
 import duckdb
 
+from sensorstream.store.db import is_locked
+
 log = logging.getLogger(__name__)
 
 CHANGEABLE = ("TimeZone", "operator_memory_limit")
@@ -31,11 +33,6 @@ CHANGEABLE = ("TimeZone", "operator_memory_limit")
 
 class LockdownError(RuntimeError):
     """The instance is locked, but not the way reads need it (someone else locked it)."""
-
-
-def is_locked(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute("SELECT current_setting('lock_configuration')").fetchone()
-    return bool(row and row[0])
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, *, memory_limit: str | None = None) -> None:

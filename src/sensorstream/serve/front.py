@@ -4,7 +4,7 @@ Measured with the API in the writer's process, a hostile reader's requests (pars
 guard's syntax-tree walk, building rows and JSON) held the writer's GIL about half the time
 and the stream's batches took twice as long. Here they cost a process of their own, run at the
 readers' lower CPU priority, and the writer's process only runs the checked queries
-(``store.backend``), whose answers DuckDB fills as Arrow without the GIL.
+(``serve.backend``), whose answers DuckDB fills as Arrow without the GIL.
 
 The writer's process starts this one (``ReadApi(..., process=True)``, which ``StoreService``
 uses) with the listening socket already bound (so a busy port is the writer's error, at start),
@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import duckdb
@@ -28,12 +29,15 @@ import pyarrow as pa
 import uvicorn
 
 from sensorstream.config import load_settings
-from sensorstream.store import child, errors
-from sensorstream.store.backend import connect_backend, recv_frame, send_frame
-from sensorstream.store.errors import QueryError
-from sensorstream.store.execute import Result
-from sensorstream.store.lockdown import lock_down
-from sensorstream.store.reads import READ_NICE, Params, ReadLimits, ReadResult, check_params
+from sensorstream.reads import errors
+from sensorstream.reads.answer import ReadResult
+from sensorstream.reads.errors import QueryError
+from sensorstream.reads.execute import Result
+from sensorstream.reads.limits import Params, ReadLimits, check_params
+from sensorstream.reads.lockdown import lock_down
+from sensorstream.reads.priority import READ_NICE
+from sensorstream.serve import child
+from sensorstream.serve.backend import connect_backend, recv_frame, send_frame
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def _error(header: dict[str, Any]) -> Exception:
 
 
 class RemoteGate:
-    """What the API needs of a :class:`~sensorstream.store.reads.ReadGate`, served by the writer.
+    """A :class:`~sensorstream.reads.gate.Gate` served by the writer's own ``ReadGate``.
 
     The guard runs here, on an in-memory DuckDB used only to parse (``json_serialize_sql`` does not
     bind the query to any table); the writer runs the checked text with its gate's slots and limits.
@@ -137,7 +141,7 @@ class RemoteGate:
         )
 
     def run_named(
-        self, name: str, params: dict[str, Any] | None = None, *, timeout: float | None = None
+        self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> Result:
         _, payload = self._call({"op": "named", "name": name, "params": params, "timeout": timeout})
         return Result(**json.loads(payload))
@@ -156,7 +160,7 @@ def _announce_when_started(server: uvicorn.Server) -> None:
 
 
 def main() -> None:
-    from sensorstream.store.api import make_app
+    from sensorstream.serve.api import make_app
 
     config = child.read_config()
     settings = load_settings()  # the writer passes its own through the environment

@@ -1,11 +1,11 @@
 """The store's read API: HTTP on 127.0.0.1, for the store the writer's process holds open.
 
 DuckDB lets one process open the file while it is written, so the dashboard, ``sensorstream
-status`` and scripts read through here. Every read goes through one :class:`~sensorstream.store.reads.ReadGate`
+status`` and scripts read through here. Every read goes through one :class:`~sensorstream.reads.gate.ReadGate`
 (guard, limits, engine lock-down; shared with any other endpoint), each on its own cursor: MVCC
 gives it the last committed batch, and a slow read never holds up the writer's transaction.
 The writer's runtime serves HTTP from a process of its own (``ReadApi(process=True)``:
-``store.front`` parses, guards and answers; ``store.backend`` runs the checked queries in the
+``serve.front`` parses, guards and answers; ``serve.backend`` runs the checked queries in the
 writer's process), so a flood of requests does not take the writer's GIL.
 
 Routes:
@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import uvicorn
@@ -45,15 +45,13 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
-from sensorstream.store import catalog
-from sensorstream.store.backend import ReadBackend
-from sensorstream.store.child import ChildServer
-from sensorstream.store.errors import QueryError, ReadBusy
-from sensorstream.store.execute import Result
-from sensorstream.store.reads import ReadGate, idle_priority
-
-if TYPE_CHECKING:
-    from sensorstream.store.front import RemoteGate
+from sensorstream.reads import catalog
+from sensorstream.reads.errors import QueryError, ReadBusy
+from sensorstream.reads.execute import Result
+from sensorstream.reads.gate import Gate, ReadGate
+from sensorstream.reads.priority import idle_priority
+from sensorstream.serve.backend import ReadBackend
+from sensorstream.serve.child import ChildServer
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +108,7 @@ def make_app(
     con: duckdb.DuckDBPyConnection | None,
     settings: Settings,
     *,
-    gate: ReadGate | RemoteGate | None = None,
+    gate: Gate | None = None,
     query_timeout: float | None = None,
     max_rows: int | None = None,
 ) -> FastAPI:
@@ -214,8 +212,8 @@ class ReadApi:
 
     ``process=False`` serves it from a thread of this process (tests, benchmarks, a script).
     ``process=True`` (the writer's runtime, through ``StoreService``) serves HTTP, JSON and the
-    SQL guard from a process of its own (``store.front``) and runs only the checked queries here
-    (``store.backend``), so what the readers cost stays out of the writer's GIL.
+    SQL guard from a process of its own (``serve.front``) and runs only the checked queries here
+    (``serve.backend``), so what the readers cost stays out of the writer's GIL.
     """
 
     def __init__(
@@ -291,7 +289,7 @@ class ReadApi:
         assert self._sock is not None
         self._backend = ReadBackend(self.gate).start()
         self._child = ChildServer(
-            "sensorstream.store.front", "store's read API", self.settings, ApiStartError
+            "sensorstream.serve.front", "store's read API", self.settings, ApiStartError
         )
         config = {
             "limits": dataclasses.asdict(self.gate.limits),

@@ -6,6 +6,6 @@ session commands), ``pg_catalog`` (what the "server" and its catalog report), ``
 limits), ``session`` (one connection) and ``server`` (the listener thread).
 """
 
-from sensorstream.store.pgwire.server import PgServer, PgStartError
+from sensorstream.serve.pgwire.server import PgServer, PgStartError
 
 __all__ = ["PgServer", "PgStartError"]

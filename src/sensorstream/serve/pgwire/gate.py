@@ -14,31 +14,14 @@ both endpoints. This module only adapts it to the protocol:
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from sensorstream.store.errors import QueryError, ReadBusy, SqlRefused
-from sensorstream.store.reads import Params, ReadLimits, ReadResult
+from sensorstream.reads.answer import ReadResult
+from sensorstream.reads.errors import QueryError, ReadBusy, SqlRefused
+from sensorstream.reads.gate import Gate
 
 BUSY_WAIT_S = 5.0  # how long a read waits for a free slot before the client gets 53300
 _BUSY_POLL_S = 0.02
-
-
-class Gate(Protocol):
-    """What the endpoint needs of a gate: the writer's own :class:`~sensorstream.store.reads.ReadGate`
-    (in-process) or the endpoint's process's :class:`~sensorstream.store.front.RemoteGate`, which
-    checks the text where it runs and has the writer run it."""
-
-    limits: ReadLimits
-
-    def run(
-        self,
-        sql: str,
-        params: Params = None,
-        *,
-        max_rows: int | None = None,
-        max_bytes: int | None = None,
-        timeout: float | None = None,
-    ) -> ReadResult: ...
 
 
 class ReadError(Exception):

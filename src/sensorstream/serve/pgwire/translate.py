@@ -25,9 +25,9 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
-from sensorstream.store.pgwire import pg_catalog
-from sensorstream.store.pgwire import types as pg_types
-from sensorstream.store.pgwire.params import cast_oid
+from sensorstream.serve.pgwire import pg_catalog
+from sensorstream.serve.pgwire import types as pg_types
+from sensorstream.serve.pgwire.params import cast_oid
 
 _TOKENIZER_DIALECT = Postgres()
 

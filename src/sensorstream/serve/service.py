@@ -7,7 +7,7 @@ here, retention (``SENSORSTREAM_RETENTION`` > 0), snapshots (``SENSORSTREAM_SNAP
 > 0) and the WAL's checkpoints (``.checkpointer``, told after each batch), each on its own daemon
 thread.
 
-``.gate`` is the process's one :class:`~sensorstream.store.reads.ReadGate`: creating it locks the
+``.gate`` is the process's one :class:`~sensorstream.reads.gate.ReadGate`: creating it locks the
 store's DuckDB instance down for reads, and every endpoint that serves outside readers (the read
 API, a PostgreSQL-wire server) must use it, so they share its guard, limits and read slots.
 """
@@ -19,11 +19,11 @@ import logging
 import duckdb
 
 from sensorstream.config import Settings
-from sensorstream.store.api import ReadApi
+from sensorstream.reads.gate import ReadGate
+from sensorstream.serve.api import ReadApi
+from sensorstream.serve.pgwire.process import PgProcess
 from sensorstream.store.background import Periodic
 from sensorstream.store.checkpoints import WalCheckpointer
-from sensorstream.store.pgwire.process import PgProcess
-from sensorstream.store.reads import ReadGate
 from sensorstream.store.retention import apply_retention
 from sensorstream.store.snapshot import write_snapshot
 
