@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real single-node KRaft broker, shared by every test of the run."""
-    from sensorstream.tools.local.broker import LocalKafka
+    from sensorstream.kafka.broker import LocalKafka
 
     port = int(os.environ.get("SENSORSTREAM_TEST_KAFKA_PORT", "39092"))
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=port, cache_dir=ROOT / ".cache")
@@ -80,18 +80,6 @@ def make_settings(tmp_path: Path):
 def module_settings(tmp_path_factory: pytest.TempPathFactory):
     """make_settings for a fixture the tests of a module share: each call gets a directory of its own."""
     return lambda **overrides: settings_in(tmp_path_factory.mktemp("shared"), **overrides)
-
-
-@pytest.fixture
-def store(make_settings):
-    """The sink's merger on a fresh DuckDB file (1-minute windows, 30 s lateness), and its connection."""
-    from sensorstream.sink.merge import BatchMerger
-    from sensorstream.store.db import connect
-
-    settings = make_settings(window="1 minute", allowed_lateness="30 seconds")
-    con = connect(settings.db)
-    yield BatchMerger(con, settings, query_name="q/1"), con
-    con.close()
 
 
 @pytest.fixture(scope="session")

@@ -34,13 +34,13 @@ from pathlib import Path
 import pytest
 import typer
 
-from browserkit import chromium, tile_values, wait_for
-from readmekit import quick_start_commands
+from kit.browser import chromium, tile_values, wait_for
+from kit.readme import quick_start_commands
+from kit.stop import ctrl_c, descendants, launch
 from sensorstream.cli import app
 from sensorstream.config import ENV_PREFIX, Settings, load_settings
 from sensorstream.procs import port_in_use
-from sensorstream.store.client import StoreClient
-from stopkit import ctrl_c, descendants, launch
+from sensorstream.serve.client import StoreClient
 
 pytestmark = [
     pytest.mark.broker, pytest.mark.spark, pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600),

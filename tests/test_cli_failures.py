@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from sensorstream.config import load_settings
-from sensorstream.store.api import ReadApi
+from sensorstream.serve.api import ReadApi
 from sensorstream.store.db import connect
 from sensorstream.tools.ports import free_port
 

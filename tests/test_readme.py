@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 import typer
 
-from readmekit import README, ROOT, SPAN, fenced_blocks, inline_spans, section, shell_lines
+from kit.readme import README, ROOT, SPAN, fenced_blocks, inline_spans, section, shell_lines
 from sensorstream.cli import app
 from sensorstream.config import ENV_PREFIX, Settings
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kit.stop import STOP_WITHIN, command, ctrl_c, descendants, gone, java_descendants, launch
+from sensorstream.kafka.broker import LocalKafka
 from sensorstream.procs import port_in_use, read_pid
-from sensorstream.tools.local.broker import LocalKafka
 from sensorstream.tools.ports import free_block, free_port
-from stopkit import STOP_WITHIN, command, ctrl_c, descendants, gone, java_descendants, launch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
