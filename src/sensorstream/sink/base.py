@@ -22,6 +22,10 @@ import pyarrow as pa
 class Sink(Protocol):
     query_name: str  # keys the ledger (see BatchMerger and ledger_name)
 
+    def for_query(self, query_name: str) -> Sink:
+        """This sink, keyed by another ``query_name``: the job's, once its checkpoint names it."""
+        ...
+
     def is_committed(self, batch_id: int) -> bool: ...
 
     def merge_records(self, batch_id: int, records: pa.Table, spark_ms: float = 0.0) -> BatchResult: ...

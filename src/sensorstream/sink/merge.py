@@ -44,6 +44,7 @@ The work per batch is proportional to the batch, not to the store (days of readi
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -82,6 +83,12 @@ class BatchMerger:
         self.lateness = timedelta(seconds=settings.allowed_lateness)
         self.judge = Judge(settings)
         self.parser = RecordParser(settings.valid_ranges, settings.window_step)
+
+    def for_query(self, query_name: str) -> BatchMerger:
+        """A merger on the same connection and rules whose ledger is ``query_name``; this one is unchanged."""
+        bound = copy.copy(self)
+        bound.query_name = query_name
+        return bound
 
     # --- ledger ----------------------------------------------------------------------------------
     def is_committed(self, batch_id: int) -> bool:

@@ -130,11 +130,12 @@ class StreamJob:
     """Start, watch and stop the query; ``on_batch`` observers get each :class:`BatchResult`
     (on a thread of their own, after the batch committed: see :class:`_Observers`)."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, merger: Sink, query_name: str = QUERY_NAME):
+    def __init__(self, spark: SparkSession, settings: Settings, sink: Sink, query_name: str = QUERY_NAME):
         self.spark = spark
         self.settings = settings
-        self.merger = merger
+        self.sink = sink
         self.query_name = query_name
+        self._ledger: Sink | None = None  # the sink keyed by this run's ledger name (see _run_sink)
         self.query: StreamingQuery | None = None
         self.on_batch: list[Callable[[BatchResult], None]] = []
         self._observers = _Observers(self.on_batch)
@@ -151,10 +152,14 @@ class StreamJob:
     def checkpoint(self) -> Path:
         return Path(self.settings.checkpoint_dir) / self.query_name
 
-    def _ledger_name(self) -> str:
-        # The checkpoint's query id survives restarts and changes when the checkpoint is reset.
-        meta = json.loads((self.checkpoint / "metadata").read_text())
-        return ledger_name(self.query_name, meta["id"])
+    def _run_sink(self) -> Sink:
+        """The sink keyed by ``<query_name>/<the checkpoint's query id>``: the id survives restarts
+        and changes when the checkpoint is reset. Spark writes it when the query starts, so it is
+        read at the run's first batch, once."""
+        if self._ledger is None:
+            meta = json.loads((self.checkpoint / "metadata").read_text())
+            self._ledger = self.sink.for_query(ledger_name(self.query_name, meta["id"]))
+        return self._ledger
 
     def _process(self, df: DataFrame, batch_id: int) -> None:
         with self._gate:
@@ -176,8 +181,8 @@ class StreamJob:
                 self._gate.notify_all()
 
     def _merge(self, df: DataFrame, batch_id: int) -> None:
-        self.merger.query_name = self._ledger_name()
-        if self.merger.is_committed(batch_id):
+        sink = self._run_sink()
+        if sink.is_committed(batch_id):
             # A replay of a batch the store already holds. Consume the DataFrame anyway: a
             # foreachBatch that skips its input can fail Spark's state commit validation.
             df.write.format("noop").mode("overwrite").save()
@@ -186,7 +191,7 @@ class StreamJob:
         started = time.perf_counter()
         table = df.toArrow()
         spark_ms = (time.perf_counter() - started) * 1000
-        result = self.merger.merge_records(batch_id, table, spark_ms=spark_ms)
+        result = sink.merge_records(batch_id, table, spark_ms=spark_ms)
         log.info(
             "batch %d: %d in, %d new, %d dup, %d late, %d dead, %d windows; spark %.0f ms, sink %.0f ms; "
             "latency p50 %s; watermark %s",
@@ -200,6 +205,7 @@ class StreamJob:
 
     def start(self) -> StreamingQuery:
         self._stopping = self._abandoned = False
+        self._ledger = None  # a checkpoint reset since the last run names a new ledger
         self.checkpoint.mkdir(parents=True, exist_ok=True)
         self.query = (
             as_raw(kafka_stream(self.spark, self.settings))
