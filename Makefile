@@ -62,7 +62,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 .cache/jars/%/.complete: $(STAMP)
 	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed once to fetch the Kafka and Spark jars: apt-get install maven"; exit 1; }
-	$(BIN)/python -c 'from pathlib import Path; from sensorstream.kafka.jars import ensure_jars; ensure_jars(Path(".cache"), "$*")'
+	$(BIN)/python -c 'from pathlib import Path; from sensorstream.jvm.classpath import ensure_jars; ensure_jars(Path(".cache"), "$*")'
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -85,7 +85,7 @@ def module_settings(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """One SparkSession (local[2], 2 shuffle partitions) for every Spark test of the run."""
-    from sensorstream.stream.session import build_session
+    from sensorstream.stream.spark import build_session
 
     data = tmp_path_factory.mktemp("spark")
     settings = load_settings(

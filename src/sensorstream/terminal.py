@@ -1,6 +1,6 @@
 """What every command shares: settings or one sentence naming the bad one, and how to fail.
 
-Both wings of commands (the runtime's in ``app.commands``, the tools' in ``tools.commands``) use
+Every command group (each its own ``commands`` module, put on one menu by ``sensorstream.cli``) uses
 these, so a wrong setting reads the same whichever command met it. :class:`SentenceGroup` is the
 root command's class: when what a command depends on (the read API, the broker, the store, the
 disk) is down, refuses or is busy, the command ends in one sentence on stderr, never a traceback.

@@ -22,9 +22,9 @@ from streamlit.testing.v1 import AppTest
 
 from kit.dashboard import SENSORS, filled_store
 from sensorstream.config import Settings, settings_env
-from sensorstream.dashboard import server
+from sensorstream.dashboard import launch
 from sensorstream.dashboard.data import Filters, Health, LastKnown, query_params
-from sensorstream.dashboard.status import (
+from sensorstream.dashboard.wording import (
     Level,
     fmt_age,
     fmt_number,
@@ -38,7 +38,7 @@ from sensorstream.serve.client import StoreClient
 from sensorstream.store.db import connect
 from sensorstream.tools.ports import free_port, free_ports
 
-APP = str(server.APP)
+APP = str(launch.APP)
 API = "http://127.0.0.1:1"
 
 
@@ -263,8 +263,8 @@ def test_a_busy_port_is_a_clear_error_naming_the_setting(make_settings):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         settings = make_settings(dashboard_port=sock.getsockname()[1])
-        with pytest.raises(server.DashboardStartError, match="SENSORSTREAM_DASHBOARD_PORT"):
-            server.start_dashboard(settings, timeout=5)
+        with pytest.raises(launch.DashboardStartError, match="SENSORSTREAM_DASHBOARD_PORT"):
+            launch.start_dashboard(settings, timeout=5)
 
 
 @pytest.mark.slow
@@ -272,13 +272,13 @@ def test_start_dashboard_returns_once_the_page_answers(make_settings, tmp_path):
     dashboard_port, api_port = free_ports(2)
     settings = make_settings(dashboard_port=dashboard_port, api_port=api_port)
     with open(tmp_path / "streamlit.log", "w") as log:
-        proc = server.start_dashboard(settings, log=log)
+        proc = launch.start_dashboard(settings, log=log)
     try:
-        url = server.dashboard_url(settings)
+        url = launch.dashboard_url(settings)
         assert httpx.get(f"{url}/_stcore/health", trust_env=False).status_code == 200
         assert "<title>" in httpx.get(url, trust_env=False).text
     finally:
-        assert server.stop_dashboard(proc) is not None
+        assert launch.stop_dashboard(proc) is not None
     assert proc.poll() is not None
 
 
@@ -291,7 +291,7 @@ def test_cli_dashboard_prints_the_url_and_stops_on_sigterm(make_settings, tmp_pa
         [sys.executable, "-m", "sensorstream", "dashboard"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
     )  # fmt: skip
-    url = server.dashboard_url(settings)
+    url = launch.dashboard_url(settings)
     try:
         # The URL is printed once the page answers; stop it only then (reads block at most until
         # the pytest timeout, and the command exits on its own if it cannot start).
@@ -316,4 +316,4 @@ def test_settings_reach_the_app_through_the_environment(make_settings):
     env = settings_env(settings, base={"SENSORSTREAM_SLIDE": "5"})
     assert env["SENSORSTREAM_STALE_AFTER"] == "7.0" and env["SENSORSTREAM_API_PORT"] == "45123"
     assert "SENSORSTREAM_SLIDE" not in env  # None: not set, not inherited from the caller
-    assert os.path.basename(server.dashboard_command(settings)[4]) == "app.py"
+    assert os.path.basename(launch.dashboard_command(settings)[4]) == "page.py"

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from kit.browser import chromium, metrics, readings, tiles, wait_for
-from sensorstream.dashboard.server import dashboard_url, start_dashboard, stop_dashboard
+from sensorstream.dashboard.launch import dashboard_url, start_dashboard, stop_dashboard
 from sensorstream.kafka.topics import create_topic
 from sensorstream.produce import ProducePlan, produce
-from sensorstream.serve.service import StoreService
+from sensorstream.serve.store_service import StoreService
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.store.db import connect
 from sensorstream.stream.job import StreamJob

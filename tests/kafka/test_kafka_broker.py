@@ -54,7 +54,7 @@ def test_stop_and_restart_keeps_data(tmp_path, kafka):
 
 
 def test_missing_java_gets_a_sentence(monkeypatch):
-    from sensorstream.kafka.jars import JavaMissingError, java_binary
+    from sensorstream.jvm.classpath import JavaMissingError, java_binary
 
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")

@@ -103,9 +103,9 @@ def run_pgx(binary: Path, request: dict[str, Any]) -> list[dict[str, Any]]:
 
 # --- pgJDBC -----------------------------------------------------------------------------------------
 def run_jdbc(server: PgServer, settings: Settings, *args: str) -> list[list[str]]:
-    from sensorstream.kafka.jars import ensure_jars, java_binary
+    from sensorstream.jvm.classpath import ensure_jars, java_binary
 
-    jars = ensure_jars(ROOT / ".cache", "pgjdbc")
+    jars = ensure_jars(ROOT / ".cache", "pgjdbc", pom=CLIENTS / "jdbc" / "pom.xml")
     jdbc_url = f"jdbc:postgresql://{server.host}:{server.port}/sensorstream"
     done = subprocess.run(
         [

@@ -14,7 +14,7 @@ from sensorstream.produce.plan import ProducePlan
 from sensorstream.produce.send import produce
 from sensorstream.serve.client import StoreClient
 from sensorstream.tools.ports import free_port
-from sensorstream.writer.runtime import StreamRuntime
+from sensorstream.writer.main import StreamRuntime
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from kit.store import store_settings, writer_store
-from sensorstream.serve.service import StoreService
+from sensorstream.serve.store_service import StoreService
 from sensorstream.store.retention import apply_retention, event_cutoff
 from sensorstream.store.snapshot import write_snapshot
 

@@ -1,6 +1,6 @@
 """The runtime's commands: produce, stream, read the store, the dashboard, `run` and `status`.
 
-Registered on the root ``sensorstream`` command by :mod:`sensorstream.cli`, beside the tools'.
+Registered on the root ``sensorstream`` command by :mod:`sensorstream.cli`, beside every other group.
 Commands are thin: they load settings and call a module, imported inside the command so
 ``sensorstream --help`` stays fast and a missing optional part never breaks the others.
 """
@@ -19,11 +19,7 @@ from rich.table import Table
 from sensorstream.config import Settings
 from sensorstream.terminal import console, fail, say_error, settings_or_exit
 
-commands = typer.Typer()  # top-level runtime commands
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(commands)
+app = typer.Typer()  # top-level runtime commands, merged into the root
 
 
 # --- what the commands below share ------------------------------------------------------------
@@ -38,7 +34,7 @@ def _require_topic(settings: Settings) -> None:
 
 
 # --- stream --------------------------------------------------------------------------------------
-@commands.command("stream")
+@app.command("stream")
 def stream(
     bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
     topic: Annotated[str | None, typer.Option(help="topic to read")] = None,
@@ -53,7 +49,7 @@ def stream(
 ) -> None:
     """Run the Spark Structured Streaming job until SIGINT/SIGTERM, then stop gracefully."""
     from sensorstream.stopping import exit_now
-    from sensorstream.writer.runtime import run_stream
+    from sensorstream.writer.main import run_stream
 
     settings = settings_or_exit(
         bootstrap_servers=bootstrap_servers, topic=topic, db=db, checkpoint_dir=checkpoint_dir,
@@ -80,7 +76,7 @@ def _stop_on_sigterm():
     return stop
 
 
-@commands.command("produce")
+@app.command("produce")
 def produce_cmd(
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 10,
     rate: Annotated[
@@ -143,7 +139,7 @@ def produce_cmd(
         fail(f"{summary.failed} message(s) were not acknowledged by Kafka")
 
 
-@commands.command("consume")
+@app.command("consume")
 def consume_cmd(
     from_beginning: Annotated[
         bool | None,
@@ -205,12 +201,12 @@ def consume_cmd(
 
 
 # --- dashboard -----------------------------------------------------------------------------------
-@commands.command("dashboard")
+@app.command("dashboard")
 def dashboard(
     port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 (default: DASHBOARD_PORT)")] = None,
 ) -> None:
     """Serve the live dashboard (Streamlit) on 127.0.0.1 until Ctrl-C / SIGTERM."""
-    from sensorstream.dashboard.server import serve_dashboard
+    from sensorstream.dashboard.launch import serve_dashboard
 
     settings = settings_or_exit(dashboard_port=port)
     code = serve_dashboard(
@@ -231,7 +227,7 @@ def _print_read(read: Callable[[Any], Any]) -> None:
         print(read(client).to_string(index=False))
 
 
-@commands.command("query")
+@app.command("query")
 def query_cmd(
     name: Annotated[str, typer.Argument(help="a named query (see GET /queries)")],
     params: Annotated[list[str] | None, typer.Argument(help="parameters as key=value")] = None,
@@ -241,13 +237,13 @@ def query_cmd(
     _print_read(lambda client: client.query(name, **kwargs))
 
 
-@commands.command("sql")
+@app.command("sql")
 def sql_cmd(text: Annotated[str, typer.Argument(help="one read-only SELECT")]) -> None:
     """Ad-hoc read-only SQL against the store (writes, ATTACH, COPY, file readers are refused)."""
     _print_read(lambda client: client.sql(text))
 
 
-@commands.command("snapshot")
+@app.command("snapshot")
 def snapshot_cmd() -> None:
     """Write the read-only snapshot file now (only while no stream holds the store)."""
     from sensorstream.store.db import StoreLockedError, connect
@@ -271,7 +267,7 @@ def snapshot_cmd() -> None:
 
 
 # --- run and status --------------------------------------------------------------------------------
-@commands.command("run")
+@app.command("run")
 def run(
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 20,
     rate: Annotated[float, typer.Option(help="events per second from the simulator")] = 200.0,
@@ -300,7 +296,7 @@ def run(
     exit_now(code)  # every part has stopped; the interpreter's teardown would only add to the stop
 
 
-@commands.command("status")
+@app.command("status")
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from sensorstream.dashboard import charts
 from sensorstream.dashboard.data import Answer, Filters
-from sensorstream.dashboard.status import (
+from sensorstream.dashboard.wording import (
     STATUS_COLOURS,
     PipelineState,
     fmt_age,

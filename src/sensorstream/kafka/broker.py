@@ -22,7 +22,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from sensorstream.kafka.jars import ensure_jars, java_binary
+from sensorstream.jvm.classpath import ensure_jars, java_binary
 from sensorstream.kafka.topics import QUIET_LOG
 from sensorstream.procs import alive, port_in_use, read_pid, supervised
 

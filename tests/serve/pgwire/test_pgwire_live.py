@@ -152,7 +152,7 @@ def test_answers_follow_the_real_stream(kafka, spark, topic, make_settings):
     from sensorstream.produce.send import produce
     from sensorstream.serve.client import StoreClient
     from sensorstream.tools.ports import free_port
-    from sensorstream.writer.runtime import StreamRuntime
+    from sensorstream.writer.main import StreamRuntime
 
     settings = pg_settings(
         make_settings,

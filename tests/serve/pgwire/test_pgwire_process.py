@@ -23,7 +23,7 @@ import pytest
 from kit.pg import PASSWORD, conninfo, pg_settings, psql
 from kit.store import store_settings, writer_store
 from sensorstream.config import Settings, settings_env
-from sensorstream.serve.service import StoreService
+from sensorstream.serve.store_service import StoreService
 
 # The writer's process, as `sensorstream stream` holds it: the store open read-write, some
 # batches in it, the StoreService up. It prints the endpoint's address and process, then waits
@@ -32,7 +32,7 @@ WRITER = """
 import json, os, sys
 from sensorstream.config import load_settings
 from sensorstream.store.db import connect
-from sensorstream.serve.service import StoreService
+from sensorstream.serve.store_service import StoreService
 from sensorstream.tools.synthetic import FakeBatchWriter
 
 settings = load_settings()

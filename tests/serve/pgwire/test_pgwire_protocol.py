@@ -17,7 +17,7 @@ from sensorstream.config import SettingsError, load_settings
 from sensorstream.serve.pgwire import PgStartError, translate
 from sensorstream.serve.pgwire import types as t
 from sensorstream.serve.pgwire.params import infer_param_types
-from sensorstream.serve.service import StoreService
+from sensorstream.serve.store_service import StoreService
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sensorstream.config import Settings
+from sensorstream.jvm.classpath import ensure_jars, java_binary
 from sensorstream.kafka.broker import LocalKafka
-from sensorstream.kafka.jars import ensure_jars, java_binary
 from sensorstream.kafka.topics import create_topic, require_broker
 from sensorstream.produce import ProducePlan, produce
 from sensorstream.produce.producer import PRODUCER_DEFAULTS, EventProducer

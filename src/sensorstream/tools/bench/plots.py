@@ -117,3 +117,36 @@ def _settings_line(result: dict[str, Any]) -> str:
     s = result.get("settings", {})
     return (f"{s.get('spark_master')}, {s.get('partitions')} partitions, trigger {s.get('trigger_s')} s, "
             f"{result.get('sensors', '?')} sensors")  # fmt: skip
+
+
+def plot_soak(part: dict[str, Any], path: Path, title: str) -> Path:
+    samples = part["samples"]
+    t = [s["t"] / 60 for s in samples]
+    fig = Figure(figsize=(10, 11))
+    axes = fig.subplots(4, 1, sharex=True)
+    axes[0].plot(t, [s["consumer_lag"] for s in samples], label="consumer lag (events)")
+    axes[0].set_ylabel("lag (events)")
+    axes[1].plot(t, [s["batch_ms"] for s in samples], label="batch duration (ms)")
+    axes[1].plot(
+        t, [s["batch_latency_max_p99_ms"] for s in samples], label="event->commit, batch max, p99 (ms)"
+    )
+    axes[1].plot(t, [s.get("latency_p99_ms") for s in samples], label="event->commit p99, every event (ms)")
+    axes[1].set_ylabel("ms")
+    axes[2].plot(t, [s["python_rss_mb"] for s in samples], label="Python RSS (MB)")
+    axes[2].plot(t, [s["jvm_rss_mb"] for s in samples], label="JVM RSS (MB)")
+    axes[2].plot(t, [s["file_mb"] for s in samples], label="DuckDB file + WAL (MB)")
+    axes[2].set_ylabel("MB")
+    for table in ("readings", "window_stats", "pipeline_metrics"):
+        axes[3].plot(t, [s["rows"].get(table) for s in samples], label=table)
+    # Log scale: readings are ~10^7 rows, the windows and metrics ~10^3-10^4; each must show it is flat.
+    axes[3].set_yscale("log")
+    axes[3].set_ylabel("rows (log)")
+    axes[3].set_xlabel("minutes")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"{title}, retention {part['retention_s']:.0f} s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path

@@ -9,7 +9,8 @@ Three parts, each on its own DuckDB file (and a throwaway broker unless ``--boot
 2. **sink on a full store**: on the same file, the same sequence of real 20 K-event batches
    (1,000 sensors; 1 % copies of the previous batch, 0.5 % out of order within the lateness,
    0.1 % late, and 0.05 % copies of readings from hours ago) goes through the stream's own
-   ``BatchMerger``: ms per batch, median and p95. The goal is N = 50 M within 1.3x of N = 0.
+   ``BatchMerger``: ms per batch, median and p95. A full store should cost a batch little more
+   than an empty one: N = 50 M within 1.3x of N = 0.
 3. **soak**: the job runs for ``--minutes`` at ``--rate`` with a short retention (5 minutes), so
    the store reaches the size at which retention deletes as much as arrives. Every 10 s: consumer
    lag, batch duration, Python and JVM RSS, DuckDB file size and rows per table; per minute: the
@@ -47,6 +48,7 @@ from sensorstream.store.migrations import TABLES
 from sensorstream.store.retention import apply_retention
 from sensorstream.tools.bench.kafka import bench_broker
 from sensorstream.tools.bench.load import BulkLoad, load_process
+from sensorstream.tools.bench.plots import plot_soak
 from sensorstream.tools.bench.stream import (
     COMMITTED_AFTER,
     lag_growth,
@@ -146,7 +148,7 @@ def _running_job(
 ) -> Iterator[tuple[Any, StoreClient]]:
     """The real job (runtime) and a client of its read API, past its first (warm-up) batches;
     ``warm=False``: at once (a drain measures the job from its first batch)."""
-    from sensorstream.writer.runtime import StreamRuntime
+    from sensorstream.writer.main import StreamRuntime
 
     with (
         StreamRuntime(s) as runtime,
@@ -353,44 +355,6 @@ def verdict(samples: list[dict[str, Any]], rate: float) -> dict[str, Any]:
         "file_mb_per_min": growth("file_mb"), "python_rss_mb_per_min": growth("python_rss_mb"),
         "jvm_rss_mb_per_min": growth("jvm_rss_mb"),
     }  # fmt: skip
-
-
-def plot_soak(part: dict[str, Any], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    samples = part["samples"]
-    t = [s["t"] / 60 for s in samples]
-    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
-    axes[0].plot(t, [s["consumer_lag"] for s in samples], label="consumer lag (events)")
-    axes[0].set_ylabel("lag (events)")
-    axes[1].plot(t, [s["batch_ms"] for s in samples], label="batch duration (ms)")
-    axes[1].plot(
-        t, [s["batch_latency_max_p99_ms"] for s in samples], label="event->commit, batch max, p99 (ms)"
-    )
-    axes[1].plot(t, [s.get("latency_p99_ms") for s in samples], label="event->commit p99, every event (ms)")
-    axes[1].set_ylabel("ms")
-    axes[2].plot(t, [s["python_rss_mb"] for s in samples], label="Python RSS (MB)")
-    axes[2].plot(t, [s["jvm_rss_mb"] for s in samples], label="JVM RSS (MB)")
-    axes[2].plot(t, [s["file_mb"] for s in samples], label="DuckDB file + WAL (MB)")
-    axes[2].set_ylabel("MB")
-    for table in ("readings", "window_stats", "pipeline_metrics"):
-        axes[3].plot(t, [s["rows"].get(table) for s in samples], label=table)
-    # Log scale: readings are ~10^7 rows, the windows and metrics ~10^3-10^4; each must show it is flat.
-    axes[3].set_yscale("log")
-    axes[3].set_ylabel("rows (log)")
-    axes[3].set_xlabel("minutes")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"{title}, retention {part['retention_s']:.0f} s")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def run_soak_bench(settings: Settings, *, bootstrap_servers: str | None = None,

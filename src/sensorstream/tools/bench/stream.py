@@ -42,7 +42,7 @@ from sensorstream.serve.client import StoreClient
 from sensorstream.tools.bench.kafka import bench_broker
 from sensorstream.tools.bench.load import load_process
 from sensorstream.tools.bench.plots import plot_stream
-from sensorstream.writer.runtime import StreamRuntime
+from sensorstream.writer.main import StreamRuntime
 
 console = Console(stderr=True)
 # Outside a terminal (make, CI logs, a pipe) rich would fold the table to 80 columns.

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from sensorstream.kafka.jars import java_binary
+from sensorstream.jvm.classpath import java_binary
 from sensorstream.procs import alive, port_in_use, read_pid
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 from sensorstream.config import Settings
-from sensorstream.kafka.jars import ensure_jars, java_binary
+from sensorstream.jvm.classpath import ensure_jars, java_binary
 
 log = logging.getLogger(__name__)
 

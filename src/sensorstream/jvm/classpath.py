@@ -1,7 +1,8 @@
-"""Java-side artifacts (the Kafka broker, Spark's Kafka source) resolved from Maven Central.
+"""The JVM's side of the pipeline: which ``java`` runs, and the jars on its classpath.
 
-Kafka has no Debian or PyPI package, so the broker runs from the ``kafka_2.13`` jars. Maven resolves
-each POM under ``maven/`` and copies the jars into ``<cache_dir>/jars/<name>`` (git-ignored). A
+Kafka has no Debian or PyPI package, so the broker runs from the ``kafka_2.13`` jars, and Spark
+reads Kafka through a connector pyspark does not ship. Maven resolves each POM under ``maven/``
+(or one a caller names) and copies the jars into ``<cache_dir>/jars/<name>`` (git-ignored). A
 marker file makes the step idempotent: a second ``make run`` costs nothing.
 """
 
@@ -19,9 +20,7 @@ POM_DIR = Path(__file__).parent / "maven"
 # Only what pyspark does not already ship: Spark's connector, its token provider, and the
 # kafka-clients / commons-pool2 versions the connector's POM names (commons-pool2 2.11 fails).
 _INCLUDE = {
-    "kafka": None,
     "spark-kafka": "spark-sql-kafka-0-10_2.13,spark-token-provider-kafka-0-10_2.13,kafka-clients,commons-pool2",
-    "pgjdbc": None,  # the PostgreSQL JDBC driver, for the endpoint's client tests
 }
 
 
@@ -54,8 +53,9 @@ def jar_dir(cache_dir: Path, name: str) -> Path:
     return Path(cache_dir) / "jars" / name
 
 
-def ensure_jars(cache_dir: Path, name: str) -> list[Path]:
-    """The jars for ``name`` ("kafka", "spark-kafka" or "pgjdbc"), fetching them with Maven on first use."""
+def ensure_jars(cache_dir: Path, name: str, pom: Path | None = None) -> list[Path]:
+    """The jars for ``name`` ("kafka" or "spark-kafka", or the POM ``pom`` names), fetched with Maven
+    on first use."""
     target = jar_dir(cache_dir, name)
     marker = target / ".complete"
     if not marker.exists():
@@ -67,10 +67,10 @@ def ensure_jars(cache_dir: Path, name: str) -> list[Path]:
             )
         target.mkdir(parents=True, exist_ok=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(POM_DIR / name / "pom.xml"),
+            mvn, "-q", "-B", "-f", str(pom or POM_DIR / name / "pom.xml"),
             "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={target.resolve()}",
         ]  # fmt: skip
-        if _INCLUDE[name]:
+        if _INCLUDE.get(name):
             cmd.append(f"-DincludeArtifactIds={_INCLUDE[name]}")
         log.info("fetching %s jars with Maven into %s", name, target)
         result = subprocess.run(cmd, capture_output=True, text=True)

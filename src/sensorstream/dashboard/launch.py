@@ -24,7 +24,7 @@ from sensorstream.config import Settings, settings_env
 from sensorstream.procs import exit_code, port_in_use, supervised
 from sensorstream.stopping import StopSignals
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(__file__).with_name("page.py")
 
 
 class DashboardStartError(RuntimeError):

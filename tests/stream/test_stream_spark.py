@@ -12,7 +12,7 @@ from sensorstream.config import DEFAULT_VALID_RANGES
 from sensorstream.sink.batch import BATCH_SCHEMA, RAW_SCHEMA
 from sensorstream.sink.parse import RecordParser
 from sensorstream.stream.job import as_raw
-from sensorstream.stream.session import CHECKPOINT_FILE_MANAGER
+from sensorstream.stream.spark import CHECKPOINT_FILE_MANAGER
 
 pytestmark = pytest.mark.integration
 

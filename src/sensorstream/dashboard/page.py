@@ -25,7 +25,7 @@ from sensorstream.dashboard.data import (
     read_health,
     sensor_choices,
 )
-from sensorstream.dashboard.status import PipelineState, pipeline_state
+from sensorstream.dashboard.wording import PipelineState, pipeline_state
 from sensorstream.serve.client import StoreClient
 
 ALL = "All"

@@ -15,12 +15,12 @@ from sensorstream.kafka.topics import require_topic
 from sensorstream.sink.merge import BatchMerger
 from sensorstream.stopping import StopSignals, exit_now
 from sensorstream.store.db import connect
-from sensorstream.stream.session import begin_jvm_shutdown, kill_jvm, quiet_py4j_failures, wait_jvm
+from sensorstream.stream.spark import begin_jvm_shutdown, kill_jvm, quiet_py4j_failures, wait_jvm
 
 log = logging.getLogger(__name__)
 
-# What a stop aims for, from the signal to our exit: the 5 s less room for a supervisor
-# (`run`) to pass the signal on and see us go. The JVM's own shutdown is waited for only within it;
+# What a stop aims for, from the signal to our exit: the 5 s every command stops within (README,
+# "Stopping and exit codes") less room for a supervisor (`run`) to pass the signal on and see us go. The JVM's own shutdown is waited for only within it;
 # when it takes longer (a busy machine) it removes its temp dirs and exits by itself.
 STOP_BUDGET = 3.5
 JVM_EXIT_WAIT = 10.0  # after an end without a signal (--until-idle, --timeout)
@@ -52,9 +52,9 @@ class StreamRuntime:
 
     def start(self) -> StreamRuntime:
         from sensorstream.monitor.service import MonitorService
-        from sensorstream.serve.service import StoreService
+        from sensorstream.serve.store_service import StoreService
         from sensorstream.stream.job import StreamJob
-        from sensorstream.stream.session import build_session
+        from sensorstream.stream.spark import build_session
 
         try:
             # Open the store first: a locked or incompatible file should fail before Spark starts.

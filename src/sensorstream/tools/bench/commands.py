@@ -1,7 +1,4 @@
-"""The tools wing's commands: the local broker and Spark cluster, benchmarks and fault runs.
-
-Registered on the root ``sensorstream`` command by :mod:`sensorstream.cli`, beside the runtime's.
-"""
+"""``sensorstream bench ...``: each benchmark prints a table and writes reports/*.json."""
 
 from __future__ import annotations
 
@@ -10,28 +7,20 @@ from typing import Annotated
 
 import typer
 
-from sensorstream.config import Settings
-from sensorstream.terminal import console, fail, settings_or_exit
+from sensorstream.terminal import fail, settings_or_exit
 
-bench_app = typer.Typer(help="Benchmarks; print a table and write reports/*.json.", no_args_is_help=True)
-commands = typer.Typer()  # top-level tool commands (faults)
+app = typer.Typer(help="Benchmarks; print a table and write reports/*.json.", no_args_is_help=True)
 
 
-@bench_app.callback()
+@app.callback()
 def _bench() -> None:
     from sensorstream.stopping import sigterm_unwinds
 
     sigterm_unwinds()  # a benchmark stopped by SIGTERM stops its broker and job too
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(bench_app, name="bench")
-    app.add_typer(cluster_app, name="cluster")
-    app.add_typer(commands)
-
-
 # --- bench kafka ---------------------------------------------------------------------------------
-@bench_app.command("kafka")
+@app.command("kafka")
 def bench_kafka(
     records: Annotated[int, typer.Option(help="records per run")] = 1_000_000,
     record_size: Annotated[int, typer.Option(help="bytes per record (events are padded to it)")] = 200,
@@ -56,7 +45,7 @@ def bench_kafka(
         fail(str(exc))
 
 
-@bench_app.command("stream")
+@app.command("stream")
 def bench_stream(
     events: Annotated[int, typer.Option(help="backlog size for the drain measurement")] = 500_000,
     rates: Annotated[
@@ -80,7 +69,7 @@ def bench_stream(
     )  # fmt: skip
 
 
-@bench_app.command("scale")
+@app.command("scale")
 def bench_scale(
     events: Annotated[int, typer.Option(help="backlog drained at each point")] = 1_200_000,
     bootstrap_servers: Annotated[
@@ -96,7 +85,7 @@ def bench_scale(
     run_scale_bench(settings_or_exit(), bootstrap_servers=bootstrap_servers, events=events, report=report)
 
 
-@bench_app.command("soak")
+@app.command("soak")
 def bench_soak(
     prefills: Annotated[
         str, typer.Option(help="comma-separated readings pre-filled before measuring")
@@ -134,7 +123,7 @@ def bench_soak(
     )  # fmt: skip
 
 
-@bench_app.command("alerts")
+@app.command("alerts")
 def bench_alerts(
     sensors: Annotated[int, typer.Option(help="simulated sensors")] = 20,
     rate: Annotated[float, typer.Option(help="readings/s over all sensors")] = 200.0,
@@ -152,7 +141,7 @@ def bench_alerts(
         raise typer.Exit(1)
 
 
-@bench_app.command("store")
+@app.command("store")
 def bench_store(
     rows: Annotated[int, typer.Option(help="readings prefilled before measuring")] = 1_000_000,
     seconds: Annotated[float, typer.Option(help="seconds per phase")] = 20.0,
@@ -161,101 +150,3 @@ def bench_store(
     from sensorstream.tools.bench.store import run_store_bench
 
     run_store_bench(settings_or_exit(), rows=rows, seconds=seconds)
-
-
-# --- faults --------------------------------------------------------------------------------------
-@commands.command("faults")
-def faults_cmd(
-    scenario: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="kill9, broker-restart, malformed-storm, hostile-reader, hostile-pg, reader, disk, cluster or all (repeatable)"
-        ),
-    ] = None,
-    events: Annotated[int | None, typer.Option(help="readings per scenario (default: per scenario)")] = None,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="the bounded CI form (20K events, fewer faults)")
-    ] = False,
-    workdir: Annotated[Path | None, typer.Option(help="temp dirs go here (default: system temp)")] = None,
-    bootstrap_servers: Annotated[
-        str | None, typer.Option(help="reuse this broker for scenarios that do not break the broker")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="event stream and fault timing seed")] = 0,
-    keep: Annotated[
-        bool, typer.Option("--keep", help="keep temp dirs (logs, stores) of passed runs too")
-    ] = False,
-    report: Annotated[Path, typer.Option(help="JSON report")] = Path("reports/faults.json"),
-) -> None:
-    """Break the pipeline on purpose and check nothing is lost, doubled or wrong (exit 1 if anything is)."""
-    from sensorstream.stopping import sigterm_unwinds
-    from sensorstream.tools.faults.scenario import FaultOptions
-    from sensorstream.tools.faults.suite import SCENARIOS, run_faults
-
-    sigterm_unwinds()  # stopped by SIGTERM (timeout, a CI runner): its brokers and jobs stop too
-
-    names = scenario or ["all"]
-    unknown = [n for n in names if n != "all" and n not in SCENARIOS]
-    if unknown:
-        fail(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)} or all", 2)
-    settings = settings_or_exit()
-    if bootstrap_servers:  # before any scenario starts its processes
-        from sensorstream.kafka.topics import require_broker
-
-        require_broker({**settings.kafka_client_config, "bootstrap.servers": bootstrap_servers})
-    opts = FaultOptions(
-        settings,
-        quick=quick,
-        events=events,
-        workdir=workdir,
-        bootstrap=bootstrap_servers,
-        seed=seed,
-        keep=keep,
-    )
-    results = run_faults(opts, names, report=report, console=console)
-    if not all(r.passed for r in results):
-        raise typer.Exit(1)
-
-
-# --- spark cluster -------------------------------------------------------------------------------
-cluster_app = typer.Typer(
-    help="A local Spark standalone cluster (master + workers) on loopback.", no_args_is_help=True
-)
-MasterPortOpt = Annotated[int, typer.Option("--port", help="master port")]
-WebuiPortOpt = Annotated[int, typer.Option("--webui-port", help="master web UI port")]
-
-
-def _spark_cluster(
-    settings: Settings, port: int, webui_port: int, workers: int = 2, cores: int = 1, memory: str = "1g"
-):
-    from sensorstream.tools.local.cluster import SparkCluster
-
-    return SparkCluster(settings.data_dir / "spark-cluster", port, webui_port, workers, cores, memory)
-
-
-@cluster_app.command("start")
-def cluster_start(
-    port: MasterPortOpt = 7077,
-    webui_port: WebuiPortOpt = 8080,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
-    cores: Annotated[int, typer.Option(help="cores per worker")] = 1,
-    memory: Annotated[str, typer.Option(help="memory per worker (its executor's size)")] = "1g",
-) -> None:
-    """Start a master and workers in the background (logs in data/spark-cluster)."""
-    settings = settings_or_exit()
-    cluster = _spark_cluster(settings, port, webui_port, workers, cores, memory)
-    url = cluster.start()
-    console.print(
-        f"spark cluster up: [bold]{url}[/bold] ({workers} x {cores} core(s), {memory}); UI {cluster.webui}; "
-        f"run the job on it with SENSORSTREAM_SPARK_MASTER={url} sensorstream stream"
-    )
-
-
-@cluster_app.command("stop")
-def cluster_stop(
-    port: MasterPortOpt = 7077,
-    webui_port: WebuiPortOpt = 8080,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
-) -> None:
-    """Stop the workers, then the master (SIGTERM, then SIGKILL after 30 s)."""
-    stopped = _spark_cluster(settings_or_exit(), port, webui_port, workers).stop()
-    console.print(f"stopped {', '.join(stopped)}" if stopped else "no spark cluster was running")
