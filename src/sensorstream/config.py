@@ -187,7 +187,8 @@ class Settings(BaseSettings):
     anomaly_relearn_readings: int = Field(300, ge=1)
     # An anomaly state clears after this many normal readings in a row.
     anomaly_clear_readings: int = Field(10, ge=1)
-    # Deprecated (0.4): the z-score no longer looks at past windows, see ANOMALY_BASELINE_READINGS.
+    # Ignored: the z-score no longer looks at past windows but at the sensor's last
+    # ANOMALY_BASELINE_READINGS readings. Still accepted, with a warning, so an old environment starts.
     anomaly_history_windows: int | None = Field(None, ge=2)
     # On SIGINT/SIGTERM the batch in flight gets this long to commit; a slower one (a huge backlog
     # batch) is abandoned and replayed on restart, so a stop stays within a supervisor's patience.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-STOP_WITHIN = 5.0  # seconds from the signal to the exit: the bound for every command
+STOP_WITHIN = 5.0  # seconds from the signal to the exit: the README's bound for every command
 
 
 def command(*args: str) -> list[str]:

@@ -16,7 +16,7 @@ from sensorstream.tools.synthetic import FakeBatchWriter
 
 
 def store_settings(make_settings, **overrides) -> Settings:
-    """Settings for a test: its own DuckDB file under tmp_path and a free port in 43000-43099."""
+    """Settings for a test: its own DuckDB file under tmp_path and a free API port (``tools.ports``)."""
     return make_settings(api_port=free_port(), **overrides)
 
 

@@ -1,7 +1,6 @@
-"""Test helpers for the streaming job: a fixed event stream and its expected result.
-
-The expectation is computed without Spark: validity by the plain-Python reference validator,
-late/windows by DuckDB SQL over the input. If the job and this disagree, one of them is wrong.
+"""Test helpers for the streaming job: a fixed event stream (with malformed records), the store's
+tables as plain rows, and an uninterrupted run in this process to hold a stopped-and-restarted one
+against. What the store must hold after a stream is the reference model's (``tools.reference``).
 """
 
 from __future__ import annotations

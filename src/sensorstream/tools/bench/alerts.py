@@ -167,7 +167,7 @@ def run_alerts_bench(
     verdict = all(r.false_alarms == 0 for r in runs) and runs[1].all_caught
     console.print(
         "verdict: " + ("[green]quiet when clean, every fault caught within one window[/green]" if verdict
-                       else "[red]goal not met (see above)[/red]")
+                       else "[red]not met (see above)[/red]")
     )  # fmt: skip
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps([asdict(r) for r in runs], indent=2))
