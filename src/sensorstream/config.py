@@ -187,8 +187,7 @@ class Settings(BaseSettings):
     anomaly_relearn_readings: int = Field(300, ge=1)
     # An anomaly state clears after this many normal readings in a row.
     anomaly_clear_readings: int = Field(10, ge=1)
-    # Ignored: the z-score no longer looks at past windows but at the sensor's last
-    # ANOMALY_BASELINE_READINGS readings. Still accepted, with a warning, so an old environment starts.
+    # Ignored, with a warning at start-up: the z-score uses the last ANOMALY_BASELINE_READINGS readings.
     anomaly_history_windows: int | None = Field(None, ge=2)
     # On SIGINT/SIGTERM the batch in flight gets this long to commit; a slower one (a huge backlog
     # batch) is abandoned and replayed on restart, so a stop stays within a supervisor's patience.
