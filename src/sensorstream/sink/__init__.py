@@ -1,1 +1,1 @@
-"""sink"""
+"""The micro-batch into the store, exactly once: parse, judge, merge, and the ledger."""

@@ -1,1 +1,1 @@
-"""Tooling beside the runtime: benchmarks, fault injection and local Kafka/Spark launchers."""
+"""Tooling beside the runtime: benchmarks, fault injection and a local Spark cluster. The runtime never imports it."""
