@@ -22,9 +22,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from kit.pg import conninfo, endpoint, pg_settings, psql, url
+from kit.pg import conninfo, endpoint, pg_settings, psql, run_jdbc, url
 from kit.store import writer_store
 from sensorstream.config import load_settings
+from sensorstream.serve.pgwire.extended import ExtendedQuery
 from sensorstream.serve.service import StoreService
 
 pytestmark = pytest.mark.integration
@@ -154,7 +155,22 @@ def test_cursors_and_portals_are_bounded_with_postgres_sqlstates(served):
 
 
 # --- portal suspension: asyncpg, pgJDBC -----------------------------------------------------------
-def test_asyncpg_cursor_pages_through_a_suspended_portal(served):
+@pytest.fixture
+def executes(monkeypatch) -> list[int]:
+    """The row count of every Execute message the endpoint gets (0: all rows)."""
+    seen: list[int] = []
+    original = ExtendedQuery._execute
+
+    async def spy(self, msg):
+        end = msg.data.index(b"\0", msg.pos)  # after the portal's name
+        seen.append(struct.unpack_from("!i", msg.data, end + 1)[0])
+        await original(self, msg)
+
+    monkeypatch.setattr(ExtendedQuery, "_execute", spy)
+    return seen
+
+
+def test_asyncpg_cursor_pages_through_a_suspended_portal(served, executes):
     _, server, settings = served
 
     async def run() -> tuple[list[int], list[int], int]:
@@ -176,6 +192,18 @@ def test_asyncpg_cursor_pages_through_a_suspended_portal(served):
     first, second, streamed = asyncio.run(run())
     assert first == [100, 101, 102, 103, 104] and second == [115, 116, 117]
     assert streamed == ROWS
+    assert executes.count(300) >= ROWS // 300  # page by page, each a PortalSuspended but the last
+
+
+@pytest.mark.jvm
+def test_jdbc_fetch_size_pages_and_query_timeout_cancels(served, executes):
+    _, server, settings = served
+    facts = {line[0]: line[1:] for line in run_jdbc(server, settings, "100", SLOW, program="JdbcFetch")}
+    assert facts["paged"] == [str(ROWS), str(sum(range(ROWS)))]
+    assert executes.count(100) >= ROWS // 100
+    state, millis, message = facts["timeout"]
+    assert state == "57014" and "user request" in message and int(millis) < 5000
+    assert facts["after"] == [str(ROWS)]
 
 
 # --- COPY TO STDOUT -------------------------------------------------------------------------------
@@ -297,6 +325,22 @@ def test_show_statement_timeout_reports_the_endpoints_deadline(conn):
         "SELECT setting, unit FROM pg_settings WHERE name = 'statement_timeout'"
     ).fetchone() == ("65000", "ms")
     assert conn.execute("SHOW idle_session_timeout").fetchone() == ("30min",)
+
+
+def test_a_sessions_own_statement_timeout_cancels_its_read(served):
+    _, server, settings = served
+    with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '1500ms'")  # tighter than the endpoint's: it holds
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("1500ms",)
+        started = time.monotonic()
+        with pytest.raises(errors.QueryCanceled, match=r"statement timeout|interrupted after 1\.5 s"):
+            conn.execute(SLOW)
+        assert time.monotonic() - started < 5
+        conn.execute("SET statement_timeout = 600000")  # looser: the endpoint's deadline stays
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("65s",)
+        with pytest.raises(errors.InvalidParameterValue):
+            conn.execute("SET statement_timeout = 'soon'")
+        assert conn.execute("SELECT count(*) FROM samples").fetchone() == (ROWS,)
 
 
 # --- through the endpoint's own process -----------------------------------------------------------

@@ -27,11 +27,14 @@ _KEY = struct.Struct("!ii")
 
 
 class Ticket:
-    """One statement's claim on the gate: ``tag`` names its reads there; ``canceled`` once asked."""
+    """One statement's claim on the gate: ``tag`` names its reads there; ``canceled`` once asked;
+    ``timeout``: the session's own ``statement_timeout`` in seconds, when it set one tighter than
+    the endpoint's."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
         self.tag = "pg-" + secrets.token_hex(8)
         self.canceled = False
+        self.timeout = timeout
 
     def check(self) -> None:
         if self.canceled:

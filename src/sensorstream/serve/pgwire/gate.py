@@ -55,7 +55,7 @@ def run_read(
     ticket: Ticket | None = None,
 ) -> ReadResult:
     """``gate.run(sql, params)``, waiting up to ``busy_wait`` seconds for a read slot; under
-    ``ticket``'s tag, so that a CancelRequest can interrupt it (``cancel``)."""
+    ``ticket``'s tag and timeout, so that a CancelRequest can interrupt it (``cancel``)."""
     deadline = time.monotonic() + busy_wait
     while True:
         if ticket is not None:
@@ -63,7 +63,7 @@ def run_read(
         try:
             if ticket is None:
                 return gate.run(sql, params)
-            return gate.run(sql, params, tag=ticket.tag)
+            return gate.run(sql, params, tag=ticket.tag, timeout=ticket.timeout)
         except ReadBusy as exc:
             if time.monotonic() >= deadline:
                 raise ReadError(exc.sqlstate, str(exc)) from None

@@ -8,9 +8,12 @@ harmless values are served here; DuckDB's own settings (paths, memory, threads) 
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from sensorstream.serve.pgwire import types as pg_types
+from sensorstream.serve.pgwire.gate import ReadError
 
 SERVER_VERSION = "15.0"
 SERVER_VERSION_NUM = "150000"
@@ -67,6 +70,19 @@ def duration(seconds: float) -> str:
 
 
 _MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(us|ms|s|min|h|d)?\s*", re.IGNORECASE)
+
+
+def parse_duration(name: str, text: str) -> float:
+    """A time setting as PostgreSQL reads it (milliseconds unless a unit is given), in seconds;
+    ``DEFAULT`` is 0."""
+    if text.strip().lower() == "default":
+        return 0.0
+    found = _DURATION.fullmatch(text)
+    if found is None:
+        raise ReadError("22023", f'invalid value for parameter "{name}": "{text[:40]}"')
+    number, unit = float(found.group(1)), (found.group(2) or "ms").lower()
+    return number / 1_000_000 if unit == "us" else number * _MS[unit] / 1000
 
 
 def _milliseconds(text: str) -> str | None:

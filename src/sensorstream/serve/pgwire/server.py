@@ -131,16 +131,22 @@ class Backend:
         reading, within the statement timeout. A bug of ours costs the client one statement.
         Past the timeout the read under ``ticket`` is interrupted too: it would hold a read slot."""
         loop = asyncio.get_running_loop()
+        own = ticket.timeout if ticket is not None and ticket.timeout else None
+        limit = own or self.statement_timeout
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self.pool, fn, *args), self.statement_timeout)
+            return await asyncio.wait_for(loop.run_in_executor(self.pool, fn, *args), limit)
         except TimeoutError:
             if ticket is not None:
                 self.canceller.cancel(ticket)
+            why = (
+                "the session's statement_timeout"
+                if own
+                else f"SENSORSTREAM_READ_TIMEOUT plus {BUSY_WAIT_S:g} s for a free read slot"
+            )
             raise ReadError(
                 "57014",
-                f"canceling statement due to statement timeout: it took more than "
-                f"{self.statement_timeout:g} s, waiting included (SENSORSTREAM_READ_TIMEOUT plus "
-                f"{BUSY_WAIT_S:g} s for a free read slot)",
+                f"canceling statement due to statement timeout: it took more than {limit:g} s, "
+                f"waiting included ({why})",
             ) from None
         except ReadError:
             raise

@@ -28,7 +28,7 @@ from sensorstream.serve.pgwire.codec import InvalidText, MessageTooLarge, Protoc
 from sensorstream.serve.pgwire.extended import ExtendedQuery, Prepared
 from sensorstream.serve.pgwire.gate import ReadError
 from sensorstream.serve.pgwire.handshake import Handshake
-from sensorstream.serve.pgwire.pg_catalog import settings_for
+from sensorstream.serve.pgwire.pg_catalog import duration, parse_duration, settings_for
 from sensorstream.serve.pgwire.results import Encoder, Outcome, encode_row, encoders, fields, tag
 from sensorstream.serve.pgwire.statements import Command, classify, split_statements
 
@@ -65,6 +65,7 @@ class Session(Handshake, ExtendedQuery):
         self.pid = secrets.randbelow(2**31 - 1) + 1
         self.secret = secrets.randbits(31)
         self.running: Ticket | None = None  # the statement a CancelRequest would cancel
+        self.statement_timeout: float | None = None  # seconds, when SET tighter than the endpoint's
         self.statements: dict[str, Prepared] = {}
         self.portals = cursors.Portals(backend.held_per_session, backend.held)
         self._out: list[bytes] = []
@@ -253,7 +254,7 @@ class Session(Handshake, ExtendedQuery):
     @contextlib.contextmanager
     def _statement(self) -> Iterator[Ticket]:
         """The running statement's ticket, for a CancelRequest to find."""
-        ticket = self.running = Ticket()
+        ticket = self.running = Ticket(self.statement_timeout)
         try:
             yield ticket
         finally:
@@ -312,13 +313,20 @@ class Session(Handshake, ExtendedQuery):
             raise ReadError("54000", f"a setting's value may be at most {MAX_SETTING_VALUE} bytes here")
         if name not in self.values and len(self.values) >= MAX_SETTINGS:
             raise ReadError("54000", f"a session may set at most {MAX_SETTINGS} settings here")
+        if name == "statement_timeout":
+            seconds = parse_duration(name, value)
+            # Only tighter than the endpoint's own deadline; 0 (none) leaves that one.
+            self.statement_timeout = seconds if 0 < seconds < self.backend.statement_timeout else None
         self.values[name] = value
         self._settings_cache = None
 
     def _settings(self) -> dict[str, str]:
         # Built once per change: every statement passes it on (and keys the translation cache by it).
         if self._settings_cache is None:
-            self._settings_cache = settings_for(self.values, self.backend.served_settings)
+            served = dict(self.backend.served_settings)
+            if self.statement_timeout is not None:
+                served["statement_timeout"] = duration(self.statement_timeout)
+            self._settings_cache = settings_for(self.values, served)
         return self._settings_cache
 
     def _show(self, name: str) -> ReadResult:
