@@ -65,6 +65,8 @@ class Canceller:
                 return
 
     def cancel(self, ticket: Ticket) -> None:
+        if ticket.canceled:  # once per statement: repeated requests queue no more work
+            return
         ticket.canceled = True
         self._pool.submit(self._interrupt, ticket.tag)
 
