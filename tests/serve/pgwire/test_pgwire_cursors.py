@@ -146,12 +146,17 @@ def test_cursors_and_portals_are_bounded_with_postgres_sqlstates(served):
                 conn.execute(f"DECLARE wide{i} CURSOR FOR SELECT repeat('x', 60) FROM range({MAX_ROWS})")
         assert i >= 2
         conn.rollback()
+        assert server.backend.held.held == 0  # the block's cursors went with it
         # And a count: 64 portals and cursors per connection.
         with pytest.raises(errors.ProgramLimitExceeded, match="at most 64 open portals and cursors"):
             for i in range(65):
                 conn.execute(f"DECLARE n{i} CURSOR FOR SELECT {i}")
         conn.rollback()
         assert conn.execute("SELECT count(*) FROM samples").fetchone() == (ROWS,)
+        conn.execute(f"DECLARE kept CURSOR FOR SELECT * FROM range({MAX_ROWS})")
+        assert server.backend.held.held > 0
+    # ROLLBACK, Sync and the end of a session give back what their portals and cursors held.
+    assert server.backend.held.held == 0
 
 
 # --- portal suspension: asyncpg, pgJDBC -----------------------------------------------------------
