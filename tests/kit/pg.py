@@ -102,7 +102,7 @@ def run_pgx(binary: Path, request: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # --- pgJDBC -----------------------------------------------------------------------------------------
-def run_jdbc(server: PgServer, settings: Settings, *args: str) -> list[list[str]]:
+def run_jdbc(server: PgServer, settings: Settings, *args: str, program: str = "JdbcCheck") -> list[list[str]]:
     from sensorstream.jvm.classpath import ensure_jars, java_binary
 
     jars = ensure_jars(ROOT / ".cache", "pgjdbc", pom=CLIENTS / "jdbc" / "pom.xml")
@@ -112,7 +112,7 @@ def run_jdbc(server: PgServer, settings: Settings, *args: str) -> list[list[str]
             java_binary(),
             "-cp",
             os.pathsep.join(str(j) for j in jars),
-            str(CLIENTS / "jdbc" / "JdbcCheck.java"),
+            str(CLIENTS / "jdbc" / f"{program}.java"),
             jdbc_url,
             settings.pg_user,
             PASSWORD,

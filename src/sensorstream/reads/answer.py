@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,11 @@ def _size(value: Any) -> int:
     return 32  # times, decimals, UUIDs: short fixed-size text
 
 
+def answer_size(rows: Iterable[Sequence[Any]]) -> int:
+    """About how many bytes ``rows`` take in an answer: what the byte cap (``max_bytes``) counts."""
+    return sum(_size(list(row)) for row in rows)
+
+
 def _too_large(bytes_cap: int) -> TooLarge:
     return TooLarge(
         f"the answer is larger than {bytes_cap:,} bytes (the limit); select fewer rows or columns, "
@@ -79,7 +85,7 @@ def fetch_rows(
         chunk = cur.fetchmany(min(step, rows_cap + 1 - len(rows)))
         if not chunk:
             break
-        chunk_size = sum(_size(list(row)) for row in chunk)
+        chunk_size = answer_size(chunk)
         size += chunk_size
         # Building Python rows holds the GIL (the writer's thread waits for it): aim at chunks
         # of about _CHUNK_BYTES, and never convert much past the byte cap.

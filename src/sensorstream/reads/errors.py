@@ -47,6 +47,12 @@ class QueryTimeout(QueryError):
     sqlstate = "57014"  # query canceled
 
 
+class QueryCanceled(QueryError):
+    """The client canceled the read while it ran (a PostgreSQL CancelRequest)."""
+
+    sqlstate = "57014"  # query canceled
+
+
 class TooLarge(QueryError):
     """The query text, its answer or the memory it needs is over a limit."""
 

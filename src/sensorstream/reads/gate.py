@@ -40,6 +40,7 @@ time per lane, so ``/health`` and the dashboard's named queries keep answering.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -50,7 +51,7 @@ import duckdb
 from sensorstream.config import Settings
 from sensorstream.reads import execute
 from sensorstream.reads.answer import ArrowResult, ReadResult, fetch_arrow, fetch_rows
-from sensorstream.reads.errors import QueryTimeout, ReadBusy, TooLarge, from_duckdb
+from sensorstream.reads.errors import QueryCanceled, QueryTimeout, ReadBusy, TooLarge, from_duckdb
 from sensorstream.reads.execute import Result, read_cursor
 from sensorstream.reads.limits import Lane, Params, ReadLimits, check_params
 from sensorstream.reads.lockdown import lock_down
@@ -73,7 +74,10 @@ class Gate(Protocol):
         max_rows: int | None = None,
         max_bytes: int | None = None,
         timeout: float | None = None,
+        tag: str | None = None,
     ) -> ReadResult: ...
+
+    def cancel(self, tag: str) -> bool: ...
 
     def run_named(
         self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None
@@ -104,6 +108,10 @@ class ReadGate:
             "sql": threading.BoundedSemaphore(self.limits.max_concurrent),
             "named": threading.BoundedSemaphore(self.limits.max_concurrent_named),
         }
+        # Reads running under a caller's tag, and tags canceled before their read began.
+        self._tagged: dict[str, Watchdog] = {}
+        self._canceled: deque[str] = deque(maxlen=256)
+        self._tag_lock = threading.Lock()
 
     def close(self) -> None:
         """Let the reader threads go (reads in flight finish first). The connection stays open."""
@@ -148,11 +156,13 @@ class ReadGate:
         max_bytes: int | None = None,
         timeout: float | None = None,
         admit: bool = True,
+        tag: str | None = None,
     ) -> ReadResult:
         """Admit (``sql`` lane), check and run one read-only SELECT with parameters bound by DuckDB.
 
         ``max_rows``/``max_bytes``/``timeout`` may only tighten the gate's limits, never widen them.
-        ``admit=False`` is for a caller that already holds :meth:`admit`.
+        ``admit=False`` is for a caller that already holds :meth:`admit`. ``tag`` names the read
+        for :meth:`cancel`.
         """
         caps = self.limits.caps(max_rows, max_bytes, timeout)
         params = check_params(params)
@@ -160,12 +170,19 @@ class ReadGate:
         # not "busy".
         text = self.check(sql)
         if not admit:
-            return self._readers.submit(self._run_sql, text, params, *caps).result()
+            return self._readers.submit(self._run_sql, text, params, *caps, None, tag).result()
         with self.admit("sql"):
-            return self._readers.submit(self._run_sql, text, params, *caps).result()
+            return self._readers.submit(self._run_sql, text, params, *caps, None, tag).result()
 
     def run_checked(
-        self, text: str, params: Params, *, max_rows: int, max_bytes: int, timeout: float
+        self,
+        text: str,
+        params: Params,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        timeout: float,
+        tag: str | None = None,
     ) -> ArrowResult | ReadResult:
         """Admit and run ``text`` that the guard in the read API's process already checked.
 
@@ -178,7 +195,33 @@ class ReadGate:
         caps = self.limits.caps(max_rows, max_bytes, timeout)
         params = check_params(params)
         with self.admit("sql"):
-            return self._readers.submit(self._run_sql, text, params, *caps, fetch_arrow).result()
+            return self._readers.submit(self._run_sql, text, params, *caps, fetch_arrow, tag).result()
+
+    def cancel(self, tag: str) -> bool:
+        """Interrupt the read running under ``tag`` (a PostgreSQL CancelRequest), as its time limit
+        would; a read under that tag that has not begun yet is refused when it begins."""
+        with self._tag_lock:
+            dog = self._tagged.get(tag)
+            if dog is None:
+                self._canceled.append(tag)
+                return False
+        dog.cancel()
+        return True
+
+    @contextmanager
+    def _tagged_as(self, tag: str | None, dog: Watchdog) -> Iterator[None]:
+        if tag is None:
+            yield
+            return
+        with self._tag_lock:
+            if tag in self._canceled:
+                raise QueryCanceled("canceling statement due to user request")
+            self._tagged[tag] = dog
+        try:
+            yield
+        finally:
+            with self._tag_lock:
+                self._tagged.pop(tag, None)
 
     def _run_sql(
         self,
@@ -188,6 +231,7 @@ class ReadGate:
         bytes_cap: int,
         seconds: float,
         fetch: Callable[..., Any] | None = None,
+        tag: str | None = None,
     ) -> Any:
         """Run ``text`` (already checked) on a reader thread; ``fetch`` builds the answer."""
         limits = self.limits
@@ -195,10 +239,16 @@ class ReadGate:
         try:
             # The read's sorts and hash tables spill past this instead of taking the writer's share.
             cur.execute(f"SET operator_memory_limit = '{limits.memory}B'")
-            with WriterMark.shared().reading() as floor, Watchdog(cur, seconds, limits.memory, floor) as dog:
+            with (
+                WriterMark.shared().reading() as floor,
+                Watchdog(cur, seconds, limits.memory, floor) as dog,
+                self._tagged_as(tag, dog),
+            ):
                 try:
                     return (fetch or fetch_rows)(cur, text, params, rows_cap, bytes_cap)
                 except duckdb.Error as exc:
+                    if dog.reason == "cancel":
+                        raise QueryCanceled("canceling statement due to user request") from None
                     if dog.reason == "timeout":
                         raise QueryTimeout(
                             f"the query was interrupted after {seconds:g} s (the limit for one read)"

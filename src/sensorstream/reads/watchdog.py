@@ -25,14 +25,14 @@ def rss() -> int | None:
 
 
 class Watchdog:
-    """Interrupts ``cur`` past ``timeout`` or when the process grew by more than ``memory`` bytes
-    above ``floor`` (or above its size when the read began, if that is more)."""
+    """Interrupts ``cur`` past ``timeout``, when the process grew by more than ``memory`` bytes
+    above ``floor`` (or above its size when the read began, if that is more), or on :meth:`cancel`."""
 
     def __init__(
         self, cur: duckdb.DuckDBPyConnection, timeout: float, memory: int, floor: int | None = None
     ) -> None:
         self.cur, self.timeout, self.memory, self.floor = cur, timeout, memory, floor
-        self.reason: Literal["timeout", "memory"] | None = None
+        self.reason: Literal["timeout", "memory", "cancel"] | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="read-watchdog", daemon=True)
 
@@ -44,17 +44,30 @@ class Watchdog:
         self._done.set()
         self._thread.join()
 
+    def cancel(self) -> None:
+        """Interrupt the read now (a PostgreSQL CancelRequest), as its time limit would."""
+        self.reason = "cancel"
+        self.cur.interrupt()
+
     def _watch(self) -> None:
         deadline = time.monotonic() + self.timeout
         base = max((b for b in (rss(), self.floor) if b is not None), default=None)
-        while not self._done.wait(min(POLL_S, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
+        while not self._done.wait(
+            POLL_S if self.reason else min(POLL_S, max(0.0, deadline - time.monotonic()))
+        ):
+            if self.reason is None and time.monotonic() >= deadline:
                 self.reason = "timeout"
-            elif base is not None and (now := rss()) is not None and now - base > self.memory:
+            elif (
+                self.reason is None
+                and base is not None
+                and (now := rss()) is not None
+                and now - base > self.memory
+            ):
                 self.reason = "memory"
             if self.reason:
+                # Again at every poll until the read ends: an interrupt that came before DuckDB
+                # started the query is forgotten when it starts.
                 self.cur.interrupt()
-                return
 
 
 class WriterMark:

@@ -8,6 +8,7 @@ slots, time and memory watchdog, byte cap). This module serves them over a Unix 
 directory only this user can enter, one frame per request and one per answer::
 
     request   {"op": "sql", "text": …, "params": …, "max_rows": …, "max_bytes": …, "timeout": …}
+              (with "tag": … a read that {"op": "cancel", "tag": …} interrupts)
               {"op": "named", "name": …, "params": {…}, "timeout": …}   {"op": "health"}
     answer    {"ok": true, "form": "arrow" | "json", …} + an Arrow IPC stream or JSON text
               {"ok": false, "kind": "<QueryError subclass>", "message": …, "retry_after": …}
@@ -93,6 +94,7 @@ def _answer(gate: ReadGate, request: dict[str, Any]) -> tuple[dict[str, Any], by
             max_rows=int(request["max_rows"]),
             max_bytes=int(request["max_bytes"]),
             timeout=float(request["timeout"]),
+            tag=request.get("tag"),
         )
         if isinstance(result, ArrowResult):
             head = {"ok": True, "form": "arrow", "columns": result.columns, "types": result.types}
@@ -101,6 +103,9 @@ def _answer(gate: ReadGate, request: dict[str, Any]) -> tuple[dict[str, Any], by
     if op == "named":
         result = gate.run_named(request["name"], request.get("params"), timeout=request.get("timeout"))
         return {"ok": True, "form": "json"}, json.dumps(result.to_json(), allow_nan=False).encode()
+    if op == "cancel":
+        canceled = gate.cancel(str(request["tag"]))
+        return {"ok": True, "form": "json"}, json.dumps({"canceled": canceled}).encode()
     if op == "health":
         return {"ok": True, "form": "json"}, json.dumps(gate.health()).encode()
     raise ValueError(f"unknown read operation {op!r}")

@@ -123,10 +123,13 @@ class RemoteGate:
         max_rows: int | None = None,
         max_bytes: int | None = None,
         timeout: float | None = None,
+        tag: str | None = None,
     ) -> ReadResult:
         rows, size, seconds = self.limits.caps(max_rows, max_bytes, timeout)
         request = {"op": "sql", "params": check_params(params), "max_rows": rows, "max_bytes": size}
         request["timeout"] = seconds
+        if tag is not None:
+            request["tag"] = tag
         request["text"] = self.check(sql)  # refused here, before the writer hears of it
         header, payload = self._call(request)
         if header["form"] == "json":
@@ -139,6 +142,11 @@ class RemoteGate:
             rows=[list(row) for row in zip(*columns, strict=True)] if columns else [],
             truncated=header["truncated"],
         )
+
+    def cancel(self, tag: str) -> bool:
+        """Have the writer interrupt the read running under ``tag`` (``ReadGate.cancel``)."""
+        _, payload = self._call({"op": "cancel", "tag": tag})
+        return bool(json.loads(payload)["canceled"])
 
     def run_named(
         self, name: str, params: Mapping[str, Any] | None = None, *, timeout: float | None = None

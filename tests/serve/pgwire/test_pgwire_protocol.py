@@ -14,7 +14,7 @@ import pytest
 from kit.pg import conninfo, endpoint, pg_settings
 from kit.store import writer_store
 from sensorstream.config import SettingsError, load_settings
-from sensorstream.serve.pgwire import PgStartError, translate
+from sensorstream.serve.pgwire import PgStartError, statements, translate
 from sensorstream.serve.pgwire import types as t
 from sensorstream.serve.pgwire.params import infer_param_types
 from sensorstream.serve.store_service import StoreService
@@ -63,15 +63,15 @@ def test_bad_parameter_bytes_are_named():
 
 
 def test_statements_are_split_and_sorted():
-    assert translate.split_statements("SELECT ';'; SET x = 1 ;; -- c;\n") == ["SELECT ';'", "SET x = 1"]
-    assert translate.split_statements(" ; ") == []
-    command = translate.classify("SET SESSION application_name TO 'grafana'")
+    assert statements.split_statements("SELECT ';'; SET x = 1 ;; -- c;\n") == ["SELECT ';'", "SET x = 1"]
+    assert statements.split_statements(" ; ") == []
+    command = statements.classify("SET SESSION application_name TO 'grafana'")
     assert (command.kind, command.name, command.value) == ("set", "application_name", "grafana")
-    assert translate.classify("SET TIME ZONE 'UTC'").name == "timezone"
-    assert translate.classify("show transaction isolation level").name == "transaction isolation level"
-    assert translate.classify("BEGIN READ ONLY").tx_state == "T"
-    assert translate.classify("DISCARD ALL").kind == "noop"
-    assert translate.classify("DELETE FROM readings").kind == "query"  # the gate refuses it
+    assert statements.classify("SET TIME ZONE 'UTC'").name == "timezone"
+    assert statements.classify("show transaction isolation level").name == "transaction isolation level"
+    assert statements.classify("BEGIN READ ONLY").tx_state == "T"
+    assert statements.classify("DISCARD ALL").kind == "noop"
+    assert statements.classify("DELETE FROM readings").kind == "query"  # the gate refuses it
 
 
 def test_catalog_rewrites():

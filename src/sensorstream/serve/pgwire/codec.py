@@ -208,3 +208,15 @@ CLOSE_COMPLETE = message(b"3")
 NO_DATA = message(b"n")
 EMPTY_QUERY = message(b"I")
 PORTAL_SUSPENDED = message(b"s")
+
+
+def copy_out_response(columns: int) -> bytes:
+    """CopyOutResponse for text or CSV: overall format 0, and 0 (text) for every column."""
+    return message(b"H", b"\x00" + _I16.pack(columns) + _I16.pack(0) * columns)
+
+
+def copy_data(data: bytes) -> bytes:
+    return message(b"d", data)
+
+
+COPY_DONE = message(b"c")

@@ -14,11 +14,14 @@ both endpoints. This module only adapts it to the protocol:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensorstream.reads.answer import ReadResult
 from sensorstream.reads.errors import QueryError, ReadBusy, SqlRefused
 from sensorstream.reads.gate import Gate
+
+if TYPE_CHECKING:
+    from sensorstream.serve.pgwire.cancel import Ticket
 
 BUSY_WAIT_S = 5.0  # how long a read waits for a free slot before the client gets 53300
 _BUSY_POLL_S = 0.02
@@ -49,12 +52,18 @@ def run_read(
     params: list[Any] | dict[str, Any] | None = None,
     *,
     busy_wait: float = BUSY_WAIT_S,
+    ticket: Ticket | None = None,
 ) -> ReadResult:
-    """``gate.run(sql, params)``, waiting up to ``busy_wait`` seconds for a read slot."""
+    """``gate.run(sql, params)``, waiting up to ``busy_wait`` seconds for a read slot; under
+    ``ticket``'s tag and timeout, so that a CancelRequest can interrupt it (``cancel``)."""
     deadline = time.monotonic() + busy_wait
     while True:
+        if ticket is not None:
+            ticket.check()
         try:
-            return gate.run(sql, params)
+            if ticket is None:
+                return gate.run(sql, params)
+            return gate.run(sql, params, tag=ticket.tag, timeout=ticket.timeout)
         except ReadBusy as exc:
             if time.monotonic() >= deadline:
                 raise ReadError(exc.sqlstate, str(exc)) from None

@@ -8,9 +8,12 @@ harmless values are served here; DuckDB's own settings (paths, memory, threads) 
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from sensorstream.serve.pgwire import types as pg_types
+from sensorstream.serve.pgwire.gate import ReadError
 
 SERVER_VERSION = "15.0"
 SERVER_VERSION_NUM = "150000"
@@ -46,9 +49,7 @@ _MORE_SETTINGS: dict[str, str] = {
     "lc_collate": "C",
     "lc_ctype": "C",
     "extra_float_digits": "3",
-    "statement_timeout": "0",
     "lock_timeout": "0",
-    "idle_in_transaction_session_timeout": "0",
     "bytea_output": "hex",
     "datestyle": "ISO, MDY",
     "timezone": "UTC",
@@ -57,13 +58,49 @@ _MORE_SETTINGS: dict[str, str] = {
 }
 
 
-def settings_for(session_values: dict[str, str]) -> dict[str, str]:
-    """Every SHOW-able name (lower case) with its value; ``application_name`` is the client's own."""
+def duration(seconds: float) -> str:
+    """A time setting as PostgreSQL's SHOW writes it: in the largest unit that holds it exactly
+    ("15s", "30min", "10500ms"); "0" for none."""
+    value, unit = round(seconds * 1000), "ms"
+    for factor, larger in ((1000, "s"), (60, "min"), (60, "h"), (24, "d")):
+        if value == 0 or value % factor:
+            break
+        value, unit = value // factor, larger
+    return f"{value}{unit}" if value else "0"
+
+
+_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?)\s*(us|ms|s|min|h|d)?\s*", re.IGNORECASE)
+
+
+def parse_duration(name: str, text: str) -> float:
+    """A time setting as PostgreSQL reads it (milliseconds unless a unit is given), in seconds;
+    ``DEFAULT`` is 0."""
+    if text.strip().lower() == "default":
+        return 0.0
+    found = _DURATION.fullmatch(text)
+    if found is None:
+        raise ReadError("22023", f'invalid value for parameter "{name}": "{text[:40]}"')
+    number, unit = float(found.group(1)), (found.group(2) or "ms").lower()
+    return number / 1_000_000 if unit == "us" else number * _MS[unit] / 1000
+
+
+def _milliseconds(text: str) -> str | None:
+    """``duration``'s text as pg_settings' number of milliseconds, or None for another setting."""
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = text[len(number) :]
+    return str(int(number) * _MS[unit]) if number.isdigit() and unit in _MS else None
+
+
+def settings_for(session_values: dict[str, str], served: dict[str, str] | None = None) -> dict[str, str]:
+    """Every SHOW-able name (lower case) with its value; ``application_name`` is the client's own.
+    ``served``: the endpoint's own limits (its statement timeout ...), which a SET does not change."""
     merged = {k.lower(): v for k, v in {**STARTUP_PARAMETERS, **_MORE_SETTINGS}.items()}
     for name, value in session_values.items():
         # Values that change how we encode data stay ours; the client cannot switch them.
         if name.lower() not in {k.lower() for k in STARTUP_PARAMETERS}:
             merged[name.lower()] = value
+    merged.update(served or {})
     return merged
 
 
@@ -201,9 +238,15 @@ def replaced_tables(user: str, settings: dict[str, str]) -> dict[str, str]:
     )  # fmt: skip
     return {
         **KEY_CATALOG,
+        # Time settings as PostgreSQL lists them: a number of milliseconds, and the unit.
         "pg_settings": _values_table(
-            ("name", "setting", "short_desc", "vartype"),
-            [(name, value, "", "string") for name, value in sorted(settings.items())],
+            ("name", "setting", "unit", "short_desc", "vartype"),
+            [
+                (name, ms, "ms", "", "integer")
+                if name.endswith("_timeout") and (ms := _milliseconds(value))
+                else (name, value, "", "", "string")
+                for name, value in sorted(settings.items())
+            ],
         ),
         "pg_roles": _values_table(role_columns, [role]),
         "pg_user": _values_table(

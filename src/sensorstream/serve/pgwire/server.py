@@ -31,11 +31,14 @@ from sensorstream.config import Settings
 from sensorstream.procs import host_port, listening_socket
 from sensorstream.reads.answer import ReadResult
 from sensorstream.reads.gate import ReadGate
-from sensorstream.serve.pgwire import translate
+from sensorstream.serve.pgwire import pg_catalog, translate
 from sensorstream.serve.pgwire.auth import Credentials
+from sensorstream.serve.pgwire.cancel import Canceller, Ticket
+from sensorstream.serve.pgwire.cursors import HeldBytes
 from sensorstream.serve.pgwire.gate import BUSY_WAIT_S, Gate, ReadError, is_syntax_problem, run_read
 from sensorstream.serve.pgwire.params import TooManyParameters, infer_param_types
-from sensorstream.serve.pgwire.session import Outcome, Session
+from sensorstream.serve.pgwire.results import Outcome
+from sensorstream.serve.pgwire.session import Session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +67,18 @@ class Backend:
         # so a client always gets an answer even when every thread is taken.
         self.statement_timeout = settings.read_timeout + BUSY_WAIT_S
         self.max_sql_bytes = int(settings.read_max_sql_bytes)
+        # What open portals and cursors may keep (see ``cursors``): two full answers per session,
+        # and an eighth of the process's memory bound for all sessions together.
+        self.held_per_session = 2 * int(settings.read_max_bytes)
+        self.held = HeldBytes(int(settings.pg_memory_limit) // 8)
+        self.canceller = Canceller(gate)
+        # What SHOW and pg_settings report: the limits this endpoint enforces, not PostgreSQL's defaults.
+        idle = pg_catalog.duration(settings.pg_idle_timeout)
+        self.served_settings = {
+            "statement_timeout": pg_catalog.duration(self.statement_timeout),
+            "idle_session_timeout": idle,
+            "idle_in_transaction_session_timeout": idle,
+        }
         self.pool = ThreadPoolExecutor(max_workers=settings.pg_workers, thread_name_prefix="pg-read")
         self.sessions: set[Session] = set()
         self.authenticating: dict[Session, None] = {}  # oldest first
@@ -106,19 +121,32 @@ class Backend:
         self.authenticating.pop(session, None)
         self.sessions.discard(session)
 
+    def cancel(self, key: bytes) -> None:
+        """A CancelRequest's key (process id, secret): stop that session's statement, if it runs one."""
+        self.canceller.request(self.sessions, key)
+
     # --- work on the pool ----------------------------------------------------------------------------
-    async def work(self, fn: Callable[..., T], *args: Any) -> T:
+    async def work(self, fn: Callable[..., T], *args: Any, ticket: Ticket | None = None) -> T:
         """``fn(*args)`` on the endpoint's threads, never on the loop: parsing, translating and
-        reading, within the statement timeout. A bug of ours costs the client one statement."""
+        reading, within the statement timeout. A bug of ours costs the client one statement.
+        Past the timeout the read under ``ticket`` is interrupted too: it would hold a read slot."""
         loop = asyncio.get_running_loop()
+        own = ticket.timeout if ticket is not None and ticket.timeout else None
+        limit = own or self.statement_timeout
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self.pool, fn, *args), self.statement_timeout)
+            return await asyncio.wait_for(loop.run_in_executor(self.pool, fn, *args), limit)
         except TimeoutError:
+            if ticket is not None:
+                self.canceller.cancel(ticket)
+            why = (
+                "the session's statement_timeout"
+                if own
+                else f"SENSORSTREAM_READ_TIMEOUT plus {BUSY_WAIT_S:g} s for a free read slot"
+            )
             raise ReadError(
                 "57014",
-                f"canceling statement due to statement timeout: it took more than "
-                f"{self.statement_timeout:g} s, waiting included (SENSORSTREAM_READ_TIMEOUT plus "
-                f"{BUSY_WAIT_S:g} s for a free read slot)",
+                f"canceling statement due to statement timeout: it took more than {limit:g} s, "
+                f"waiting included ({why})",
             ) from None
         except ReadError:
             raise
@@ -131,12 +159,14 @@ class Backend:
             ) from None
 
     # --- reads (on the pool) -----------------------------------------------------------------------
-    def _read(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
+    def _read(
+        self, sql: str, params: list[Any], user: str, settings: dict[str, str], ticket: Ticket | None
+    ) -> ReadResult:
         """Run ``sql`` as DuckDB SQL; PostgreSQL-only syntax is rewritten first or on a syntax error."""
         items = tuple(sorted(settings.items()))
         first = translate.to_duckdb(sql, user, items) if translate.wants_rewrite_first(sql) else sql
         try:
-            return run_read(self.gate, first, _bound(first, params))
+            return run_read(self.gate, first, _bound(first, params), ticket=ticket)
         except ReadError as exc:
             if not is_syntax_problem(exc):
                 raise
@@ -145,13 +175,15 @@ class Backend:
                 log.debug("postgres endpoint: %s\n  as run: %s", exc, first)
                 raise
             try:
-                return run_read(self.gate, rewritten, _bound(rewritten, params))
+                return run_read(self.gate, rewritten, _bound(rewritten, params), ticket=ticket)
             except ReadError as second:
                 log.debug("postgres endpoint: %s\n  as sent: %s\n  rewritten: %s", second, sql, rewritten)
                 raise exc from None
 
-    async def run(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> Outcome:
-        result = await self._on_pool(sql, params, user, settings)
+    async def run(
+        self, sql: str, params: list[Any], user: str, settings: dict[str, str], ticket: Ticket | None = None
+    ) -> Outcome:
+        result = await self._on_pool(sql, params, user, settings, ticket)
         if result.truncated:
             # A warning is shown by neither Grafana nor Tableau: a cut answer would look whole.
             raise ReadError(
@@ -162,15 +194,17 @@ class Backend:
         return Outcome("SELECT", result=result)
 
     async def describe(
-        self, sql: str, n_params: int, user: str, settings: dict[str, str]
+        self, sql: str, n_params: int, user: str, settings: dict[str, str], ticket: Ticket | None = None
     ) -> ReadResult | None:
         """The columns ``sql`` returns, from a ``LIMIT 0`` run with NULL parameters."""
         wrapped = f"SELECT * FROM (\n{sql}\n) AS described LIMIT 0"
-        result = await self._on_pool(wrapped, [None] * n_params, user, settings)
+        result = await self._on_pool(wrapped, [None] * n_params, user, settings, ticket)
         return result if result.columns else None
 
-    async def _on_pool(self, sql: str, params: list[Any], user: str, settings: dict[str, str]) -> ReadResult:
-        return await self.work(self._read, sql, params, user, settings)
+    async def _on_pool(
+        self, sql: str, params: list[Any], user: str, settings: dict[str, str], ticket: Ticket | None
+    ) -> ReadResult:
+        return await self.work(self._read, sql, params, user, settings, ticket, ticket=ticket)
 
     def param_types(self, sql: str, declared: list[int]) -> list[int]:
         """On the pool (it parses, and its first call reads the catalog)."""
@@ -311,6 +345,7 @@ class PgServer:
         # Reads in flight finish (each is bounded by the gate's time limit) before the caller
         # closes the store connection under them.
         self.backend.pool.shutdown(wait=True, cancel_futures=True)
+        self.backend.canceller.stop()
         if self._own_gate:
             gate = self.backend.gate
             assert isinstance(gate, ReadGate)

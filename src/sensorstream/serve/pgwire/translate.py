@@ -1,14 +1,9 @@
 """From what PostgreSQL clients send to what DuckDB runs, on sqlglot's PostgreSQL parser.
 
-Three jobs:
-
-* split a simple-protocol query string into statements (sqlglot's tokenizer knows quoting and
-  comments, so a ``;`` inside a string does not split);
-* sort each statement into session commands this endpoint answers itself (``SET``, ``SHOW``,
-  ``BEGIN``/``COMMIT``, ``DISCARD`` ...) and queries for the store;
-* rewrite a query's PostgreSQL-only parts: sqlglot's PostgreSQL -> DuckDB translation, plus the
-  catalog functions DuckDB's ``pg_catalog`` lacks or answers differently (``version()``,
-  ``pg_get_userbyid``, ``current_setting``, ``::regclass`` ...).
+A query's PostgreSQL-only parts are rewritten: sqlglot's PostgreSQL -> DuckDB translation, plus
+the catalog functions DuckDB's ``pg_catalog`` lacks or answers differently (``version()``,
+``pg_get_userbyid``, ``current_setting``, ``::regclass`` ...). Splitting and sorting statements is
+``statements``' job, naming result columns ``colnames``'.
 
 The rewritten text still goes through the read API's guard; nothing here decides what may run.
 """
@@ -16,122 +11,15 @@ The rewritten text still goes through the read API's guard; nothing here decides
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import SqlglotError
-from sqlglot.tokens import TokenType
 
 from sensorstream.serve.pgwire import pg_catalog
-from sensorstream.serve.pgwire import types as pg_types
-from sensorstream.serve.pgwire.params import cast_oid
-
-_TOKENIZER_DIALECT = Postgres()
-
-TX_TAGS = {
-    "BEGIN": ("BEGIN", "T"),
-    "START": ("START TRANSACTION", "T"),
-    "COMMIT": ("COMMIT", "I"),
-    "END": ("COMMIT", "I"),
-    "ROLLBACK": ("ROLLBACK", "I"),
-    "ABORT": ("ROLLBACK", "I"),
-}
-# Statements about the session that change nothing in the store: acknowledged, not run.
-NOOP_TAGS = {
-    "SAVEPOINT": "SAVEPOINT",
-    "RELEASE": "RELEASE",
-    "DISCARD": "DISCARD ALL",
-    "DEALLOCATE": "DEALLOCATE",
-    "RESET": "RESET",
-    "LISTEN": "LISTEN",
-    "UNLISTEN": "UNLISTEN",
-    # No cursors here (DECLARE is refused), so closing them all is already done: asyncpg's pool
-    # sends CLOSE ALL when it hands a connection back.
-    "CLOSE": "CLOSE CURSOR",
-}
 
 
-@dataclass
-class Command:
-    """One statement, sorted: ``kind`` is empty / tx / set / show / noop / query."""
-
-    kind: str
-    sql: str
-    tag: str = ""
-    tx_state: str = ""  # for tx: the transaction status afterwards (I or T)
-    name: str = ""  # for set / show: the setting, lower case
-    value: str = ""  # for set
-    words: list[str] = field(default_factory=list)
-
-
-def _tokens(sql: str) -> list[sqlglot.tokens.Token] | None:
-    """The tokens of ``sql`` (comments are not tokens), or None when it does not tokenize."""
-    try:
-        return _TOKENIZER_DIALECT.tokenize(sql)
-    except SqlglotError:
-        return None
-
-
-def split_statements(sql: str) -> list[str]:
-    """The statements of a simple-protocol query, without their ``;``: a query of only blanks,
-    comments and ``;`` gives ``[]`` (PostgreSQL answers it with EmptyQueryResponse; pgx pings so)."""
-    tokens = _tokens(sql)
-    if tokens is None:
-        return [sql] if sql.strip() and sql.strip().strip(";").strip() else []
-    pieces, start, has_tokens = [], 0, False
-    for token in tokens:
-        if token.token_type == TokenType.SEMICOLON:
-            if has_tokens:  # a piece of only comments or blanks is no statement
-                pieces.append(sql[start : token.start].strip())
-            start, has_tokens = token.end + 1, False
-        else:
-            has_tokens = True
-    if has_tokens:
-        pieces.append(sql[start:].strip())
-    return pieces
-
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|'(?:[^']|'')*'|\"[^\"]*\"|[^\s,=]+")
-
-
-def _setting_text(words: list[str]) -> str:
-    return " ".join(w.strip("'\"") for w in words)
-
-
-def classify(sql: str) -> Command:
-    """Sort one statement (without its ``;``)."""
-    tokens = _tokens(sql)
-    if tokens is None:
-        return Command("empty", sql) if not sql.strip() else Command("query", sql)
-    if not tokens:  # blanks and comments only
-        return Command("empty", sql)
-    first = tokens[0].text.upper()
-    words = [t.text for t in tokens]
-    if first in TX_TAGS:
-        tag, state = TX_TAGS[first]
-        return Command("tx", sql, tag=tag, tx_state=state)
-    if first in NOOP_TAGS:
-        return Command("noop", sql, tag=NOOP_TAGS[first])
-    if first == "SET":
-        rest = words[1:]
-        if rest and rest[0].upper() in {"SESSION", "LOCAL"}:
-            rest = rest[1:]
-        if len(rest) >= 2 and rest[0].upper() == "TIME" and rest[1].upper() == "ZONE":
-            return Command("set", sql, tag="SET", name="timezone", value=_setting_text(rest[2:]))
-        if not rest:
-            return Command("set", sql, tag="SET")
-        values = rest[2:] if len(rest) > 1 and rest[1].upper() in {"TO", "="} else rest[1:]
-        return Command("set", sql, tag="SET", name=rest[0].lower().strip('"'), value=_setting_text(values))
-    if first == "SHOW":
-        name = " ".join(w.lower().strip('"') for w in words[1:])
-        return Command("show", sql, tag="SHOW", name=name)
-    return Command("query", sql, words=words)
-
-
-# --- rewriting -------------------------------------------------------------------------------------
 def _literal(value: str | None) -> exp.Expression:
     return exp.Null() if value is None else exp.Literal.string(value)
 
@@ -165,7 +53,7 @@ _FALSE_FUNCTIONS = {"pg_relation_is_publishable", "pg_is_in_recovery"}
 _SIZE_FUNCTIONS = {"pg_table_size", "pg_relation_size", "pg_total_relation_size", "pg_indexes_size"}
 
 
-def _type_name(data_type: exp.DataType) -> str:
+def type_name(data_type: exp.DataType) -> str:
     """A cast's target as PostgreSQL spells it, without a schema: REGCLASS, TEXT, INT4 ..."""
     return data_type.sql(dialect="postgres").upper().split(".")[-1].strip('"')
 
@@ -208,7 +96,7 @@ def _from_template(name: str, args: list[exp.Expression]) -> exp.Expression:
     return tree
 
 
-def _function_name(node: exp.Expression) -> str:
+def function_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.this).lower()
     return node.sql_name().lower() if isinstance(node, exp.Func) else ""
@@ -272,7 +160,7 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
         if op in _OPERATORS:
             return _OPERATORS[op](node.this, node.expression)
     if isinstance(node, exp.CurrentVersion) or (
-        isinstance(node, exp.Anonymous) and _function_name(node) == "version"
+        isinstance(node, exp.Anonymous) and function_name(node) == "version"
     ):
         return _named(node, exp.Literal.string(pg_catalog.VERSION_TEXT), "version")
     if isinstance(node, exp.Div) and _is_integer(node.this) and _is_integer(node.expression):
@@ -281,12 +169,12 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
         return exp.IntDiv(this=node.this, expression=node.expression)
     if isinstance(node, exp.CurrentUser | exp.SessionUser) or _is_bare_user(node):
         # DuckDB's user is "duckdb"; PostgreSQL's is whom the client logged in as.
-        name = node.name.lower() if isinstance(node, exp.Column) else _function_name(node)
+        name = node.name.lower() if isinstance(node, exp.Column) else function_name(node)
         return _named(node, exp.Literal.string(user), name)
     if isinstance(node, exp.CurrentSchemas):
         return _named(node, _current_schemas([node.this] if node.this else []), "current_schemas")
     if isinstance(node, exp.Anonymous):
-        name = _function_name(node)
+        name = function_name(node)
         args = node.expressions
         if name == "pg_get_userbyid":
             return _named(node, exp.Literal.string(user), name)
@@ -336,12 +224,12 @@ def _rewrite_node(node: exp.Expression, user: str, settings: dict[str, str]) -> 
         if name == "pg_encoding_to_char":
             return _named(node, exp.Literal.string("UTF8"), name)
     if isinstance(node, exp.Cast):
-        type_name = _type_name(node.to)
-        if type_name in _REG_TYPES and isinstance(node.this, exp.Literal | exp.Parameter | exp.Placeholder):
-            return _oid_lookup(*_REG_TYPES[type_name], node.this)
-        if type_name in _AS_BIGINT:
+        cast_to = type_name(node.to)
+        if cast_to in _REG_TYPES and isinstance(node.this, exp.Literal | exp.Parameter | exp.Placeholder):
+            return _oid_lookup(*_REG_TYPES[cast_to], node.this)
+        if cast_to in _AS_BIGINT:
             return exp.cast(node.this, exp.DataType.build("BIGINT"))
-        base, brackets = type_name.removesuffix("[]"), "[]" if type_name.endswith("[]") else ""
+        base, brackets = cast_to.removesuffix("[]"), "[]" if cast_to.endswith("[]") else ""
         if "PG_CATALOG" in node.to.sql(dialect="postgres").upper() and base in _PLAIN_TYPES:
             return exp.cast(node.this, exp.DataType.build(_PLAIN_TYPES[base] + brackets, dialect="duckdb"))
     return node
@@ -354,14 +242,14 @@ _SCALARS_IN_FROM = {"parse_ident", "regexp_split_to_array"}
 def _scalar_in_from(table: exp.Table) -> bool:
     call = table.this
     return isinstance(call, exp.StringToArray | exp.CurrentSchemas) or (
-        isinstance(call, exp.Anonymous) and _function_name(call) in _SCALARS_IN_FROM
+        isinstance(call, exp.Anonymous) and function_name(call) in _SCALARS_IN_FROM
     )
 
 
 def _as_one_row_table(table: exp.Table) -> exp.Expression:
     """``f(x) AS s`` in FROM -> ``(SELECT f(x) AS s) AS s``: PostgreSQL names the column as the table."""
     alias = table.args.get("alias")
-    table_name = alias.name if alias is not None and alias.name else _function_name(table.this)
+    table_name = alias.name if alias is not None and alias.name else function_name(table.this)
     columns = alias.columns if alias is not None else []
     column = columns[0].name if columns else table_name
     body = exp.select(exp.alias_(table.this.copy(), column, quoted=True))
@@ -457,118 +345,3 @@ _PG_MARKERS = re.compile(
 def wants_rewrite_first(sql: str) -> bool:
     """True when ``sql`` would run wrongly or not at all as written (e.g. DuckDB's own version())."""
     return bool(_PG_MARKERS.search(sql))
-
-
-# --- result column names ---------------------------------------------------------------------------
-# PostgreSQL names an unaliased result column after what it is (FigureColname in its parser):
-# a column by its name, a function call by the function, a cast by what it casts (or the type),
-# anything else "?column?". DuckDB names it after the expression's text ("count_star()",
-# 'avg("value")'), which would change Grafana's series names and pandas' columns.
-_NO_NAME = "?column?"
-_SPECIAL_NAMES: dict[type[exp.Expression], str] = {
-    exp.Exists: "exists",
-    exp.Array: "array",
-    exp.Struct: "row",
-    exp.Coalesce: "coalesce",
-    exp.Nullif: "nullif",
-    exp.Greatest: "greatest",
-    exp.Least: "least",
-    exp.CurrentTimestamp: "current_timestamp",
-    exp.CurrentDate: "current_date",
-    exp.CurrentTime: "current_time",
-    exp.CurrentUser: "current_user",
-    exp.SessionUser: "session_user",
-    exp.Boolean: "bool",  # TRUE is 't'::bool to PostgreSQL's parser
-}
-
-
-def _identifier_name(identifier: exp.Expression) -> str:
-    """An identifier as PostgreSQL keeps it: folded to lower case unless quoted."""
-    text = identifier.name
-    return text if isinstance(identifier, exp.Identifier) and identifier.quoted else text.lower()
-
-
-def _cast_type_name(to: exp.DataType) -> str:
-    oid = cast_oid(to)
-    if oid in pg_types.TYPES:
-        return pg_types.TYPES[oid].name
-    return _type_name(to).lower().removesuffix("[]")
-
-
-def _figure(node: exp.Expression) -> tuple[str, int]:
-    """(name, strength) of one select item: 2 for a real name, 1 for a type's, 0 for none."""
-    if isinstance(node, exp.Alias):
-        return _identifier_name(node.args["alias"]), 2
-    if isinstance(node, exp.Column):
-        return (_identifier_name(node.this), 2) if not isinstance(node.this, exp.Star) else (_NO_NAME, 0)
-    if isinstance(node, exp.Dot):  # pg_catalog.f(x) or (composite).field
-        return _figure(node.expression) if isinstance(node.expression, exp.Func) else (node.name.lower(), 2)
-    if isinstance(node, exp.Paren | exp.Collate):
-        return _figure(node.this)
-    if isinstance(node, exp.Cast):
-        name, strength = _figure(node.this)
-        return (name, strength) if strength > 1 else (_cast_type_name(node.to), 1)
-    if isinstance(node, exp.Window | exp.Filter | exp.WithinGroup):
-        return _figure(node.this)
-    if isinstance(node, exp.Case):
-        name, strength = _figure(node.args["default"]) if node.args.get("default") else (_NO_NAME, 0)
-        return (name, strength) if strength > 1 else ("case", 1)
-    if isinstance(node, exp.Subquery):
-        inner = node.unnest()
-        if isinstance(inner, exp.Select) and len(inner.expressions) == 1:
-            return _figure(inner.expressions[0])
-        return _NO_NAME, 0
-    for kind, name in _SPECIAL_NAMES.items():
-        if isinstance(node, kind):
-            return name, 2
-    if isinstance(node, exp.Anonymous):
-        return _function_name(node), 2
-    if isinstance(node, exp.Func) and not isinstance(node, exp.Binary | exp.Unary | exp.Predicate):
-        # sqlglot's class for a known function; its PostgreSQL spelling gives the name written
-        # (string_agg, date_trunc ...), which sqlglot's own class name may not.
-        spelled = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(", node.sql(dialect="postgres"))
-        return (spelled.group(1).lower() if spelled else node.sql_name().lower()), 2
-    return _NO_NAME, 0
-
-
-def _outermost_select(tree: exp.Expression) -> exp.Select | None:
-    while isinstance(tree, exp.SetOperation | exp.Subquery):
-        tree = tree.this  # a UNION is named by its first SELECT
-    return tree if isinstance(tree, exp.Select) else None
-
-
-@lru_cache(maxsize=512)
-def _select_names(sql: str) -> tuple[tuple[str, ...], int] | None:
-    """(name of each non-star select item in order, index of the one star or -1), or None when
-    ``sql`` is not one SELECT sqlglot reads, or has more than one ``*``."""
-    try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except SqlglotError:
-        return None
-    select = _outermost_select(tree) if tree is not None else None
-    if select is None:
-        return None
-    stars = [
-        i
-        for i, e in enumerate(select.expressions)
-        if isinstance(e, exp.Star) or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
-    ]
-    if len(stars) > 1:
-        return None
-    names = tuple(_figure(e)[0] for i, e in enumerate(select.expressions) if i not in stars)
-    return names, stars[0] if stars else -1
-
-
-def result_names(sql: str, duckdb_names: list[str]) -> list[str]:
-    """The names PostgreSQL gives the columns of ``sql``, given the ones DuckDB gave (kept for
-    what a ``*`` expands to, and altogether when the two cannot be lined up)."""
-    found = _select_names(sql)
-    if found is None:
-        return duckdb_names
-    names, star = found
-    if star < 0:
-        return list(names) if len(names) == len(duckdb_names) else duckdb_names
-    expanded = len(duckdb_names) - len(names)
-    if expanded < 0:
-        return duckdb_names
-    return [*names[:star], *duckdb_names[star : star + expanded], *names[star:]]
