@@ -11,14 +11,15 @@ JARS := .cache/jars/kafka/.complete .cache/jars/spark-kafka/.complete
 run: deps  ## install what is missing, then broker + producer + stream + dashboard
 	$(BIN)/sensorstream run
 
-# Tests are marked by what they start (tests/conftest.py); the fast tier starts none of it and
-# leaves out the slow end-to-end and fault tests too.
-FAST_TIER := not (broker or spark or browser or jvm or go or slow)
+# Tests are marked by what they start (tests/conftest.py); the fast tier starts none of it (no
+# broker, Spark, browser, JVM, Go build or Python process of its own) and leaves out the slow
+# end-to-end and fault tests too.
+FAST_TIER := not (broker or spark or browser or jvm or go or process or slow)
 
 test: deps browser psql systemd-tools lint  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/pytest --durations=25
 
-test-fast: deps lint  ## for every change: the tests that start no broker, Spark, browser, JVM or Go build (under 90 s)
+test-fast: deps lint  ## for every change: the tests that start no broker, Spark, browser, JVM, Go build or process (under 90 s)
 	$(BIN)/pytest -m "$(FAST_TIER)"
 
 deps: system $(STAMP) $(JARS)

@@ -3,9 +3,10 @@
 Services are started here and stopped at the end, so `make test` needs nothing running first.
 Ports come from SENSORSTREAM_TEST_KAFKA_PORT (default 39092) so parallel runs can stay apart.
 
-A test is marked by what it starts (``broker``, ``spark``, ``browser``, ``jvm``, ``go``): from the
-fixtures it uses here, and by hand where it starts something itself (a stream job in a child
-process, Chromium, a JDBC client, a Go build). ``make test-fast`` runs the rest.
+A test is marked by what it starts (``broker``, ``spark``, ``browser``, ``jvm``, ``go``, ``process``):
+from the fixtures it uses (here, and a module's own in its ``STARTED_BY_FIXTURE``), and by hand
+where it starts something itself (a stream job in a child process, Chromium, a JDBC client, a Go
+build, the read API's or the PostgreSQL endpoint's own process). ``make test-fast`` runs the rest.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 # A fixture starts these, so every test that uses it (directly or through another fixture) does.
+# A test module names its own such fixtures in a STARTED_BY_FIXTURE of the same form.
 STARTED_BY_FIXTURE = {"kafka": "broker", "spark": "spark"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for fixture, marker in STARTED_BY_FIXTURE.items():
+        started = {**STARTED_BY_FIXTURE, **getattr(getattr(item, "module", None), "STARTED_BY_FIXTURE", {})}
+        for fixture, marker in started.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
 

@@ -33,6 +33,9 @@ from sensorstream.tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The world holds a DuckDB file from a process of its own, and every case is a run of the CLI.
+STARTED_BY_FIXTURE = {"world": "process"}
+
 # A plain DuckDB write connection held by another process: DuckDB's own lock, not ours.
 HOLD = "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('holding', flush=True); sys.stdin.read()"
 

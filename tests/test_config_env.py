@@ -119,6 +119,7 @@ def test_every_field_survives_the_trip_through_the_environment(name, data):
     assert child == settings
 
 
+@pytest.mark.process
 def test_lists_dicts_none_durations_sizes_paths_and_secrets_reach_a_real_child(tmp_path):
     settings = load_settings(
         data_dir=tmp_path / "a dir, with commas",

@@ -65,6 +65,7 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path):
     assert result.returncode == 0 and not ours, result.stdout + result.stderr
 
 
+@pytest.mark.process  # `sensorstream ... --help` for each unit's command
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_each_unit_runs_a_real_command_restarts_on_failure_and_reads_the_environment_file(unit):
     keys = unit_settings(unit)
@@ -102,6 +103,7 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in joined.splitlines() if ln.strip()]
 
 
+@pytest.mark.process
 def test_the_container_file_health_check_and_commands_are_real_cli_commands():
     instructions = _instructions((DEPLOY / "Containerfile").read_text())
     by_keyword: dict[str, list[str]] = {}

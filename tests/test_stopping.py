@@ -67,6 +67,7 @@ def _sleeper_under(parent_code: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.process
 def test_a_supervised_child_is_out_of_the_group_signal_but_dies_with_its_supervisor():
     parent = _sleeper_under("time.sleep(60)\n")
     try:
@@ -88,6 +89,7 @@ def _state(pid: int) -> str:
         return fh.read().split(")")[-1].split()[0]
 
 
+@pytest.mark.process
 def test_a_process_whose_main_thread_is_gone_is_alive_while_another_thread_runs():
     """Its main thread shows "Z" but the other thread still holds the process's files (a port,
     the store's lock): only once every thread is gone is the process gone."""

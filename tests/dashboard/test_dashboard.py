@@ -268,6 +268,7 @@ def test_a_busy_port_is_a_clear_error_naming_the_setting(make_settings):
 
 
 @pytest.mark.slow
+@pytest.mark.process  # Streamlit's server
 def test_start_dashboard_returns_once_the_page_answers(make_settings, tmp_path):
     dashboard_port, api_port = free_ports(2)
     settings = make_settings(dashboard_port=dashboard_port, api_port=api_port)
@@ -283,6 +284,7 @@ def test_start_dashboard_returns_once_the_page_answers(make_settings, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.process  # Streamlit's server
 def test_cli_dashboard_prints_the_url_and_stops_on_sigterm(make_settings, tmp_path):
     dashboard_port, api_port = free_ports(2)
     settings = make_settings(dashboard_port=dashboard_port, api_port=api_port)

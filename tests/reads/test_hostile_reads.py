@@ -99,6 +99,7 @@ def settings(make_settings):
 
 
 @pytest.mark.slow  # three idle and two attacked windows of the writer: a measurement
+@pytest.mark.process
 def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, tmp_path):
     with writer_store(settings, batches=20) as (con, writer), serving(con, settings, process=True) as api:
         # Idle and attacked windows alternate, idle, attacks, idle, attacks, idle: the machine's
@@ -148,6 +149,7 @@ def test_every_attack_gets_a_sentence_while_the_writer_keeps_its_pace(settings, 
         assert busy_median <= 2 * idle_median, (idle_median, busy_median)
 
 
+@pytest.mark.process
 def test_beyond_the_read_slots_a_429_while_health_and_named_queries_answer(make_settings):
     settings = make_settings(api_port=0, read_timeout=2.0, read_max_concurrent=2)
     slow = {"sql": "SELECT count(*) FROM range(1000000000000) t(i) WHERE hash(i) = 1"}

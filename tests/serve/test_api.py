@@ -33,7 +33,9 @@ def settings(make_settings):
     return store_settings(make_settings)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["thread", "process"])
+@pytest.fixture(
+    scope="module", params=[False, pytest.param(True, marks=pytest.mark.process)], ids=["thread", "process"]
+)
 def process(request) -> bool:
     return request.param
 
@@ -209,6 +211,7 @@ TYPED = (
 )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("sql", TYPED, ids=["scalars", "python-only-types", "window_stats", "readings"])
 def test_the_api_process_answers_as_the_store_process_does(settings, sql):
     """Arrow from the writer, JSON in the API's process: every type reads as DuckDB's own value would."""
@@ -224,6 +227,7 @@ def test_the_api_process_answers_as_the_store_process_does(settings, sql):
     assert answers[0].json()["rows"]
 
 
+@pytest.mark.process
 def test_the_api_process_refuses_as_the_store_process_does(settings):
     """A DuckDB error keeps its own sqlstate across the process boundary (42P01: no such table)."""
     with (
@@ -261,6 +265,7 @@ class Hammer:
         return self.statuses
 
 
+@pytest.mark.process
 def test_stopping_the_api_process_answers_what_is_in_flight_and_never_a_5xx(settings):
     with writer_store(settings) as (con, _):
         api = ReadApi(con, settings, process=True).start()
@@ -271,6 +276,7 @@ def test_stopping_the_api_process_answers_what_is_in_flight_and_never_a_5xx(sett
     assert statuses.count(200) > 5 and set(statuses) == {200}, sorted(set(statuses))
 
 
+@pytest.mark.process
 def test_the_api_process_goes_with_the_writer_however_it_ends(settings, tmp_path):
     """kill -9 the writer: its API process notices (its stdin closes), exits and frees the port;
     a reader meanwhile gets answers, then no connection, never a 5xx."""

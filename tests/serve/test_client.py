@@ -49,6 +49,7 @@ def test_without_an_api_the_client_reads_the_file_read_only(settings):
         pass
 
 
+@pytest.mark.process
 def test_a_locked_file_and_no_api_is_a_clear_error(settings):
     with writer_store(settings):
         pass

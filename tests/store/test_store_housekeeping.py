@@ -86,6 +86,7 @@ print(opened, len(failures), failures[:2])
 """
 
 
+@pytest.mark.process
 def test_a_snapshot_is_replaced_atomically_and_opens_read_only(settings):
     target = settings.snapshot_path
     with writer_store(settings, batches=50) as (con, writer):
@@ -110,6 +111,7 @@ def test_a_snapshot_is_replaced_atomically_and_opens_read_only(settings):
         assert snap.execute("SELECT last_batch_id FROM snapshot_info").fetchone()[0] == 59
 
 
+@pytest.mark.process
 def test_the_service_starts_and_stops_api_retention_and_snapshots_together(make_settings, tmp_path):
     settings = store_settings(
         make_settings, snapshot_path=tmp_path / "s.duckdb", snapshot_interval=0.2, retention_interval=0.2

@@ -25,6 +25,9 @@ from kit.store import store_settings, writer_store
 from sensorstream.config import Settings, settings_env
 from sensorstream.serve.store_service import StoreService
 
+# Every test starts the endpoint's own process, most of them a writer's process too.
+pytestmark = pytest.mark.process
+
 # The writer's process, as `sensorstream stream` holds it: the store open read-write, some
 # batches in it, the StoreService up. It prints the endpoint's address and process, then waits
 # for its stdin to close.

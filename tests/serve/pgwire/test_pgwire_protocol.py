@@ -124,6 +124,7 @@ def test_a_busy_port_names_the_setting(make_settings):
 
 
 @pytest.mark.integration
+@pytest.mark.process  # the service's read API and endpoint each in a process of its own
 def test_the_store_service_serves_it_on_the_shared_gate_and_limits_connections(make_settings):
     settings = pg_settings(make_settings, api_port=0, pg_max_connections=1)
     with writer_store(settings, batches=2) as (con, _):
