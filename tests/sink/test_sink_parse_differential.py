@@ -7,9 +7,12 @@ that are no UTF-8, escapes that spell no character, NULs, tombstones, extra fiel
 must be the one the rules make of it: the same reason for a bad record (its bytes kept), the same
 fields, bit for bit, for a good one. And no record may raise: every one gets a verdict.
 
-Each example is a micro-batch of 40-44 records, parsed in one call as the sink does: a DuckDB
-statement costs some milliseconds whatever its size, so 250 examples judge at least 10,000 records
-(checked) in seconds. Records are drawn with few choices each (Hypothesis spends ~30 us a choice).
+Each example is one raw record, judged by the rules as Hypothesis draws it (a record that makes
+them raise is shrunk as usual). The sink's parse then judges all of them the way it sees records,
+in micro-batches, one DuckDB statement each: a statement costs some milliseconds whatever its
+size, so 10,000 examples take seconds, most of it Hypothesis drawing them (~30 us a choice, so
+records are drawn with few choices each). A record on which the two disagree is named with both
+rows; being judged after the run, it is not shrunk.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from sensorstream.schema import MAX_DEPTH, MAX_VALUE, Reason, format_time
 from sensorstream.sink.parse import RecordParser
 
 WINDOW = 60.0
-EXAMPLES = 250
-BATCH = (40, 44)  # records per example: at least 10,000 records a run
+EXAMPLES = 10_000  # records, each an example
+BATCH = 1_000  # records per call of the sink's parse
 OURS = ("event_id", "sensor_id", "event_time", "value", "sensor_type", "unit", "site")
 
 # Tokens are raw JSON text, written out so that any spelling can be had: mostly picks from pools of
@@ -251,33 +254,55 @@ def _exact(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.hex() if isinstance(v, float) and not math.isnan(v) else v) for k, v in row.items()}
 
 
+def _breaks_the_statement(parser: RecordParser, raw: bytes | None) -> bool:
+    failures = parser.statement_failures
+    parser.parse(records([raw]))
+    return parser.statement_failures > failures
+
+
+def _parse(parser: RecordParser, values: list[bytes | None], first: int) -> list[dict[str, Any]]:
+    """The sink's rows for one micro-batch, in the records' order: no record lost or added, and the
+    fast path's statement ran (no fallback to the rules hid a bug), else the records that break it."""
+    failures = parser.statement_failures
+    rows = parser.parse(records(values, first_offset=first)).sort_by("kafka_offset").to_pylist()
+    assert [r["kafka_offset"] for r in rows] == list(range(first, first + len(values)))
+    if parser.statement_failures != failures:
+        breaking = [raw for raw in values if _breaks_the_statement(parser, raw)]
+        raise AssertionError(f"these records break the fast path's statement: {breaking!r}")
+    return rows
+
+
 def test_the_sink_and_the_rules_agree_on_any_record():
-    parser = RecordParser(DEFAULT_VALID_RANGES, WINDOW)
-    seen = {"records": 0, "valid": 0, "judged": 0, "too_deep": 0}
+    examples: list[tuple[bytes | None, dict[str, Any]]] = []  # each record and the rules' row for it
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
               HealthCheck.data_too_large, HealthCheck.large_base_example])  # fmt: skip
-    @given(st.lists(RAW_RECORDS, min_size=BATCH[0], max_size=BATCH[1]))
-    def agree(values: list[bytes | None]) -> None:
-        failures = parser.statement_failures
-        rows = parser.parse(records(values)).sort_by("kafka_offset").to_pylist()
-        assert [r["kafka_offset"] for r in rows] == list(range(len(values)))  # no record lost or added
-        assert parser.statement_failures == failures  # the fast path's statement ran: no fallback hid a bug
-        for raw, row in zip(values, rows, strict=True):
-            expected = reference_row(raw, DEFAULT_VALID_RANGES, WINDOW)
-            assert _exact({k: row[k] for k in JUDGED}) == _exact(expected), raw
-            # The rules judged it: none of the generated records makes them raise.
-            assert not (expected["error"] or "").startswith(Reason.INTERNAL), raw
+    @given(RAW_RECORDS)
+    def judge_by_the_rules(raw: bytes | None) -> None:
+        expected = reference_row(raw, DEFAULT_VALID_RANGES, WINDOW)
+        # The rules judged it: none of the generated records makes them raise.
+        assert not (expected["error"] or "").startswith(Reason.INTERNAL), raw
+        examples.append((raw, expected))
+
+    judge_by_the_rules()
+    assert len(examples) >= 10_000
+
+    parser = RecordParser(DEFAULT_VALID_RANGES, WINDOW)
+    seen = {"valid": 0, "judged": 0, "too_deep": 0}
+    for first in range(0, len(examples), BATCH):
+        batch = examples[first : first + BATCH]
+        rows = _parse(parser, [raw for raw, _ in batch], first)
+        seen["judged"] += parser.judged
+        for (raw, expected), row in zip(batch, rows, strict=True):
+            got = _exact({k: row[k] for k in JUDGED})
+            assert got == _exact(expected), (
+                f"the sink's parse and the rules disagree on {raw!r}: {got} != {_exact(expected)}"
+            )
             seen["valid"] += expected["error"] is None
             seen["too_deep"] += expected["error"] == Reason.TOO_DEEP
-        seen["records"] += len(values)
-        seen["judged"] += parser.judged
-
-    agree()
     # Both verdicts and both paths are exercised in every run.
-    assert seen["records"] >= 10_000
-    assert seen["valid"] > seen["records"] // 50, seen
-    assert 0 < seen["judged"] < seen["records"], seen
+    assert seen["valid"] > len(examples) // 50, seen
+    assert 0 < seen["judged"] < len(examples), seen
     assert seen["too_deep"] > 0, seen
 
 
@@ -288,7 +313,7 @@ def test_any_records_merge_and_every_one_is_accounted_for(store):
     sent = {"batches": 0, "records": 0}
 
     @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(st.lists(RAW_RECORDS, min_size=BATCH[0], max_size=BATCH[1]))
+    @given(st.lists(RAW_RECORDS, min_size=40, max_size=44))  # micro-batches
     def merge(values: list[bytes | None]) -> None:
         result = merger.merge_records(sent["batches"], records(values, first_offset=sent["records"]))
         assert (result.valid_rows + result.dead_letters, result.skipped) == (len(values), False)
