@@ -25,7 +25,10 @@ from psycopg.pq import DiagnosticField
 from kit.pg import conninfo, endpoint, pg_settings, psql
 from kit.store import serving, writer_store
 from sensorstream.reads.watchdog import rss
+from sensorstream.serve import api as api_module
 from sensorstream.serve.pgwire import codec
+from sensorstream.serve.pgwire import server as pgwire_server
+from sensorstream.serve.pgwire.translate import to_duckdb
 
 pytestmark = pytest.mark.integration
 
@@ -147,12 +150,12 @@ def test_a_flood_from_one_address_drops_its_own_sockets_not_another_addresss(ser
 
 
 def test_sessions_per_address_are_limited_and_idle_ones_give_their_slot_back(served):
-    server, settings, _ = served(pg_max_connections_per_address=2, pg_idle_timeout=1.0)
+    server, settings, _ = served(pg_max_connections_per_address=2, pg_idle_timeout=0.5)
     first = psycopg.connect(conninfo(server, settings), autocommit=True)
     second = psycopg.connect(conninfo(server, settings), autocommit=True)
     with pytest.raises(psycopg.OperationalError, match="SENSORSTREAM_PG_MAX_CONNECTIONS_PER_ADDRESS"):
         psycopg.connect(conninfo(server, settings)).close()
-    time.sleep(1.6)
+    time.sleep(0.8)
     for conn in (first, second):
         with pytest.raises(psycopg.OperationalError, match="idle-session timeout"):
             conn.execute("SELECT 1")
@@ -161,8 +164,10 @@ def test_sessions_per_address_are_limited_and_idle_ones_give_their_slot_back(ser
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_a_statement_that_cannot_get_a_thread_is_answered_at_its_deadline(served):
-    server, settings, _ = served(pg_workers=1, read_timeout=1.0)
+def test_a_statement_that_cannot_get_a_thread_is_answered_at_its_deadline(served, monkeypatch):
+    # The deadline is the read's limit plus the wait for a free read slot (5 s): both short here.
+    monkeypatch.setattr(pgwire_server, "BUSY_WAIT_S", 0.5)
+    server, settings, _ = served(pg_workers=1, read_timeout=0.5)
     held = threading.Event()
     server.backend.pool.submit(held.wait, 30)  # the endpoint's one thread, stuck
     try:
@@ -265,11 +270,13 @@ def test_session_settings_are_bounded_and_memory_stays_flat(served):
         assert 60 <= n < 64
         with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="value may be at most"):
             conn.execute("SET application_name = '" + "x" * 10_000 + "'")
-        # Changing values (each a new key of the translation cache) with queries that translate.
-        rss_before = rss() or 0
-        for i in range(1500):
+        # Changing values (each a new key of the translation cache) with queries that translate:
+        # more of them than the cache holds.
+        rss_before, misses = rss() or 0, to_duckdb.cache_info().misses
+        for i in range(to_duckdb.cache_info().maxsize + 100):
             conn.execute(f"SET setting_1 = '{i:0>250}'")
             conn.execute("SELECT version(), current_setting('setting_1')").fetchone()
+        assert to_duckdb.cache_info().misses - misses > to_duckdb.cache_info().maxsize
         grown = (rss() or 0) - rss_before
         assert grown < 64 * 2**20, f"{grown / 2**20:.0f} MB"
         assert conn.execute("SHOW application_name").fetchone() is not None
@@ -289,7 +296,9 @@ LEAKY = [
 ]
 
 
-def test_no_path_pid_or_engine_setting_is_readable_over_postgres_or_http(served):
+def test_no_path_pid_or_engine_setting_is_readable_over_postgres_or_http(served, monkeypatch):
+    # The API's pause before it answers a refusal has its own test: here it would add 0.2 s a statement.
+    monkeypatch.setattr(api_module, "REFUSAL_PAUSE_S", 0.0)
     server, settings, con = served(api_port=0)
     directory = str(settings.db.parent)
     with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
