@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -20,39 +22,42 @@ def settings(make_settings):
     return store_settings(make_settings)
 
 
+@pytest.fixture(scope="module")
+def store(module_settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A store of 5 batches, shared by the tests that only read it."""
+    with writer_store(store_settings(module_settings)) as (con, _):
+        yield con
+
+
 @pytest.mark.parametrize("name", list(catalog.QUERIES))
-def test_every_query_answers_its_documented_columns(settings, name):
-    with writer_store(settings) as (con, _):
-        result = run_query(con, name)
+def test_every_query_answers_its_documented_columns(store, name):
+    result = run_query(store, name)
     assert tuple(result.columns) == catalog.QUERIES[name].columns
 
 
-def test_timestamps_come_back_as_iso_strings(settings):
-    with writer_store(settings) as (con, _):
-        row = run_query(con, "latest_windows", {"limit": 1}).rows[0]
+def test_timestamps_come_back_as_iso_strings(store):
+    row = run_query(store, "latest_windows", {"limit": 1}).rows[0]
     assert row[3] == "2026-01-01T00:00:00+00:00"  # window_start
 
 
-def test_a_filter_value_is_bound_never_spliced_into_the_sql(settings):
-    with writer_store(settings) as (con, _):
-        everything = run_query(con, "latest_windows", {"limit": 10_000}).rows
-        injected = run_query(con, "latest_windows", {"sensor_id": "x' OR '1'='1", "limit": 10_000}).rows
-        one = run_query(con, "latest_windows", {"sensor_id": "sensor-0003"}).rows
+def test_a_filter_value_is_bound_never_spliced_into_the_sql(store):
+    everything = run_query(store, "latest_windows", {"limit": 10_000}).rows
+    injected = run_query(store, "latest_windows", {"sensor_id": "x' OR '1'='1", "limit": 10_000}).rows
+    one = run_query(store, "latest_windows", {"sensor_id": "sensor-0003"}).rows
     assert len(everything) > 1
     assert injected == []
     assert {r[0] for r in one} == {"sensor-0003"}
 
 
-def test_unknown_queries_and_parameters_are_refused_by_name(settings):
-    with writer_store(settings) as (con, _):
-        with pytest.raises(QueryError, match="no query named 'nope'"):
-            run_query(con, "nope")
-        with pytest.raises(QueryError, match="has no parameter"):
-            run_query(con, "totals", {"limit": 3})
-        with pytest.raises(QueryError, match="out of range"):
-            run_query(con, "latest_windows", {"limit": 0})
-        with pytest.raises(QueryError, match="not an ISO-8601 time"):
-            run_query(con, "sensor_series", {"until": "yesterday"})
+def test_unknown_queries_and_parameters_are_refused_by_name(store):
+    with pytest.raises(QueryError, match="no query named 'nope'"):
+        run_query(store, "nope")
+    with pytest.raises(QueryError, match="has no parameter"):
+        run_query(store, "totals", {"limit": 3})
+    with pytest.raises(QueryError, match="out of range"):
+        run_query(store, "latest_windows", {"limit": 0})
+    with pytest.raises(QueryError, match="not an ISO-8601 time"):
+        run_query(store, "sensor_series", {"until": "yesterday"})
 
 
 def test_since_takes_minutes_before_the_newest_data_or_an_iso_time(settings):
