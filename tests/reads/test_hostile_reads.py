@@ -252,6 +252,7 @@ def test_legal_sql_with_bounded_growth_still_runs(settings):
         assert gate.run("SELECT count(*) FROM range(100000)").rows == [[100_000]]  # a table function
 
 
+@pytest.mark.slow  # a measurement: the process's memory through a watchdog, while batches come and go
 def test_a_read_is_not_charged_for_what_the_writer_grows_and_frees(settings):
     """Reads share the process with the writer, and at 50 K events/s a batch grows it by ~250 MB
     and frees it after the commit. An ad-hoc read runs on idle CPU time, so on a busy machine even

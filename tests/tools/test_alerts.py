@@ -9,6 +9,10 @@ import pytest
 from sensorstream.produce.simulator import FAULT_KINDS
 from sensorstream.tools.bench.alerts import run_rules
 
+# A measurement: minutes of a plant through the sink, ~5 s a run. The rules themselves are
+# checked case by case in test_sink_judge, in the fast tier.
+pytestmark = pytest.mark.slow
+
 # make run's plant: 20 sensors, 200 readings/s (each sensor 10 a second), in 3-second batches.
 PLANT = {"sensors": 20, "rate": 200.0, "minutes": 4.0, "batch_seconds": 3.0}
 
