@@ -15,12 +15,14 @@ run: deps  ## install what is missing, then broker + producer + stream + dashboa
 # broker, Spark, browser, JVM, Go build or Python process of its own) and leaves out the slow
 # end-to-end and fault tests too.
 FAST_TIER := not (broker or spark or browser or jvm or go or process or slow)
+# A worker per core (pytest-xdist): these tests are mostly one Python thread each and each has its
+# own files and ports, so two workers on two cores take ~60% of the serial time.
 
 test: deps browser psql systemd-tools lint  ## install what is missing, then the whole test suite (starts and stops its own broker)
 	$(BIN)/pytest --durations=25
 
 test-fast: deps lint  ## for every change: the tests that start no broker, Spark, browser, JVM, Go build or process (under 90 s)
-	$(BIN)/pytest -m "$(FAST_TIER)"
+	$(BIN)/pytest -n auto -m "$(FAST_TIER)"
 
 deps: system $(STAMP) $(JARS)
 
