@@ -349,6 +349,7 @@ def test_a_sessions_own_statement_timeout_cancels_its_read(served):
 
 
 # --- through the endpoint's own process -----------------------------------------------------------
+@pytest.mark.process
 def test_cancel_and_cursors_through_the_endpoints_own_process(make_settings):
     settings = pg_settings(make_settings, api_port=0, read_timeout=60)
     with writer_store(settings, batches=2) as (con, _):
