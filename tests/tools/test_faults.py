@@ -50,7 +50,8 @@ def test_kill9_several_times_loses_and_doubles_nothing(opts):
 
 
 def test_broker_restart_while_producing_and_streaming(opts):
-    result = broker_restart.run(opts(bootstrap=None))  # its own broker: it gets restarted
+    # 10 s of producing at 1 K/s, the restart 2.5 s in: the producer and the job both outlive it.
+    result = broker_restart.run(opts(bootstrap=None, events=10_000))  # its own broker: it gets restarted
     assert_clean(result)
     assert result.numbers["topic_lost"] == 0 and result.numbers["topic_doubled"] == 0
     assert result.numbers["in_topic"] == result.numbers["sent"] == result.events
@@ -58,7 +59,8 @@ def test_broker_restart_while_producing_and_streaming(opts):
 
 
 def test_malformed_storm_every_bad_message_in_dead_letters(opts):
-    result = malformed_storm.run(opts())
+    # 1,000 of 10,000 malformed: every kind the contract names, many times over.
+    result = malformed_storm.run(opts(events=10_000))
     assert_clean(result)
     assert result.verdict.dead_kinds >= 10
     assert 0.09 <= result.numbers["malformed_share"] <= 0.11
