@@ -58,7 +58,10 @@ def run_settings(base: Settings, bootstrap: str, topic: str, work: Path, **over:
     )  # fmt: skip
 
 
-def warm_up(settings: Settings, runtime: Any, sensors: int, rate: float, seconds: float = 20.0) -> None:
+WARM_UP_S = 20.0
+
+
+def warm_up(settings: Settings, runtime: Any, sensors: int, rate: float, seconds: float = WARM_UP_S) -> None:
     """``seconds`` of real events at ``rate`` through the job before anything is measured.
 
     The job's first batches with data compile Spark's code for the parse and the aggregation,
@@ -170,15 +173,15 @@ def _batches(client: StoreClient, since_us: int, t0: float) -> list[dict[str, An
 
 
 def fixed_rates(
-    settings: Settings, rates: list[float], duration: float, sensors: int
+    settings: Settings, rates: list[float], duration: float, sensors: int, warm_up_s: float = WARM_UP_S
 ) -> list[dict[str, Any]]:
     out = []
     with (
         StreamRuntime(settings) as runtime,
         StoreClient(settings, api_url=runtime.store_service.api.url) as client,
     ):
-        time.sleep(8)  # first (empty) batches, not measured
-        warm_up(settings, runtime, sensors, rates[0] if rates else 1000.0)
+        runtime.job.wait_idle(timeout=300)  # the first (empty) batches, not measured
+        warm_up(settings, runtime, sensors, rates[0] if rates else 1000.0, warm_up_s)
         t0 = time.time()
         for rate in rates:
             before = last_commit(client)
@@ -243,7 +246,7 @@ def _end_offsets(client: StoreClient) -> dict[str, int]:
 def run_stream_bench(
     settings: Settings, *, bootstrap_servers: str | None = None, events: int = 500_000,
     rates: tuple[float, ...] = (1_000, 5_000, 10_000, 15_000, 20_000, 30_000, 50_000), duration: float = 30.0, sensors: int = 100,
-    report: Path = Path("reports/bench-stream.json"), plots: bool = True,
+    report: Path = Path("reports/bench-stream.json"), plots: bool = True, warm_up_s: float = WARM_UP_S,
 ) -> dict[str, Any]:  # fmt: skip
     with (
         tempfile.TemporaryDirectory(prefix="sensorstream-bench-") as tmp,
@@ -259,7 +262,11 @@ def run_stream_bench(
             topic = f"bench-rates-{uuid.uuid4().hex[:6]}"
             create_topic({"bootstrap.servers": bootstrap}, topic, settings.partitions)
             paced = fixed_rates(
-                run_settings(settings, bootstrap, topic, work / "rates"), list(rates), duration, sensors
+                run_settings(settings, bootstrap, topic, work / "rates"),
+                list(rates),
+                duration,
+                sensors,
+                warm_up_s,
             )
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
