@@ -4,7 +4,10 @@
 installs its own .venv and fetches its own jars through the Makefile), on a terminal (a pty, so
 Ctrl-C is the terminal's). Then, as a user would:
 
-- headless Chromium shows every simulated sensor with a value, and no "Store unreachable";
+- headless Chromium shows every simulated sensor with a value, and no "Store unreachable"; then,
+  as a person looks at it while data flows: numbers that grow, drawn charts on a 24-hour UTC
+  clock, a reason on every tile, a small chart per sensor, no Deploy button, and the page
+  narrowing to one sensor when it is picked in the sidebar (screenshots in test-artifacts/);
 - the README's quick-start read commands (`sensorstream status`, `query`, `sql`, psql on the
   PostgreSQL endpoint) run from the clone's venv and exit 0;
 - records no event can be (`b"[" * 1000`, a tombstone, bytes that are not UTF-8, deep nesting) sent
@@ -28,17 +31,29 @@ import signal
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import typer
 
-from kit.browser import chromium, tile_values, wait_for
+from kit.browser import (
+    all_chart_text,
+    chart_text,
+    chromium,
+    metrics,
+    pick_sensor,
+    readings,
+    tile_values,
+    tiles,
+    wait_for,
+    why_lines,
+)
 from kit.readme import quick_start_commands
 from kit.stop import ctrl_c, descendants, launch
 from sensorstream.cli import app
 from sensorstream.config import ENV_PREFIX, Settings, load_settings
+from sensorstream.dashboard.charts import MAX_SERIES
 from sensorstream.procs import port_in_use
 from sensorstream.serve.client import StoreClient
 
@@ -134,9 +149,7 @@ def test_a_fresh_clone_runs_as_the_readme_says(tmp_path, user_env):
                 return len(values) == sensors and all(v and v != "n/a" for v in values.values())
 
             wait_for(f"{sensors} sensor tiles with a value", every_sensor_with_a_value, PAGE)
-            ARTIFACTS.mkdir(exist_ok=True)
-            time.sleep(1.5)  # let the charts finish their transitions before the picture
-            browser.save_screenshot(str(ARTIFACTS / "acceptance-dashboard.png"))
+            the_live_page(browser, sensors, running)
 
         run_quick_start(clone, sensors)
         poison_records_become_dead_letters(clone, running)
@@ -159,6 +172,59 @@ def test_a_fresh_clone_runs_as_the_readme_says(tmp_path, user_env):
         raise
     finally:
         stop_what_is_left(run)
+
+
+def the_live_page(browser, sensors: int, running) -> None:
+    """The page as a person sees it while `make run` feeds it: numbers that grow, charts drawn on
+    a 24-hour UTC clock, a reason on every tile, a small chart per sensor (up to the charts' limit),
+    a viewer's toolbar; then one sensor picked in the sidebar narrows tiles and charts to it."""
+    first = wait_for("the readings count on the page", lambda: running() or readings(browser), PAGE)
+    second = wait_for("more readings", lambda: running() or ((n := readings(browser)) > first and n), 20)
+    assert second > first
+    chart = wait_for(
+        "a drawn chart",
+        lambda: browser.find_elements(
+            "css selector", '[data-testid="stVegaLiteChart"] svg, [data-testid="stVegaLiteChart"] canvas'
+        ),
+        20,
+    )
+    assert chart
+    # Time axes on a 24-hour clock in UTC: the labels carry this hour as the UTC wall clock says it.
+    hours = {(datetime.now(UTC) - timedelta(minutes=m)).strftime("%H:") for m in (0, 5)}
+    wait_for("24-hour UTC time labels", lambda: any(h in chart_text(browser) for h in hours), 20)
+    # A viewer's toolbar: no Deploy button for whoever looks at the page.
+    assert not browser.find_elements("xpath", '//*[normalize-space()="Deploy"]')
+    # Each tile says what its sensor is judged on (or why it is red), in words.
+    wait_for(
+        "a reason on every tile", lambda: len(why_lines(browser)) == sensors and all(why_lines(browser)), 20
+    )
+    assert all(any(w in line for w in ("warming up", "normal", "since", "last anomaly"))
+               for line in why_lines(browser))  # fmt: skip
+    # One small chart per sensor: the facet headers name them (the first MAX_SERIES of them).
+    shown = [f"sensor-{i:04d}" for i in range(1, min(sensors, MAX_SERIES) + 1)]
+    wait_for("a small chart per sensor", lambda: all(s in all_chart_text(browser) for s in shown), 20)
+    # The lag tile is there; its "n/a" without monitoring is tests/test_dashboard.py's.
+    assert "Consumer lag" in metrics(browser)
+    ARTIFACTS.mkdir(exist_ok=True)
+    time.sleep(1.5)  # let the charts finish their transitions before the picture
+    browser.save_screenshot(str(ARTIFACTS / "acceptance-dashboard.png"))
+    for heading in browser.find_elements("css selector", '[data-testid="stHeading"] h3'):
+        name = re.sub(r"[^a-z0-9]+", "-", heading.text.split("(")[0].lower()).strip("-")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", heading)
+        time.sleep(0.3)
+        browser.save_screenshot(str(ARTIFACTS / f"panel-{name[:40]}.png"))
+    browser.execute_script("window.scrollTo(0, 0)")
+
+    pick_sensor(browser, "sensor-0003")
+    wait_for("only sensor-0003's tile", lambda: tiles(browser) == ["sensor-0003"], 20)
+    # The charts redraw with that sensor alone (no panel of another sensor).
+    wait_for(
+        "charts of sensor-0003 alone",
+        lambda: "sensor-0003" in all_chart_text(browser) and "sensor-0001" not in all_chart_text(browser),
+        20,
+    )
+    time.sleep(1.5)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-filtered.png"))
 
 
 def run_quick_start(clone: Path, sensors: int) -> None:

@@ -92,3 +92,36 @@ def tile_values(driver) -> dict[str, str]:
         el.find_element("css selector", ".id").text: el.find_element("css selector", ".v").text
         for el in driver.find_elements("css selector", ".ss-tile")
     }
+
+
+def chart_text(driver) -> str:
+    """The text of the first chart (axis titles, legend): what a reader sees of it."""
+    return driver.find_element("css selector", '[data-testid="stVegaLiteChart"]').text
+
+
+def all_chart_text(driver) -> str:
+    """The text of every chart on the page (facet headers, axis titles)."""
+    return " ".join(el.text for el in driver.find_elements("css selector", '[data-testid="stVegaLiteChart"]'))
+
+
+def why_lines(driver) -> list[str]:
+    """Each sensor tile's line saying what it is judged on, or why it is red."""
+    return [el.text for el in driver.find_elements("css selector", ".ss-tile .why")]
+
+
+def pick_sensor(driver, sensor: str) -> None:
+    """Choose ``sensor`` in the sidebar's "Sensor" select the way a user does: click, type, Enter."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait_for(
+        "the Sensor select",
+        lambda: driver.find_element(
+            "xpath",
+            '//section[@data-testid="stSidebar"]//div[@data-testid="stSelectbox"]'
+            '[.//label[normalize-space()="Sensor"]]//input',
+        ),
+        10,
+    )
+    box.click()
+    box.send_keys(sensor)
+    box.send_keys(Keys.ENTER)
