@@ -67,9 +67,16 @@ def test_injected_counts_show_up_in_metrics_table_and_prometheus(kafka, spark, t
         run = produce(settings, ProducePlan(sensors=5, count=1200, rate=0, seed=2, late=15, duplicates=25,
                                             malformed=30, out_of_order=40))  # fmt: skip
         runtime.job.wait_idle(timeout=120, min_offsets=warm.sent + run.sent)
-        time.sleep(6)  # one tick of the lag probe after the last batch
-        scraped = scrape(metrics_port)
         with StoreClient(settings) as client:
+            # The monitor's tick (every 5 s) records the last batch's trigger: wait for it, no longer.
+            last_timed = (
+                "SELECT count(*) AS n FROM pipeline_metrics "
+                "WHERE batch_id = (SELECT max(batch_id) FROM pipeline_metrics) AND trigger_ms IS NOT NULL"
+            )
+            deadline = time.monotonic() + 15
+            while not int(client.sql(last_timed).iloc[0, 0]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            scraped = scrape(metrics_port)
             totals = client.sql(
                 "SELECT sum(input_rows) AS input, sum(duplicate_rows) AS dup, sum(late_rows) AS late, "
                 "sum(dead_letters) AS dead, min(latency_p50_ms) AS lat_min, max(latency_max_ms) AS lat_max, "
