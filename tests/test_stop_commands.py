@@ -116,8 +116,10 @@ def test_kafka_stop_leaves_nothing_running(tmp_path):
 
 @pytest.mark.spark  # `run` starts the stream job
 def test_make_run_stops_every_part_on_ctrl_c_with_exit_0(kafka, topic, tmp_path):
-    """`make run` then Ctrl-C: before, the dashboard got the terminal's SIGINT first and `run`
-    logged `ERROR dashboard exited with code 0` and exited 1, and make reported `Error 1`."""
+    """`make run` then Ctrl-C, with a broker already answering: `run` uses it, starts no broker of
+    its own and leaves it running. (tests/test_acceptance.py stops the README's `make run`, which
+    starts its own broker, the same way.) Before, the dashboard got the terminal's SIGINT first and
+    `run` logged `ERROR dashboard exited with code 0` and exited 1, and make reported `Error 1`."""
     api, dashboard = free_port(), free_port()
     data = tmp_path / "data"
     env = {
@@ -136,6 +138,7 @@ def test_make_run_stops_every_part_on_ctrl_c_with_exit_0(kafka, topic, tmp_path)
     _stop_and_check(run, ctrl_c)
     assert "pipeline stopped" in run.output and "make:" not in run.output
     assert not port_in_use(api) and not port_in_use(dashboard)
+    assert kafka.status()["answering"], "run stopped a broker it did not start"
 
 
 def _cmdline(pid: int) -> str:
