@@ -18,8 +18,11 @@ FAST_TIER := not (broker or spark or browser or jvm or go or process or slow)
 # A worker per core (pytest-xdist): these tests are mostly one Python thread each and each has its
 # own files and ports, so two workers on two cores take ~60% of the serial time.
 
+# make test runs the fast tier first, a worker per core, then everything else one test at a time:
+# those start a broker, Spark or a browser, measure latencies and must have the machine to themselves.
 test: deps browser psql systemd-tools lint  ## install what is missing, then the whole test suite (starts and stops its own broker)
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest -n auto -m "$(FAST_TIER)"
+	$(BIN)/pytest --durations=25 -m "not ($(FAST_TIER))"
 
 test-fast: deps lint  ## for every change: the tests that start no broker, Spark, browser, JVM, Go build or process (under 90 s)
 	$(BIN)/pytest -n auto -m "$(FAST_TIER)"
