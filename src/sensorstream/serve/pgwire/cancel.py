@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sensorstream.serve.pgwire.gate import Gate, ReadError
+from sensorstream.serve.pgwire.reading import Gate, ReadError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlglot.tokens import Token, TokenType
 
 from sensorstream.reads.answer import ReadResult
-from sensorstream.serve.pgwire.gate import ReadError
+from sensorstream.serve.pgwire.reading import ReadError
 from sensorstream.serve.pgwire.results import encode_row, encoders
 
 _TRUE = {"true", "on", "1", "yes"}

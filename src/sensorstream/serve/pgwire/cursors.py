@@ -24,7 +24,7 @@ from typing import Any
 from sqlglot.tokens import Token, TokenType
 
 from sensorstream.reads.answer import answer_size
-from sensorstream.serve.pgwire.gate import ReadError
+from sensorstream.serve.pgwire.reading import ReadError
 from sensorstream.serve.pgwire.results import Encoder, Outcome
 
 # Portals and cursors a session may keep open at once (pgJDBC keeps one per open ResultSet).

@@ -16,7 +16,7 @@ from sensorstream.serve.pgwire import codec
 from sensorstream.serve.pgwire import types as t
 from sensorstream.serve.pgwire.codec import Reader
 from sensorstream.serve.pgwire.cursors import Portal, Portals
-from sensorstream.serve.pgwire.gate import ReadError
+from sensorstream.serve.pgwire.reading import ReadError
 from sensorstream.serve.pgwire.results import Outcome, encoders, fields, tag
 from sensorstream.serve.pgwire.statements import Command, classify
 

@@ -13,7 +13,7 @@ import re
 import duckdb
 
 from sensorstream.serve.pgwire import types as pg_types
-from sensorstream.serve.pgwire.gate import ReadError
+from sensorstream.serve.pgwire.reading import ReadError
 
 SERVER_VERSION = "15.0"
 SERVER_VERSION_NUM = "150000"

@@ -4,7 +4,7 @@ Everything a PostgreSQL client can make the endpoint do before a query reaches D
 socket, send start-up and SCRAM messages, have a statement parsed and translated, fill the
 translation cache) costs this process, not the writer's: its memory, at the readers' lower CPU
 priority, under a bound of its own (``SENSORSTREAM_PG_MEMORY_LIMIT``). The queries themselves
-reach the writer's process over the read API's private socket (``store.backend``, through
+reach the writer's process over the read API's private socket (``serve.backend``, through
 :class:`~sensorstream.serve.front.RemoteGate`), so both endpoints share one guard, one set of
 limits and the writer's read slots.
 
@@ -13,7 +13,7 @@ busy port is the writer's start-up error, and keeps its copy of the listening so
 process exits on its own (its memory bound), the writer starts it again on the same socket and a
 client's connection waits in the backlog instead of being refused.
 
-Child's side: ``python -m sensorstream.serve.pgwire.process`` (see ``store.child`` for the pipe).
+Child's side: ``python -m sensorstream.serve.pgwire.process`` (see ``serve.child`` for the pipe).
 """
 
 from __future__ import annotations

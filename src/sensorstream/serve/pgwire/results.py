@@ -12,7 +12,7 @@ from typing import Any
 
 from sensorstream.reads.answer import ReadResult
 from sensorstream.serve.pgwire import types as t
-from sensorstream.serve.pgwire.gate import ReadError
+from sensorstream.serve.pgwire.reading import ReadError
 
 Encoder = Callable[[Any], bytes]
 

@@ -6,7 +6,7 @@ The writer's runtime serves it from a process of its own (``StoreService`` start
 ``ReadGate``. ``PgServer(con, settings).start()`` binds ``SENSORSTREAM_PG_HOST:SENSORSTREAM_PG_PORT`` (a busy
 port fails start-up with a sentence naming the setting, like the read API) and serves until
 ``stop()``. The protocol runs on the loop; parsing, translation and DuckDB reads run on a small
-thread pool (``Backend.work``), each read through the shared read gate (``gate.run_read``), the
+thread pool (``Backend.work``), each read through the shared read gate (``reading.run_read``), the
 one the HTTP read API uses. Every stage a client can hold is bounded: the
 start-up and authentication (a deadline, message sizes, a budget of their own), idle sessions,
 statements, and sessions per client address.
@@ -35,8 +35,8 @@ from sensorstream.serve.pgwire import pg_catalog, translate
 from sensorstream.serve.pgwire.auth import Credentials
 from sensorstream.serve.pgwire.cancel import Canceller, Ticket
 from sensorstream.serve.pgwire.cursors import HeldBytes
-from sensorstream.serve.pgwire.gate import BUSY_WAIT_S, Gate, ReadError, is_syntax_problem, run_read
 from sensorstream.serve.pgwire.params import TooManyParameters, infer_param_types
+from sensorstream.serve.pgwire.reading import BUSY_WAIT_S, Gate, ReadError, is_syntax_problem, run_read
 from sensorstream.serve.pgwire.results import Outcome
 from sensorstream.serve.pgwire.session import Session
 

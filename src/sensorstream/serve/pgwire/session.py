@@ -26,9 +26,9 @@ from sensorstream.serve.pgwire import codec, colnames, copy_out, cursors
 from sensorstream.serve.pgwire.cancel import Ticket
 from sensorstream.serve.pgwire.codec import InvalidText, MessageTooLarge, ProtocolError, Reader
 from sensorstream.serve.pgwire.extended import ExtendedQuery, Prepared
-from sensorstream.serve.pgwire.gate import ReadError
 from sensorstream.serve.pgwire.handshake import Handshake
 from sensorstream.serve.pgwire.pg_catalog import duration, parse_duration, settings_for
+from sensorstream.serve.pgwire.reading import ReadError
 from sensorstream.serve.pgwire.results import Encoder, Outcome, encode_row, encoders, fields, tag
 from sensorstream.serve.pgwire.statements import Command, classify, split_statements
 

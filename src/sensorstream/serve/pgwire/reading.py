@@ -1,4 +1,4 @@
-"""The PostgreSQL endpoint's one way into the store: the process's shared ``ReadGate``.
+"""The PostgreSQL endpoint's reading through the process's shared ``ReadGate``: waits, and refusals as SQLSTATEs.
 
 Everything a client sends that reaches DuckDB (its queries and the catalog queries drivers send on
 their own) goes through :meth:`ReadGate.run`, the same call the HTTP read API makes: one guard, one
