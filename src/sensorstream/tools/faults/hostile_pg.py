@@ -291,6 +291,7 @@ def _judge(
         "writer_rss_peak_mb": {"calm": calm_rss, "hostile": hostile_rss}, "writer_rss_ratio": rss_ratio,
         "endpoint_rss_peak_mb": {k: _peak(v) for k, v in endpoint.items()},
         "cores_used": cores_by_phase(timeline),
+        "phases": [(name, round(a, 3), round(b, 3)) for name, a, b in timeline.spans],
         "psql": {"probes": len(probes), "worst_s": worst, "slow_or_failed": slow[:20]},
         "hostile": {"requests": sum(counts.values()), "counts": counts, "problems": problems[:20]},
     })  # fmt: skip
