@@ -18,6 +18,7 @@ queries every 0.5 s. It must show:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -93,21 +94,36 @@ def endpoint_pid(writer: int) -> int | None:
     return child_pid(writer, b"pgwire.process")
 
 
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of ``pid`` (0 when it is not there)."""
+def _cpu_s(pid: int | None, task: str = "") -> float:
+    """User + system CPU seconds of ``pid`` (or of its thread ``task/TID``; 0 when it is not there)."""
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/{task}stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def _idle_threads_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s threads that run SCHED_IDLE: in the writer, the reads it serves."""
+    total = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[38]) == 5:
+                total += _cpu_s(pid, f"task/{tid}/")  # policy 5: SCHED_IDLE
+    return total
 
 
 def _cpu(writer: int) -> dict[str, float]:
     """CPU seconds of the processes that share the machine's cores during the run."""
     return {
         "writer": _cpu_s(writer),
+        "writer_read_threads": _idle_threads_cpu_s(writer),
         "spark_jvm": _cpu_s(child_pid(writer, b"java")),
         "pg_endpoint": _cpu_s(endpoint_pid(writer)),
         "attacker": _cpu_s(child_pid(os.getpid(), b"pg_attacks")),
