@@ -5,7 +5,11 @@ alternate (calm, hostile, calm, hostile); in each hostile phase ``faults.pg_atta
 process of its own: silent sockets, oversized and malformed packets before authentication,
 200 KB statements, huge placeholders, ``SET`` churn, sleep functions, queries after the store's
 path and settings, and an ordinary heavy-ish reader. Throughout, a fresh ``psql`` connects and
-queries every 0.5 s. It must show:
+queries every 0.5 s. The attackers' process runs ``SCHED_IDLE`` (``pg_attacks``):
+hostile clients are on other machines, so their own CPU is not the server's to share; what they
+make the endpoint and the writer do is unchanged, and they send as fast as the endpoint answers.
+The producer and the psql probe keep the ordinary priority, the same in both kinds of phase.
+It must show:
 
 * the writer's batch p50 (``pipeline_metrics.batch_duration_ms`` of the batches committed in each
   kind of phase) in the hostile phases within :data:`FACTOR` of the calm ones;

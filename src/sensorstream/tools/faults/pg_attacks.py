@@ -9,7 +9,7 @@ the start-up deadline); an answer that leaks the store's path, a hang or a succe
 statement is a *problem*. The ``hostile-pg`` fault scenario runs it during its hostile phases.
 
 The process runs ``SCHED_IDLE`` (``reads.priority.idle_process``; nice 19 elsewhere than Linux): a hostile
-client is on another machine, and its own Python work (TLS-less sockets, psycopg, building 200 KB
+client is on another machine, and its own Python work (its sockets, psycopg, building 200 KB
 statements) is not the server's to pay for. On the scenario's one machine it would otherwise
 take the cores the writer needs, and the figure would measure the attacker's CPU, not what it
 does to the endpoint. It sends the same requests: each waits for the endpoint's answer, so its
