@@ -26,8 +26,15 @@ def lower_priority() -> None:
             log.debug("could not lower the read thread's priority: %s", exc)
 
 
-def idle_priority() -> None:
-    """Run this thread only on CPU time nobody else wants (Linux ``SCHED_IDLE``; else nice 19).
+IDLE_NICE = 19  # where SCHED_IDLE is not there: the lowest ordinary priority
+
+
+def idle_priority(tid: int | None = None) -> None:
+    """Run thread ``tid`` (this one by default) only on CPU time nobody else wants.
+
+    Linux ``SCHED_IDLE``: the thread gets a core only when no ordinary thread wants it, and an
+    ordinary thread that wakes up takes the core from it at once; nice 19 where that is refused,
+    nothing elsewhere than Linux (there a thread id is no ``setpriority`` target).
 
     For ad-hoc SQL, which anyone on the machine can send as fast as they like: measured with the
     readers at nice 10, a hostile reader's requests still took a third of a core each in the API's
@@ -38,9 +45,21 @@ def idle_priority() -> None:
     """
     if sys.platform != "linux":
         return
+    tid = threading.get_native_id() if tid is None else tid
     try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
-    except (OSError, AttributeError) as exc:
-        log.debug("no SCHED_IDLE for the read thread (%s); nice 19 instead", exc)
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:
+        log.debug("no SCHED_IDLE for thread %s (%s); nice %d instead", tid, exc, IDLE_NICE)
         with suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            os.setpriority(os.PRIO_PROCESS, tid, IDLE_NICE)
+
+
+def idle_process() -> None:
+    """:func:`idle_priority` for every thread of this process, and so for every thread it starts
+    later (a new thread inherits its creator's policy); nice 19 for the process elsewhere."""
+    if sys.platform != "linux":
+        with suppress(OSError):
+            os.nice(IDLE_NICE)
+        return
+    for tid in os.listdir("/proc/self/task"):
+        idle_priority(int(tid))

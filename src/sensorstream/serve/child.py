@@ -4,8 +4,9 @@ The read API (``serve.front``) and the PostgreSQL endpoint (``serve.pgwire.proce
 outside clients from such a process, so what their clients cost (GIL time, memory, parsing) is
 not the writer's. The writer binds the listening socket (a busy port is its start-up error),
 starts the process with its settings in the environment (``settings_env``) and the socket's fd,
-and writes one line of JSON on its stdin (the backend's socket, the limits). The process prints
-:data:`READY` once it serves. SIGTERM is the writer's stop (graceful); EOF on stdin means the
+and writes one line of JSON on its stdin (the backend's socket, the limits). The process
+(:func:`start_up`) serves on CPU time the writer does not want and prints :data:`READY` once it
+serves. SIGTERM is the writer's stop (graceful); EOF on stdin means the
 writer is gone, however it ended, and the process leaves at once.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from sensorstream.config import Settings, settings_env
+from sensorstream.reads.priority import idle_process
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,21 @@ class ChildServer:
 
 
 # --- the child's side ------------------------------------------------------------------------------
-def read_config() -> dict[str, Any]:
-    """The writer's one line of JSON on stdin."""
-    return json.loads(sys.stdin.readline())
+def start_up(what: str) -> dict[str, Any]:
+    """The child's first steps: the writer's one line of JSON (returned), the CPU given up to the
+    writer, and the watch on the writer's pipe.
+
+    Every thread of the process, and every thread it starts later, runs ``SCHED_IDLE``
+    (``reads.priority.idle_process``): what outside clients make it do (protocol, authentication,
+    parsing, HTTP, JSON) gets a core only when the writer's process and its JVM do not want it,
+    and their wake-ups take the core from it at once. At nice 10, a hostile PostgreSQL client's
+    work here took a quarter of a core or more, all of it from the two cores the stream's batches
+    need. Its imports ran before this, at the writer's priority, so start-up stays quick.
+    """
+    config = json.loads(sys.stdin.readline())
+    idle_process()
+    exit_when_stdin_closes(what)
+    return config
 
 
 def leave(what: str, why: str, code: int = 0) -> NoReturn:

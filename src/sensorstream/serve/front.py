@@ -2,8 +2,8 @@
 
 Measured with the API in the writer's process, a hostile reader's requests (parsing, the
 guard's syntax-tree walk, building rows and JSON) held the writer's GIL about half the time
-and the stream's batches took twice as long. Here they cost a process of their own, run at the
-readers' lower CPU priority, and the writer's process only runs the checked queries
+and the stream's batches took twice as long. Here they cost a process of their own, on CPU
+time the writer does not want (``serve.child.start_up``), and the writer's process only runs the checked queries
 (``serve.backend``), whose answers DuckDB fills as Arrow without the GIL.
 
 The writer's process starts this one (``ReadApi(..., process=True)``, which ``StoreService``
@@ -15,7 +15,6 @@ leaves at once when its stdin closes (the writer is gone, however it ended).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -35,7 +34,6 @@ from sensorstream.reads.errors import QueryError
 from sensorstream.reads.execute import Result
 from sensorstream.reads.limits import Params, ReadLimits, check_params
 from sensorstream.reads.lockdown import lock_down
-from sensorstream.reads.priority import READ_NICE
 from sensorstream.serve import child
 from sensorstream.serve.backend import connect_backend, recv_frame, send_frame
 
@@ -170,11 +168,9 @@ def _announce_when_started(server: uvicorn.Server) -> None:
 def main() -> None:
     from sensorstream.serve.api import make_app
 
-    config = child.read_config()
+    config = child.start_up(WHAT)  # from here on, on CPU time the writer does not want
     settings = load_settings()  # the writer passes its own through the environment
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(OSError):
-        os.nice(READ_NICE)  # the whole process: its HTTP and JSON work yields to the writer's
     gate = RemoteGate(config["backend"], ReadLimits(**config["limits"]))
     app = make_app(None, settings, gate=gate, **config.get("app", {}))
     sock = socket.socket(fileno=int(config["fd"]))
@@ -188,7 +184,6 @@ def main() -> None:
             timeout_keep_alive=5,
         )
     )
-    child.exit_when_stdin_closes(WHAT)
     threading.Thread(target=_announce_when_started, args=(server,), daemon=True).start()
     server.run(sockets=[sock])
     # Served and closed: nothing is left to flush, and tearing down DuckDB and Arrow at exit

@@ -7,6 +7,7 @@ the endpoint's own process, and the real psql and psycopg clients.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import httpx
 import psycopg
 import pytest
 
@@ -130,6 +132,36 @@ def test_psql_and_psycopg_are_served_by_the_endpoints_own_process(make_settings)
             psycopg.connect(conninfo(pg, settings) + " connect_timeout=2").close()
 
 
+def policies(pid: int) -> dict[int, int]:
+    """The scheduling policy of each thread of ``pid`` (field 41 of its stat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        # A thread that ended meanwhile is not there to read.
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/stat") as f:
+            out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[38])
+    return out
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+def test_the_endpoints_and_the_apis_processes_run_on_cpu_time_the_writer_does_not_want(make_settings):
+    settings = pg_settings(make_settings, api_port=0)
+    with writer_store(settings, batches=1) as (con, _), StoreService(con, settings) as service:
+        pg = service.pg
+        assert pg is not None and pg.pid is not None
+        # Sessions open, so the threads that serve clients are there too.
+        with psycopg.connect(conninfo(pg, settings)) as conn:
+            assert conn.execute("SELECT count(*) FROM pipeline_metrics").fetchone() == (1,)
+            assert httpx.get(f"{service.api.url}/health", timeout=10).status_code == 200
+            for what, pid in (("endpoint", pg.pid), ("read API", service.api.pid)):
+                assert pid != os.getpid()
+                assert os.sched_getscheduler(pid) == os.SCHED_IDLE, what
+                threads = policies(pid)
+                assert len(threads) > 1 and set(threads.values()) == {os.SCHED_IDLE}, (what, threads)
+        # The writer's own threads keep the ordinary policy: only what serves clients yields.
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 @pytest.mark.integration
 def test_killing_the_writer_takes_the_endpoints_process_with_it(make_settings):
     settings = store_settings(make_settings, pg_password=PASSWORD)
@@ -196,6 +228,8 @@ def test_over_its_memory_bound_the_endpoints_process_leaves_and_the_writer_start
             while (pg.restarts == 0 or pg.pid == first) and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert pg.restarts >= 1 and pg.pid != first and not alive(first)
+            if sys.platform == "linux":  # the new process serves on idle CPU time as the first did
+                assert os.sched_getscheduler(pg.pid) == os.SCHED_IDLE
             # Started again on the same port: a new client is served as before.
             with psycopg.connect(conninfo(pg, settings)) as conn:
                 assert conn.execute("SELECT count(*) FROM pipeline_metrics").fetchone() == (2,)

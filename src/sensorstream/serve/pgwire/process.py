@@ -2,10 +2,10 @@
 
 Everything a PostgreSQL client can make the endpoint do before a query reaches DuckDB (hold a
 socket, send start-up and SCRAM messages, have a statement parsed and translated, fill the
-translation cache) costs this process, not the writer's: its memory, at the readers' lower CPU
-priority, under a bound of its own (``SENSORSTREAM_PG_MEMORY_LIMIT``). The queries themselves
-reach the writer's process over the read API's private socket (``serve.backend``, through
-:class:`~sensorstream.serve.front.RemoteGate`), so both endpoints share one guard, one set of
+translation cache) costs this process, not the writer's: its memory, on CPU time the writer does
+not want (``serve.child.start_up``), under a bound of its own (``SENSORSTREAM_PG_MEMORY_LIMIT``).
+The queries themselves reach the writer's process over the read API's private socket
+(``serve.backend``, through :class:`~sensorstream.serve.front.RemoteGate`), so both endpoints share one guard, one set of
 limits and the writer's read slots.
 
 Writer's side: :class:`PgProcess` (``StoreService`` starts it). It binds the port itself, so a
@@ -18,7 +18,6 @@ Child's side: ``python -m sensorstream.serve.pgwire.process`` (see ``serve.child
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -31,7 +30,6 @@ from sensorstream.config import Settings, load_settings
 from sensorstream.procs import host_port
 from sensorstream.reads.gate import ReadGate
 from sensorstream.reads.limits import ReadLimits
-from sensorstream.reads.priority import READ_NICE
 from sensorstream.reads.watchdog import rss as _rss
 from sensorstream.serve import child
 from sensorstream.serve.backend import ReadBackend
@@ -157,12 +155,9 @@ def _bound_memory(limit: int) -> None:
 def main() -> None:
     from sensorstream.serve.front import RemoteGate
 
-    config = child.read_config()
+    config = child.start_up(WHAT)  # from here on, on CPU time the writer does not want
     settings = load_settings()  # the writer passes its own through the environment
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(OSError):
-        os.nice(READ_NICE)  # the whole process: the protocol's and parsing's work yields to the writer's
-    child.exit_when_stdin_closes(WHAT)
     _bound_memory(int(settings.pg_memory_limit))
     gate = RemoteGate(config["backend"], ReadLimits(**config["limits"]), what=WHAT)
     sock = socket.socket(fileno=int(config["fd"]))

@@ -5,7 +5,11 @@ alternate (calm, hostile, calm, hostile); in each hostile phase ``faults.pg_atta
 process of its own: silent sockets, oversized and malformed packets before authentication,
 200 KB statements, huge placeholders, ``SET`` churn, sleep functions, queries after the store's
 path and settings, and an ordinary heavy-ish reader. Throughout, a fresh ``psql`` connects and
-queries every 0.5 s. It must show:
+queries every 0.5 s. The attackers' process runs ``SCHED_IDLE`` (``pg_attacks``):
+hostile clients are on other machines, so their own CPU is not the server's to share; what they
+make the endpoint and the writer do is unchanged, and they send as fast as the endpoint answers.
+The producer and the psql probe keep the ordinary priority, the same in both kinds of phase.
+It must show:
 
 * the writer's batch p50 (``pipeline_metrics.batch_duration_ms`` of the batches committed in each
   kind of phase) in the hostile phases within :data:`FACTOR` of the calm ones;
@@ -18,6 +22,7 @@ queries every 0.5 s. It must show:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -93,21 +98,36 @@ def endpoint_pid(writer: int) -> int | None:
     return child_pid(writer, b"pgwire.process")
 
 
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of ``pid`` (0 when it is not there)."""
+def _cpu_s(pid: int | None, task: str = "") -> float:
+    """User + system CPU seconds of ``pid`` (or of its thread ``task/TID``; 0 when it is not there)."""
     if pid is None:
         return 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/{task}stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def _idle_threads_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s threads that run SCHED_IDLE: in the writer, the reads it serves."""
+    total = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[38]) == 5:
+                total += _cpu_s(pid, f"task/{tid}/")  # policy 5: SCHED_IDLE
+    return total
 
 
 def _cpu(writer: int) -> dict[str, float]:
     """CPU seconds of the processes that share the machine's cores during the run."""
     return {
         "writer": _cpu_s(writer),
+        "writer_read_threads": _idle_threads_cpu_s(writer),
         "spark_jvm": _cpu_s(child_pid(writer, b"java")),
         "pg_endpoint": _cpu_s(endpoint_pid(writer)),
         "attacker": _cpu_s(child_pid(os.getpid(), b"pg_attacks")),
@@ -291,6 +311,7 @@ def _judge(
         "writer_rss_peak_mb": {"calm": calm_rss, "hostile": hostile_rss}, "writer_rss_ratio": rss_ratio,
         "endpoint_rss_peak_mb": {k: _peak(v) for k, v in endpoint.items()},
         "cores_used": cores_by_phase(timeline),
+        "phases": [(name, round(a, 3), round(b, 3)) for name, a, b in timeline.spans],
         "psql": {"probes": len(probes), "worst_s": worst, "slow_or_failed": slow[:20]},
         "hostile": {"requests": sum(counts.values()), "counts": counts, "problems": problems[:20]},
     })  # fmt: skip

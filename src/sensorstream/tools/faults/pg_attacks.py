@@ -8,6 +8,13 @@ A right answer is a refusal with a SQLSTATE (or a dropped connection before auth
 the start-up deadline); an answer that leaks the store's path, a hang or a success of a refused
 statement is a *problem*. The ``hostile-pg`` fault scenario runs it during its hostile phases.
 
+The process runs ``SCHED_IDLE`` (``reads.priority.idle_process``; nice 19 elsewhere than Linux): a hostile
+client is on another machine, and its own Python work (its sockets, psycopg, building 200 KB
+statements) is not the server's to pay for. On the scenario's one machine it would otherwise
+take the cores the writer needs, and the figure would measure the attacker's CPU, not what it
+does to the endpoint. It sends the same requests: each waits for the endpoint's answer, so its
+pace is the endpoint's, and its own work needs a small share of a core that an idle machine has.
+
 Run: ``python -m sensorstream.tools.faults.pg_attacks HOST:PORT OUT.json PASSWORD STORE_DIR``.
 """
 
@@ -28,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from sensorstream.reads.priority import idle_process
 
 SILENT_SOCKETS = 40
 # Connections made before authentication come from another loopback address, as from another
@@ -206,6 +215,7 @@ class Attacks:
 
 
 def run(address: str, out: Path, password: str, store_dir: str) -> None:
+    idle_process()  # before its threads start: they inherit it
     attacks = Attacks(address, password, store_dir)
     signal.signal(signal.SIGTERM, lambda *_: attacks.stop.set())
     signal.signal(signal.SIGINT, lambda *_: attacks.stop.set())
