@@ -5,8 +5,8 @@ socket, send start-up and SCRAM messages, have a statement parsed and translated
 translation cache) costs this process, not the writer's: its memory, on CPU time the writer does
 not want (``serve.child.start_up``), under a bound of its own (``SENSORSTREAM_PG_MEMORY_LIMIT``).
 The queries themselves reach the writer's process over the read API's private socket
-(``serve.backend``, through :class:`~sensorstream.serve.front.RemoteGate`), so both endpoints share one guard, one set of
-limits and the writer's read slots.
+(``serve.backend``, through :class:`~sensorstream.serve.front.RemoteGate`), so both endpoints
+share one guard, one set of limits and the writer's read slots.
 
 Writer's side: :class:`PgProcess` (``StoreService`` starts it). It binds the port itself, so a
 busy port is the writer's start-up error, and keeps its copy of the listening socket: when the
