@@ -12,6 +12,11 @@ from sensorstream.terminal import fail, settings_or_exit
 app = typer.Typer(help="Benchmarks; print a table and write reports/*.json.", no_args_is_help=True)
 
 
+def register(root: typer.Typer) -> None:
+    """Put ``bench …`` on the ``sensorstream`` menu (the ``sensorstream.commands`` entry point)."""
+    root.add_typer(app, name="bench")
+
+
 @app.callback()
 def _bench() -> None:
     from sensorstream.stopping import sigterm_unwinds

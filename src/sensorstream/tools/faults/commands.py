@@ -12,6 +12,11 @@ from sensorstream.terminal import console, fail, settings_or_exit
 app = typer.Typer()  # one top-level command, merged into the root
 
 
+def register(root: typer.Typer) -> None:
+    """Put ``faults`` on the ``sensorstream`` menu (the ``sensorstream.commands`` entry point)."""
+    root.add_typer(app)
+
+
 # --- faults --------------------------------------------------------------------------------------
 @app.command("faults")
 def faults_cmd(

@@ -12,6 +12,13 @@ from sensorstream.terminal import console, settings_or_exit
 app = typer.Typer(
     help="A local Spark standalone cluster (master + workers) on loopback.", no_args_is_help=True
 )
+
+
+def register(root: typer.Typer) -> None:
+    """Put ``cluster …`` on the ``sensorstream`` menu (the ``sensorstream.commands`` entry point)."""
+    root.add_typer(app, name="cluster")
+
+
 MasterPortOpt = Annotated[int, typer.Option("--port", help="master port")]
 WebuiPortOpt = Annotated[int, typer.Option("--webui-port", help="master web UI port")]
 
