@@ -1,6 +1,6 @@
 """The DuckDB schema, as numbered migrations recorded in ``schema_version``.
 
-Table names and key columns are the contract (see the README's store section). Each migration runs once, in
+Table names and key columns are the contract (see docs/store.md). Each migration runs once, in
 its own transaction, at start-up; a file written by a newer sensorstream is refused rather than
 guessed at.
 """

@@ -276,9 +276,11 @@ def test_provisioning_points_at_the_endpoint_and_keeps_the_snapshot():
     assert re.search(r"^\s+url: \$\{SENSORSTREAM_PG_ADDRESS\}$", live, re.M)
     assert re.search(r"^\s+password: \$\{SENSORSTREAM_PG_PASSWORD\}$", live, re.M)
     assert re.search(r"^\s+user: \$\{SENSORSTREAM_PG_USER\}$", live, re.M)
-    # Grafana reads these from its own environment: the README's Grafana setup names each one.
+    # Grafana reads these from its own environment: the endpoint's client guide names each one.
     grafana_row = next(
-        line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| Grafana |")
+        line
+        for line in (ROOT / "docs" / "postgres.md").read_text().splitlines()
+        if line.startswith("| Grafana |")
     )
     for name in re.findall(r"\$\{(SENSORSTREAM_\w+)\}", live):
         assert f"`{name}`" in grafana_row, name
