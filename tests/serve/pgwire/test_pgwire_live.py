@@ -102,7 +102,8 @@ def test_answers_are_current_refusals_hold_and_hostile_clients_are_bounded(make_
         before = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         for sql, state in [
             ("DELETE FROM readings", "25006"),
-            ("COPY readings TO 'out.csv'", "25006"),
+            # as PostgreSQL answers a role without pg_write_server_files
+            ("COPY readings TO 'out.csv'", "42501"),
             ("SELECT * FROM read_parquet('x.parquet')", "42501"),
             ("SELECT * FROM 'readings.csv'", "42501"),
         ]:
