@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.dashboard import SENSORS, filled_store
-from kit.pg import build_pgx, endpoint, pg_settings, psql, run_pgx, url
+from kit.dashboard import SENSORS
+from kit.pg import build_pgx, psql, run_pgx, url
 
 pytestmark = pytest.mark.integration
 
@@ -94,14 +94,9 @@ def test_time_series_panels_aggregate_in_sql(dashboard):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A filled store behind the PostgreSQL endpoint, for the whole module."""
-    from sensorstream.config import load_settings
-
-    data = tmp_path_factory.mktemp("grafana")
-    settings = pg_settings(lambda **kw: load_settings(data_dir=data, metrics_port=0, pg_port=0, **kw))
-    with filled_store(settings) as con, endpoint(con, settings) as server:
-        yield server, settings
+def served(filled_endpoint):
+    _, server, settings = filled_endpoint
+    return server, settings
 
 
 # The metadata queries of Grafana's PostgreSQL query builder (its postgresMetaQuery.ts), as it

@@ -19,8 +19,7 @@ import pytest
 import sqlalchemy as sa
 from psycopg import errors
 
-from kit.dashboard import filled_store
-from kit.pg import PASSWORD, conninfo, endpoint, pg_settings, psql, run_jdbc, url
+from kit.pg import PASSWORD, conninfo, endpoint, psql, run_jdbc, url
 from sensorstream.store.migrations import TABLES
 
 pytestmark = pytest.mark.integration
@@ -31,13 +30,8 @@ TO = dt.datetime(2026, 11, 26, 20, 2, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    from sensorstream.config import load_settings
-
-    data = tmp_path_factory.mktemp("pg")
-    settings = pg_settings(lambda **kw: load_settings(data_dir=data, metrics_port=0, pg_port=0, **kw))
-    with filled_store(settings) as con, endpoint(con, settings) as server:
-        yield con, server, settings
+def served(filled_endpoint):
+    return filled_endpoint
 
 
 @pytest.fixture
