@@ -111,15 +111,16 @@ def fetch_arrow(
     description = relation.description
     if not all(_ARROW_SAFE.match(str(d[1])) for d in description):
         return fetch_rows(cur, text, params, rows_cap, bytes_cap)
-    reader = relation.to_arrow_reader(_ARROW_ROWS)
-    for batch in reader:
-        size += batch.nbytes
-        if size > bytes_cap:
-            raise _too_large(bytes_cap)
-        batches.append(batch)
-        rows += batch.num_rows
-        if rows > rows_cap:
-            break
+    # The reader holds the cursor until it is closed: the cursor serves its thread's next read.
+    with relation.to_arrow_reader(_ARROW_ROWS) as reader:
+        for batch in reader:
+            size += batch.nbytes
+            if size > bytes_cap:
+                raise _too_large(bytes_cap)
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows > rows_cap:
+                break
     table = pa.Table.from_batches(batches, schema=reader.schema)
     return ArrowResult(
         columns=[d[0] for d in description],

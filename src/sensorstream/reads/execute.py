@@ -8,7 +8,6 @@ columns and values whichever path served it.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import duckdb
 
 from sensorstream.reads.catalog import MAX_ROWS, bind, get
 from sensorstream.reads.errors import QueryError, QueryTimeout, first_line
+from sensorstream.reads.watchdog import Watchdog
 from sensorstream.store.db import read_cursor
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -43,23 +43,16 @@ class Result:
 @contextmanager
 def interrupt_after(cur: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
     """Interrupt whatever ``cur`` runs once ``seconds`` have passed; raise :class:`QueryTimeout`."""
-    fired = threading.Event()
-
-    def fire() -> None:
-        fired.set()
-        cur.interrupt()
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    except duckdb.Error as exc:
-        if fired.is_set():
-            raise QueryTimeout(f"query interrupted after {seconds:g} s (the limit for one query)") from exc
-        raise
-    finally:
-        timer.cancel()
+    # The process's one watchdog thread, not a timer thread per query.
+    with Watchdog(cur, seconds, None) as dog:
+        try:
+            yield
+        except duckdb.Error as exc:
+            if dog.reason == "timeout":
+                raise QueryTimeout(
+                    f"query interrupted after {seconds:g} s (the limit for one query)"
+                ) from exc
+            raise
 
 
 def execute(
