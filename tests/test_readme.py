@@ -208,3 +208,34 @@ def test_every_setting_the_readme_names_exists():
     assert named and table
     assert named <= fields, f"the README sets variables no setting reads: {sorted(named - fields)}"
     assert table <= fields, f"the Settings table names settings that do not exist: {sorted(table - fields)}"
+
+
+# --- the module map -------------------------------------------------------------------------------
+PACKAGE = ROOT / "src" / "sensorstream"
+MAP_NAME = re.compile(r"([a-z_]+)(/|\.py)(?![\w/])")
+
+
+def test_the_readmes_module_map_is_the_package_tree():
+    block = section("Layout").split("```")[1]
+    # each line's left column (up to a gap of 3+ spaces) names folders and modules; the rest says why
+    left = [re.split(r" {3,}", line.strip())[0] for line in block.splitlines()[2:]]
+    named = {name + kind for line in left for name, kind in MAP_NAME.findall(line)}
+    tree = {p.name + "/" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    tree |= {p.name for p in PACKAGE.glob("*.py") if not p.name.startswith("__")}
+    assert named == tree
+
+
+def test_the_layout_doc_names_every_module_of_every_package():
+    doc = (ROOT / "docs" / "layout.md").read_text()
+    bullets = dict(re.findall(r"^- \*\*`([a-z_]+)/`\*\*:(.*?)(?=^- |^\n|\Z)", doc, flags=re.M | re.S))
+    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert sorted(bullets) == packages
+    missing = [
+        f"{package}/{path.name}"
+        for package, text in bullets.items()
+        for path in sorted((PACKAGE / package).iterdir())
+        if not path.name.startswith("__")
+        and (path.suffix == ".py" or (path / "__init__.py").exists())
+        and (path.name + ("/" if path.is_dir() else "")) not in text
+    ]
+    assert missing == []
