@@ -368,3 +368,17 @@ def test_sleeps_are_refused_with_a_sentence(served):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="read slots"):
                 conn.execute(sql)
             assert time.monotonic() - t0 < 1.0
+
+
+def test_a_second_bind_to_a_named_portal_is_refused_as_postgres_does(served):
+    server, settings, _ = served()
+    with psycopg.connect(conninfo(server, settings)) as conn:
+        conn.execute("BEGIN")  # a named portal lives until the transaction ends
+        sock = raw_socket_of(conn)
+        parse = raw_message(b"P", b"\x00SELECT 1\x00\x00\x00")
+        bind = raw_message(b"B", b"kept\x00\x00" + struct.pack("!hhh", 0, 0, 0))
+        sock.sendall(parse + bind + bind + raw_message(b"S", b""))
+        error = read_until_error(sock)
+        sock.close()
+    assert error.get("C") == "42P03", error
+    assert error["M"] == 'portal "kept" already exists'

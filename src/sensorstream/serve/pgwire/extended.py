@@ -74,6 +74,10 @@ class ExtendedQuery:
 
     async def _bind(self, msg: Reader) -> None:
         portal_name, statement_name = msg.cstring(), msg.cstring()
+        # As in PostgreSQL: only the unnamed portal is replaced by the next Bind; a named one stays
+        # until Close, the end of its transaction or the session, so a second Bind to it is refused.
+        if portal_name and portal_name in self.portals:
+            raise ReadError("42P03", f'portal "{portal_name}" already exists')
         statement = self.statements.get(statement_name)
         if statement is None:
             raise ReadError("26000", f'prepared statement "{statement_name}" does not exist')
