@@ -21,13 +21,9 @@ FAST_TIER := not (broker or spark or browser or jvm or go or process or slow)
 
 # make test runs the fast tier first, a worker per core, then everything else one test at a time:
 # those start a broker, Spark or a browser, measure latencies and must have the machine to themselves.
-# The parallel phase also runs the `process` tests marked side_by_side: short Python processes that
-# time nothing (the CLI's failures, the read API's process), mostly waiting on a start, not computing.
-PARALLEL := ($(FAST_TIER)) or (side_by_side and not (broker or spark or browser or jvm or go or slow))
-
 test: deps $(CDS) browser psql systemd-tools lint  ## install what is missing, then the whole test suite (starts and stops its own broker)
-	$(BIN)/pytest -n auto -m "$(PARALLEL)"
-	$(BIN)/pytest --durations=25 -m "not ($(PARALLEL))"
+	$(BIN)/pytest -n auto -m "$(FAST_TIER)"
+	$(BIN)/pytest --durations=25 -m "not ($(FAST_TIER))"
 
 test-fast: deps lint  ## for every change: the tests that start no broker, Spark, browser, JVM, Go build or process (under 90 s)
 	$(BIN)/pytest -n auto -m "$(FAST_TIER)"

@@ -39,19 +39,8 @@ for _name in ("SPARK_SUBMIT_OPTS", "KAFKA_OPTS"):
 STARTED_BY_FIXTURE = {"kafka": "broker", "spark": "spark"}
 
 
-# Modules whose `process` tests start only short Python processes (the CLI, the read API's process,
-# a DuckDB lock holder) and time nothing the machine's load could stretch past a bound: `make test`
-# runs them in its parallel phase, beside the fast tier (marked ``side_by_side``).
-SIDE_BY_SIDE = {
-    "test_cli_failures.py", "test_config_env.py", "test_deploy.py", "test_stopping.py",
-    "serve/test_api.py", "serve/test_client.py",
-}  # fmt: skip
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.relative_to(ROOT / "tests").as_posix() in SIDE_BY_SIDE:
-            item.add_marker("side_by_side")
         started = {**STARTED_BY_FIXTURE, **getattr(getattr(item, "module", None), "STARTED_BY_FIXTURE", {})}
         for fixture, marker in started.items():
             if fixture in getattr(item, "fixturenames", ()):
