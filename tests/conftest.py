@@ -24,6 +24,15 @@ from sensorstream.config import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
+# Every Spark driver and Kafka node the tests start, in this process or a child (`sensorstream
+# stream`, `make run`, the fault scenarios), compiles with C1 alone: a JVM that lives a few seconds
+# spends most of its CPU in the C2 compiler otherwise (a Spark session's first query: 11 s of CPU
+# with C2, 5 s without). Test-only: C2's code is what a long run needs, so the benchmarks and a
+# user's `make run` keep it. Spark's launcher reads SPARK_SUBMIT_OPTS, our broker KAFKA_OPTS.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+for _name in ("SPARK_SUBMIT_OPTS", "KAFKA_OPTS"):
+    os.environ.setdefault(_name, TEST_JVM_OPTIONS)
+
 
 # A fixture starts these, so every test that uses it (directly or through another fixture) does.
 # A test module names its own such fixtures in a STARTED_BY_FIXTURE of the same form.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from sensorstream.jvm import cds
 from sensorstream.jvm.classpath import ensure_jars, java_binary
 from sensorstream.kafka.topics import QUIET_LOG
 from sensorstream.procs import alive, port_in_use, read_pid, supervised
@@ -87,12 +89,21 @@ def port_of(bootstrap_servers: str) -> int:
 class LocalKafka:
     """Start, stop and inspect the local broker(s)."""
 
-    def __init__(self, data_dir: Path, port: int = 9092, brokers: int = 1, cache_dir: Path = Path(".cache")):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 9092,
+        brokers: int = 1,
+        cache_dir: Path = Path(".cache"),
+        jvm_options: list[str] | None = None,
+    ):
+        """``jvm_options``: the nodes' own (default: map the broker's class archive, if trained)."""
         if brokers < 1:
             raise BrokerError("--brokers must be at least 1")
         self.data_dir = Path(data_dir)
         self.port = port
         self.cache_dir = Path(cache_dir)
+        self.jvm_options = jvm_options
         self.nodes = [
             Node(i + 1, port + 2 * i, port + 2 * i + 1, self.data_dir / f"node-{i + 1}")
             for i in range(brokers)
@@ -126,7 +137,7 @@ class LocalKafka:
                         "stop whatever holds it (`sensorstream kafka stop`, or find it with `ss -ltnp`) "
                         "or choose another port with --port / SENSORSTREAM_BOOTSTRAP_SERVERS"
                     )
-        classpath = os.pathsep.join(str(p) for p in ensure_jars(self.cache_dir, "kafka"))
+        classpath = self._classpath()
         self._format(java, classpath)
         for node in self.nodes:
             if not node.pid():
@@ -139,6 +150,20 @@ class LocalKafka:
             self.data_dir,
         )
         return self.bootstrap_servers
+
+    def _classpath(self) -> str:
+        # Absolute: a class archive records the classpath it was trained on, and a node started
+        # from another directory must still match it.
+        return os.pathsep.join(str(p.resolve()) for p in ensure_jars(self.cache_dir, "kafka"))
+
+    def class_archive(self, java: str) -> Path:
+        """The nodes' class archive (see jvm/cds.py)."""
+        return cds.archive_path(self.cache_dir, "kafka", java, ensure_jars(self.cache_dir, "kafka"))
+
+    def _jvm_options(self, java: str) -> list[str]:
+        own = cds.use_options(self.class_archive(java)) if self.jvm_options is None else self.jvm_options
+        # KAFKA_OPTS, as Kafka's own start scripts read it: options for one environment (the tests').
+        return [*JVM_OPTS, *own, *shlex.split(os.environ.get("KAFKA_OPTS", ""))]
 
     def _properties(self, node: Node) -> str:
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
@@ -219,7 +244,7 @@ class LocalKafka:
         # (or, tied, is stopped by its supervisor alone, which waits for its clean shutdown).
         session = supervised() if tied else {"start_new_session": True}
         proc = subprocess.Popen(
-            [java, *JVM_OPTS, *self._log_opts(node), "-cp", classpath, "kafka.Kafka", str(node.dir / "server.properties")],
+            [java, *self._jvm_options(java), *self._log_opts(node), "-cp", classpath, "kafka.Kafka", str(node.dir / "server.properties")],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **session,
         )  # fmt: skip
         out.close()
@@ -293,7 +318,7 @@ class LocalKafka:
 
     def start_node(self, node_id: int, timeout: float = 90.0) -> None:
         java = java_binary()
-        classpath = os.pathsep.join(str(p) for p in ensure_jars(self.cache_dir, "kafka"))
+        classpath = self._classpath()
         node = self.nodes[node_id - 1]
         if not node.pid():
             self._launch(java, classpath, node)
@@ -317,6 +342,37 @@ class LocalKafka:
             "answering": answering,
             "topics": topics,
         }
+
+
+def train_class_archive(cache_dir: Path, data_dir: Path, port: int) -> Path | None:
+    """Start a node that dumps its classes at exit, create a topic and write and read a few records
+    through it, stop it cleanly; the archive, if dumped (see jvm/cds.py)."""
+    from confluent_kafka import Consumer, Producer
+
+    from sensorstream.kafka.topics import create_topic
+
+    java = java_binary()
+    archive = LocalKafka(data_dir, port=port, cache_dir=cache_dir).class_archive(java)
+    if archive.is_file():
+        return archive
+    dump = cds.training_file(archive)
+    broker = LocalKafka(data_dir, port=port, cache_dir=cache_dir, jvm_options=cds.dump_options(dump))
+    broker.start()
+    try:
+        conf = {"bootstrap.servers": broker.bootstrap_servers, "logger": QUIET_LOG}
+        create_topic(conf, "cds", 1)
+        producer = Producer(conf)
+        for i in range(100):
+            producer.produce("cds", str(i).encode())
+        producer.flush(30)
+        consumer = Consumer({**conf, "group.id": "cds", "auto.offset.reset": "earliest"})
+        consumer.subscribe(["cds"])
+        consumer.consume(100, timeout=10)
+        consumer.commit(asynchronous=False)
+        consumer.close()
+    finally:
+        broker.stop(timeout=300)  # the dump is written as the JVM exits
+    return archive if cds.finish_training(dump, archive) else None
 
 
 def _reap(pid: int) -> None:

@@ -20,10 +20,12 @@ from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.errors import PySparkRuntimeError
+from pyspark.find_spark_home import _find_spark_home
 from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 from sensorstream.config import Settings
+from sensorstream.jvm import cds
 from sensorstream.jvm.classpath import ensure_jars, java_binary
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,11 @@ def on_this_machine(master: str) -> bool:
     return all(h.rsplit(":", 1)[0] in LOOPBACK for h in hosts)
 
 
-def build_session(settings: Settings, app_name: str = "sensorstream") -> SparkSession:
-    java_binary()  # fail early with a sentence rather than a Py4J stack trace
+def build_session(
+    settings: Settings, app_name: str = "sensorstream", jvm_options: list[str] | None = None
+) -> SparkSession:
+    """``jvm_options``: the driver JVM's own (default: map its class archive, if trained)."""
+    java = java_binary()  # fail early with a sentence rather than a Py4J stack trace
     # Python workers must use this interpreter (the venv has pyarrow; the system one may not).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -88,12 +93,13 @@ def build_session(settings: Settings, app_name: str = "sensorstream") -> SparkSe
     log_conf = log_dir / "spark-log4j2.properties"
     log_conf.write_text(LOG4J2.format(log=log_dir / "spark.log"))
     java_opts = f"-Dlog4j2.configurationFile=file:{log_conf} -Duser.timezone=UTC"
+    driver_opts = cds.use_options(class_archive(settings, java)) if jvm_options is None else jvm_options
     local = on_this_machine(settings.spark_master)
     options = {
         "spark.app.name": app_name,
         "spark.master": settings.spark_master,
         "spark.jars": ",".join(str(j.resolve()) for j in jars),
-        "spark.driver.extraJavaOptions": java_opts,
+        "spark.driver.extraJavaOptions": " ".join([java_opts, *driver_opts]),
         # Executors elsewhere do not have the driver's log4j file; UTC matters everywhere.
         "spark.executor.extraJavaOptions": java_opts if local else "-Duser.timezone=UTC",
         "spark.driver.memory": settings.spark_driver_memory,
@@ -122,6 +128,35 @@ def build_session(settings: Settings, app_name: str = "sensorstream") -> SparkSe
     spark = SparkSession.builder.config(map=options).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def class_archive(settings: Settings, java: str) -> Path:
+    """The driver JVM's class archive (see jvm/cds.py): its classpath is pyspark's jars."""
+    jars = sorted((Path(_find_spark_home()) / "jars").glob("*.jar"))
+    return cds.archive_path(settings.cache_dir, "spark", java, jars)
+
+
+def train_class_archive(settings: Settings) -> Path | None:
+    """Start a driver that dumps its classes at exit, run what a stream's first batches run (rows
+    from pandas through Arrow, JSON parsed, grouped, collected), stop it; the archive, if dumped."""
+    java = java_binary()
+    archive = class_archive(settings, java)
+    if archive.is_file():
+        return archive
+    dump = cds.training_file(archive)
+    spark = build_session(settings, "sensorstream-cds", jvm_options=cds.dump_options(dump))
+    try:
+        import pandas as pd
+        from pyspark.sql import functions as F
+
+        rows = pd.DataFrame({"key": ["a", "b"] * 50, "value": ['{"v": 1.5}', '{"v": 2}'] * 50})
+        frame = spark.createDataFrame(rows).withColumn("v", F.from_json("value", "v double").v)
+        frame.groupBy("key").agg(F.count("*"), F.avg("v")).toPandas()
+    finally:
+        spark.stop()
+        begin_jvm_shutdown()
+        wait_jvm(300)  # the dump is written as the JVM exits
+    return archive if cds.finish_training(dump, archive) else None
 
 
 def _start_context(conf: SparkConf, jvm_log: Path) -> None:
