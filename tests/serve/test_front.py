@@ -103,7 +103,7 @@ def test_catalog_answers_are_kept_a_few_seconds_and_asked_again_after(remote, mo
     gate.run(clock)
     assert writer.texts.count(clock) == 2
     # Past the keeping time the writer is asked again.
-    monkeypatch.setattr(gate._catalog, "keep_s", 0.05)
+    monkeypatch.setattr(gate._answers, "keep_s", 0.05)
     gate.run(by_name, ["other"])
     time.sleep(0.1)
     gate.run(by_name, ["other"])
@@ -118,3 +118,17 @@ def test_kept_answers_stay_within_their_byte_budget():
     assert [kept.get(("q", i)) is not None for i in range(10)] == [False] * 7 + [True] * 3
     kept.put(("big",), answer, front.CATALOG_ANSWER_BYTES + 1)
     assert kept.get(("big",)) is None
+
+
+def test_a_constant_answer_is_kept_and_one_with_a_clock_is_run_each_time(remote, monkeypatch):
+    _, gate = remote
+    ran: list[str] = []
+    here = gate._here.run_checked
+    monkeypatch.setattr(
+        gate._here, "run_checked", lambda text, *a, **k: ran.append(text) or here(text, *a, **k)
+    )
+    for _ in range(3):
+        assert gate.run("SELECT 'PostgreSQL 15.0' AS version").rows == [["PostgreSQL 15.0"]]
+        gate.run("SELECT now() AS t")
+    assert ran.count("SELECT 'PostgreSQL 15.0' AS version") == 1
+    assert ran.count("SELECT now() AS t") == 3

@@ -31,7 +31,7 @@ import uvicorn
 
 from sensorstream.config import load_settings
 from sensorstream.reads import errors
-from sensorstream.reads.answer import ArrowResult, ReadResult
+from sensorstream.reads.answer import ArrowResult, ReadResult, answer_size
 from sensorstream.reads.errors import QueryError
 from sensorstream.reads.execute import Result
 from sensorstream.reads.gate import ReadGate
@@ -66,7 +66,8 @@ def _error(header: dict[str, Any]) -> Exception:
 
 
 class KeptAnswers:
-    """Catalog answers kept for :data:`CATALOG_KEEP_S`, within a byte budget (oldest dropped first).
+    """Answers that need no data of the store (``reads.reach``), kept for :data:`CATALOG_KEEP_S`
+    within a byte budget (the oldest dropped first).
 
     Drivers and Grafana send the same metadata queries again and again (a pool's every connection,
     a dashboard's every refresh), and the catalog changes only with the store's schema, which the
@@ -123,8 +124,9 @@ class RemoteGate:
     bind the query to any table); the writer runs the checked text with its gate's slots and limits.
     Only what needs the store reaches the writer (``reads.reach``): a statement that reads no table
     (``SELECT 1``, ``version()``, the PostgreSQL endpoint's own ``VALUES`` tables) runs on that
-    in-memory DuckDB, through a gate of its own with the same limits; a catalog query's answer is
-    kept here a few seconds (:class:`KeptAnswers`). Both are what a client's driver, Grafana and a
+    in-memory DuckDB, through a gate of its own with the same limits; the answer of a catalog
+    query, or of such a statement, is kept here a few seconds (:class:`KeptAnswers`) unless it has
+    a clock or a random number in it. Both are what a client's driver, Grafana and a
     hostile client send most, and each read in the writer's process takes CPU, and the GIL, from
     the stream's batches.
     """
@@ -136,7 +138,7 @@ class RemoteGate:
         lock_down(self._parser)
         self._here = ReadGate(self._parser, limits=limits)
         self._reach = ReachJudge(self._parser)
-        self._catalog = KeptAnswers()
+        self._answers = KeptAnswers()
         self._local = threading.local()
         # Past the read's own limit the writer answers a timeout itself; this only catches a hang.
         self._socket_timeout = limits.timeout + HANG_MARGIN_S
@@ -198,26 +200,32 @@ class RemoteGate:
             request["tag"] = tag
         text = request["text"] = self.check(sql)  # refused here, before the writer hears of it
         reach = self._reach(text)
+        # A stable answer (no clock, no random) of what only the catalog or nothing of the store
+        # decides is kept: the same text and parameters get the same rows for a while.
+        key = (text, repr(request["params"]), rows, size) if reach.stable and reach.kind != "store" else None
+        if key is not None and (kept := self._answers.get(key)) is not None:
+            return kept
         if reach.kind == "none":
             answer = self._here.run_checked(
                 text, request["params"], max_rows=rows, max_bytes=size, timeout=seconds, tag=tag
             )
             if isinstance(answer, ArrowResult):
-                return _rows(answer.table, answer.columns, answer.types, answer.truncated)
-            return answer
-        key = (
-            (text, repr(request["params"]), rows, size) if reach.kind == "catalog" and reach.stable else None
-        )
-        if key is not None and (kept := self._catalog.get(key)) is not None:
-            return kept
-        header, payload = self._call(request)
-        if header["form"] == "json":
-            result = ReadResult(**json.loads(payload))
+                result, nbytes = (
+                    _rows(answer.table, answer.columns, answer.types, answer.truncated),
+                    answer.table.nbytes,
+                )
+            else:
+                result, nbytes = answer, answer_size(answer.rows)
         else:
-            table = pa.ipc.open_stream(payload).read_all()
-            result = _rows(table, header["columns"], header["types"], header["truncated"])
+            header, payload = self._call(request)
+            if header["form"] == "json":
+                result = ReadResult(**json.loads(payload))
+            else:
+                table = pa.ipc.open_stream(payload).read_all()
+                result = _rows(table, header["columns"], header["types"], header["truncated"])
+            nbytes = len(payload)
         if key is not None:
-            self._catalog.put(key, result, len(payload))
+            self._answers.put(key, result, nbytes)
         return result
 
     def cancel(self, tag: str) -> bool:
