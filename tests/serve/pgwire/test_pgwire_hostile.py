@@ -28,6 +28,7 @@ from sensorstream.reads.watchdog import rss
 from sensorstream.serve import api as api_module
 from sensorstream.serve.pgwire import codec
 from sensorstream.serve.pgwire import server as pgwire_server
+from sensorstream.serve.pgwire import session as pgwire_session
 from sensorstream.serve.pgwire.translate import to_duckdb
 
 pytestmark = pytest.mark.integration
@@ -368,3 +369,58 @@ def test_sleeps_are_refused_with_a_sentence(served):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="read slots"):
                 conn.execute(sql)
             assert time.monotonic() - t0 < 1.0
+
+
+def test_a_refusal_is_answered_after_a_pause_that_holds_no_thread_and_an_ordinary_error_at_once(
+    served, monkeypatch
+):
+    """As the HTTP API answers its refusals: a client that sends its next statement the moment it
+    is refused sends a few a second, not hundreds. Unknown tables and functions, which drivers
+    meet while they look around, are answered at once."""
+    server, settings, _ = served()
+    pause = pgwire_session.REFUSAL_PAUSE_S
+    with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+        for sql, refusal in (
+            ("SELECT getenv('HOME')", psycopg.errors.InsufficientPrivilege),
+            ("SELECT 1 -- " + "x" * 20_000, psycopg.errors.ProgramLimitExceeded),
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(refusal):
+                conn.execute(sql)
+            assert time.monotonic() - t0 >= pause
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM no_such_table")
+        assert time.monotonic() - t0 < pause
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
+    # Three times as many refused clients at once as the endpoint has threads: their pauses
+    # overlap (a pause that held a thread would make it three pauses in all). A longer pause here,
+    # so that a loaded machine's own delays cannot blur the two.
+    pause = 1.0
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", pause)
+    clients = [
+        psycopg.connect(conninfo(server, settings), autocommit=True) for _ in range(3 * settings.pg_workers)
+    ]
+    try:
+        go = threading.Barrier(len(clients) + 1)
+        took: list[float] = []
+
+        def refused(conn: psycopg.Connection) -> None:
+            go.wait()
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT pg_sleep(1)")
+            took.append(time.monotonic() - t0)
+
+        threads = [threading.Thread(target=refused, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        go.wait()
+        for t in threads:
+            t.join(10)
+        assert len(took) == len(clients) and min(took) >= pause
+        assert time.monotonic() - started < 2.5 * pause, took
+    finally:
+        for c in clients:
+            c.close()
