@@ -284,6 +284,20 @@ def test_session_settings_are_bounded_and_memory_stays_flat(served):
         assert conn.execute("SHOW application_name").fetchone() is not None
 
 
+def test_custom_settings_are_kept_apart_by_their_dotted_names_and_count_against_the_bound(served):
+    """PostgreSQL keeps ``my.a`` and ``my.b`` apart; read as one name (``my``), a client could set
+    any number of them without reaching the bound, each answered at once."""
+    server, settings, _ = served()
+    with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+        conn.execute("SET my.a = 'one'")
+        conn.execute("SET SESSION my.b TO 'two'")
+        assert conn.execute("SHOW my.a").fetchone() == ("one",)
+        assert conn.execute("SHOW my.b").fetchone() == ("two",)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="at most 64 settings"):
+            for n in range(100):
+                conn.execute(f"SET my.setting_{n} = 'v'")
+
+
 # --- 6. no path, PID or engine setting ---------------------------------------------------------------
 LEAKY = [
     "SELECT * FROM pragma_database_list",
