@@ -204,7 +204,8 @@ def test_oversized_messages_before_authentication_are_refused_unread(served):
 
 # --- 3. the size before any parse, and parsing off the loop ----------------------------------------
 @pytest.mark.slow  # a measurement: every answer within 0.5 s, which a busy machine's scheduler can miss
-def test_a_huge_statement_is_refused_at_once_while_other_clients_answer(served):
+def test_a_huge_statement_is_refused_at_once_while_other_clients_answer(served, monkeypatch):
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", 0.0)  # the refusal's own cost, not its pause
     server, settings, _ = served()
     huge = "SELECT " + " + ".join(["(1 * 2)"] * 30_000)  # 270 KB; sqlglot took seconds on such text
     stop = threading.Event()
@@ -247,7 +248,8 @@ def test_a_huge_statement_is_refused_at_once_while_other_clients_answer(served):
 
 
 # --- 4. placeholders ---------------------------------------------------------------------------------
-def test_placeholders_beyond_the_protocols_limit_are_refused(served):
+def test_placeholders_beyond_the_protocols_limit_are_refused(served, monkeypatch):
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", 0.0)  # the refusal's own cost, not its pause
     server, settings, _ = served()
     with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
         rss_before = rss() or 0
@@ -375,7 +377,8 @@ def test_malformed_bytes_get_an_error_response_and_one_log_line(served, caplog):
 
 
 # --- 8. sleeps ---------------------------------------------------------------------------------------------
-def test_sleeps_are_refused_with_a_sentence(served):
+def test_sleeps_are_refused_with_a_sentence(served, monkeypatch):
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", 0.0)  # the refusal's own cost, not its pause
     server, settings, _ = served()
     with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
         for sql in ("SELECT pg_sleep(5)", "SELECT sleep_ms(5000)", "SELECT pg_catalog.pg_sleep(1)"):
@@ -392,7 +395,10 @@ def test_a_refusal_is_answered_after_a_pause_that_holds_no_thread_and_an_ordinar
     is refused sends a few a second, not hundreds. Unknown tables and functions, which drivers
     meet while they look around, are answered at once."""
     server, settings, _ = served()
-    pause = pgwire_session.REFUSAL_PAUSE_S
+    # A longer pause than the real one, so that a loaded machine's own delays cannot blur a
+    # paused answer with one at once, nor overlapping pauses with one after another.
+    pause = 1.0
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", pause)
     with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
         for sql, refusal in (
             ("SELECT getenv('HOME')", psycopg.errors.InsufficientPrivilege),
@@ -408,10 +414,7 @@ def test_a_refusal_is_answered_after_a_pause_that_holds_no_thread_and_an_ordinar
         assert time.monotonic() - t0 < pause
         assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
     # Three times as many refused clients at once as the endpoint has threads: their pauses
-    # overlap (a pause that held a thread would make it three pauses in all). A longer pause here,
-    # so that a loaded machine's own delays cannot blur the two.
-    pause = 1.0
-    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", pause)
+    # overlap (a pause that held a thread would make it three pauses in all).
     clients = [
         psycopg.connect(conninfo(server, settings), autocommit=True) for _ in range(3 * settings.pg_workers)
     ]
