@@ -9,6 +9,10 @@ cursor, and a cancel or time limit never reaches the read after the one it was m
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -108,3 +112,29 @@ def test_reads_with_different_limits_are_each_stopped_at_their_own(settings):
         for t in readers:
             t.join(30)
         assert 0.3 <= took[0.3] < 1.5 and 2.0 <= took[2.0] < 4.0
+
+
+WATCHERS = """
+import json, os, threading, duckdb
+from sensorstream.reads.gate import ReadGate
+gate = ReadGate(duckdb.connect(":memory:"))
+gate.run("SELECT 42")  # on a SCHED_IDLE reader thread
+out = {}
+for t in threading.enumerate():
+    if t.name in ("read-watchdog", "read-writer-mark", "store-read_0"):
+        stat = open(f"/proc/self/task/{t.native_id}/stat").read().rsplit(")", 1)[1].split()
+        out[t.name] = [int(stat[38]), int(stat[16])]  # policy, nice
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+def test_the_watchdog_and_memory_mark_threads_are_not_idle_though_an_idle_reader_needs_them_first():
+    """Both tick 20 times a second holding the GIL; an idle thread that loses its core while it
+    holds it keeps the writer's threads waiting. In a fresh process, as the writer's."""
+    done = subprocess.run([sys.executable, "-c", WATCHERS], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout)
+    assert threads["store-read_0"][0] == os.SCHED_IDLE
+    assert threads["read-watchdog"] == [os.SCHED_OTHER, 10]
+    assert threads["read-writer-mark"] == [os.SCHED_OTHER, 10]

@@ -56,7 +56,7 @@ from sensorstream.reads.execute import Result, read_cursor
 from sensorstream.reads.limits import Lane, Params, ReadLimits, check_params
 from sensorstream.reads.lockdown import lock_down
 from sensorstream.reads.priority import idle_priority
-from sensorstream.reads.watchdog import Watchdog, WriterMark
+from sensorstream.reads.watchdog import Watchdog, WriterMark, start_watchers
 
 
 class Gate(Protocol):
@@ -100,6 +100,7 @@ class ReadGate:
         self.limits = limits or (ReadLimits.from_settings(settings) if settings else ReadLimits())
         limit = settings.db_memory_limit if settings else None
         lock_down(con, memory_limit=f"{int(limit)}B" if limit else None)
+        start_watchers()  # from this thread, not from the first (idle) reader: see start_watchers
         # Ad-hoc reads run on these threads, on CPU time the writer does not want (see idle_priority).
         self._readers = ThreadPoolExecutor(
             self.limits.max_concurrent, thread_name_prefix="store-read", initializer=idle_priority

@@ -107,8 +107,8 @@ class _Watcher(_OnePerProcess):
     It keeps ticking for ``LINGER_S`` after the last read ended, so reads that come one after
     another (a client's queries, ~70 a second under load) join it without waking it; only the
     first read after a quiet spell, or one whose deadline comes before the next tick, wakes it.
-    It runs at the readers' lowered priority (``READ_NICE``), whichever thread started it: low,
-    as the readers are, but not idle, so the named queries' time limits (their threads are not
+    It runs at the readers' lowered priority (``READ_NICE``; :func:`start_watchers` starts it from
+    a thread that is not idle, whose policy it inherits): low, as the readers are, but not idle, so the named queries' time limits (their threads are not
     idle either) hold on a busy machine too. A tick holds the GIL for some microseconds.
     """
 
@@ -200,6 +200,7 @@ class WriterMark(_OnePerProcess):
                 self._reads -= 1
 
     def _sample(self) -> None:
+        lower_priority()
         while not self._stop.wait(self.every):
             size, now = rss(), time.monotonic()
             with self._lock:
@@ -210,3 +211,16 @@ class WriterMark(_OnePerProcess):
                 while self._marks and self._marks[-1][1] <= size:
                     self._marks.pop()
                 self._marks.append((now, size))
+
+
+def start_watchers() -> None:
+    """Start the process's watchdog and memory-mark threads now, on the calling thread's policy.
+
+    A thread inherits its creator's scheduling policy, and ``lower_priority`` (nice) cannot lift a
+    ``SCHED_IDLE`` thread out of it. Started by the first read, on a reader thread at
+    ``SCHED_IDLE``, both were idle: each tick (20 a second) takes the GIL, and an idle thread that
+    loses its core while it holds it keeps the writer's threads waiting until a core is free.
+    The read gate calls this where it is created (the writer's own thread), so they run at nice 10.
+    """
+    _Watcher.shared()
+    WriterMark.shared()

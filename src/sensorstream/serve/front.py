@@ -20,6 +20,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,11 +31,13 @@ import uvicorn
 
 from sensorstream.config import load_settings
 from sensorstream.reads import errors
-from sensorstream.reads.answer import ReadResult
+from sensorstream.reads.answer import ArrowResult, ReadResult, answer_size
 from sensorstream.reads.errors import QueryError
 from sensorstream.reads.execute import Result
+from sensorstream.reads.gate import ReadGate
 from sensorstream.reads.limits import Params, ReadLimits, check_params
 from sensorstream.reads.lockdown import lock_down
+from sensorstream.reads.reach import ReachJudge
 from sensorstream.serve import child
 from sensorstream.serve.backend import connect_backend, recv_frame, send_frame
 
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 
 WHAT = "read API"
 HANG_MARGIN_S = 30.0  # beyond a read's own time limit, how long to wait for the writer's answer
+CATALOG_KEEP_S = 5.0  # how long a catalog answer is served from here before the writer is asked again
+CATALOG_ANSWER_BYTES = 256 * 2**10  # a larger catalog answer is not kept
+CATALOG_KEPT_BYTES = 8 * 2**20  # all kept catalog answers together
 
 
 def _error(header: dict[str, Any]) -> Exception:
@@ -58,17 +65,80 @@ def _error(header: dict[str, Any]) -> Exception:
     return error
 
 
+class KeptAnswers:
+    """Answers that need no data of the store (``reads.reach``), kept for :data:`CATALOG_KEEP_S`
+    within a byte budget (the oldest dropped first).
+
+    Drivers and Grafana send the same metadata queries again and again (a pool's every connection,
+    a dashboard's every refresh), and the catalog changes only with the store's schema, which the
+    writer migrates before it starts this process: the writer would answer the same. What may
+    move within a schema (``duckdb_tables().estimated_size``) is at most this old, an estimate
+    as PostgreSQL's own ``reltuples`` is.
+    """
+
+    def __init__(self, keep_s: float = CATALOG_KEEP_S, budget: int = CATALOG_KEPT_BYTES) -> None:
+        self.keep_s, self.budget = keep_s, budget
+        self._kept: OrderedDict[tuple[Any, ...], tuple[float, int, ReadResult]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> ReadResult | None:
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is None:
+                return None
+            if kept[0] < time.monotonic():
+                self._drop(key)
+                return None
+            result = kept[2]
+        # Each caller its own rows: a session may page through them.
+        return ReadResult(result.columns, result.types, [list(r) for r in result.rows], result.truncated)
+
+    def put(self, key: tuple[Any, ...], result: ReadResult, size: int) -> None:
+        if size > CATALOG_ANSWER_BYTES or size > self.budget:
+            return
+        with self._lock:
+            if key in self._kept:
+                self._drop(key)
+            copy = ReadResult(result.columns, result.types, [list(r) for r in result.rows], result.truncated)
+            self._kept[key] = (time.monotonic() + self.keep_s, size, copy)
+            self._bytes += size
+            while self._bytes > self.budget:
+                self._drop(next(iter(self._kept)))
+
+    def _drop(self, key: tuple[Any, ...]) -> None:
+        self._bytes -= self._kept.pop(key)[1]
+
+
+def _rows(table: pa.Table, columns: list[str], types: list[str], truncated: bool) -> ReadResult:
+    """An Arrow answer as the rows of a :class:`ReadResult` (DuckDB's Python values)."""
+    values = [column.to_pylist() for column in table.columns]
+    rows = [list(row) for row in zip(*values, strict=True)] if values else []
+    return ReadResult(columns=columns, types=types, rows=rows, truncated=truncated)
+
+
 class RemoteGate:
     """A :class:`~sensorstream.reads.gate.Gate` served by the writer's own ``ReadGate``.
 
     The guard runs here, on an in-memory DuckDB used only to parse (``json_serialize_sql`` does not
     bind the query to any table); the writer runs the checked text with its gate's slots and limits.
+    Only what needs the store reaches the writer (``reads.reach``): a statement that reads no table
+    (``SELECT 1``, ``version()``, the PostgreSQL endpoint's own ``VALUES`` tables) runs on that
+    in-memory DuckDB, through a gate of its own with the same limits; the answer of a catalog
+    query, or of such a statement, is kept here a few seconds (:class:`KeptAnswers`) unless it has
+    a clock or a random number in it. Both are what a client's driver, Grafana and a
+    hostile client send most, and each read in the writer's process takes CPU, and the GIL, from
+    the stream's batches.
     """
 
     def __init__(self, backend: str, limits: ReadLimits, *, what: str = WHAT) -> None:
         self.backend, self.limits, self.what = backend, limits, what
-        self._parser = duckdb.connect(":memory:")
+        # One DuckDB thread, its buffers within one read's memory: what runs here is small.
+        self._parser = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": f"{limits.memory}B"})
         lock_down(self._parser)
+        self._here = ReadGate(self._parser, limits=limits)
+        self._reach = ReachJudge(self._parser)
+        self._answers = KeptAnswers()
         self._local = threading.local()
         # Past the read's own limit the writer answers a timeout itself; this only catches a hang.
         self._socket_timeout = limits.timeout + HANG_MARGIN_S
@@ -128,21 +198,40 @@ class RemoteGate:
         request["timeout"] = seconds
         if tag is not None:
             request["tag"] = tag
-        request["text"] = self.check(sql)  # refused here, before the writer hears of it
-        header, payload = self._call(request)
-        if header["form"] == "json":
-            return ReadResult(**json.loads(payload))
-        table = pa.ipc.open_stream(payload).read_all()
-        columns = [column.to_pylist() for column in table.columns]
-        return ReadResult(
-            columns=header["columns"],
-            types=header["types"],
-            rows=[list(row) for row in zip(*columns, strict=True)] if columns else [],
-            truncated=header["truncated"],
-        )
+        text = request["text"] = self.check(sql)  # refused here, before the writer hears of it
+        reach = self._reach(text)
+        # A stable answer (no clock, no random) of what only the catalog or nothing of the store
+        # decides is kept: the same text and parameters get the same rows for a while.
+        key = (text, repr(request["params"]), rows, size) if reach.stable and reach.kind != "store" else None
+        if key is not None and (kept := self._answers.get(key)) is not None:
+            return kept
+        if reach.kind == "none":
+            answer = self._here.run_checked(
+                text, request["params"], max_rows=rows, max_bytes=size, timeout=seconds, tag=tag
+            )
+            if isinstance(answer, ArrowResult):
+                result, nbytes = (
+                    _rows(answer.table, answer.columns, answer.types, answer.truncated),
+                    answer.table.nbytes,
+                )
+            else:
+                result, nbytes = answer, answer_size(answer.rows)
+        else:
+            header, payload = self._call(request)
+            if header["form"] == "json":
+                result = ReadResult(**json.loads(payload))
+            else:
+                table = pa.ipc.open_stream(payload).read_all()
+                result = _rows(table, header["columns"], header["types"], header["truncated"])
+            nbytes = len(payload)
+        if key is not None:
+            self._answers.put(key, result, nbytes)
+        return result
 
     def cancel(self, tag: str) -> bool:
-        """Have the writer interrupt the read running under ``tag`` (``ReadGate.cancel``)."""
+        """Interrupt the read running under ``tag``, here or in the writer (``ReadGate.cancel``)."""
+        if self._here.cancel(tag):
+            return True
         _, payload = self._call({"op": "cancel", "tag": tag})
         return bool(json.loads(payload)["canceled"])
 

@@ -28,6 +28,7 @@ from sensorstream.reads.watchdog import rss
 from sensorstream.serve import api as api_module
 from sensorstream.serve.pgwire import codec
 from sensorstream.serve.pgwire import server as pgwire_server
+from sensorstream.serve.pgwire import session as pgwire_session
 from sensorstream.serve.pgwire.translate import to_duckdb
 
 pytestmark = pytest.mark.integration
@@ -203,7 +204,8 @@ def test_oversized_messages_before_authentication_are_refused_unread(served):
 
 # --- 3. the size before any parse, and parsing off the loop ----------------------------------------
 @pytest.mark.slow  # a measurement: every answer within 0.5 s, which a busy machine's scheduler can miss
-def test_a_huge_statement_is_refused_at_once_while_other_clients_answer(served):
+def test_a_huge_statement_is_refused_at_once_while_other_clients_answer(served, monkeypatch):
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", 0.0)  # the refusal's own cost, not its pause
     server, settings, _ = served()
     huge = "SELECT " + " + ".join(["(1 * 2)"] * 30_000)  # 270 KB; sqlglot took seconds on such text
     stop = threading.Event()
@@ -246,7 +248,8 @@ def test_a_huge_statement_is_refused_at_once_while_other_clients_answer(served):
 
 
 # --- 4. placeholders ---------------------------------------------------------------------------------
-def test_placeholders_beyond_the_protocols_limit_are_refused(served):
+def test_placeholders_beyond_the_protocols_limit_are_refused(served, monkeypatch):
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", 0.0)  # the refusal's own cost, not its pause
     server, settings, _ = served()
     with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
         rss_before = rss() or 0
@@ -281,6 +284,20 @@ def test_session_settings_are_bounded_and_memory_stays_flat(served):
         grown = (rss() or 0) - rss_before
         assert grown < 64 * 2**20, f"{grown / 2**20:.0f} MB"
         assert conn.execute("SHOW application_name").fetchone() is not None
+
+
+def test_custom_settings_are_kept_apart_by_their_dotted_names_and_count_against_the_bound(served):
+    """PostgreSQL keeps ``my.a`` and ``my.b`` apart; read as one name (``my``), a client could set
+    any number of them without reaching the bound, each answered at once."""
+    server, settings, _ = served()
+    with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+        conn.execute("SET my.a = 'one'")
+        conn.execute("SET SESSION my.b TO 'two'")
+        assert conn.execute("SHOW my.a").fetchone() == ("one",)
+        assert conn.execute("SHOW my.b").fetchone() == ("two",)
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="at most 64 settings"):
+            for n in range(100):
+                conn.execute(f"SET my.setting_{n} = 'v'")
 
 
 # --- 6. no path, PID or engine setting ---------------------------------------------------------------
@@ -360,7 +377,8 @@ def test_malformed_bytes_get_an_error_response_and_one_log_line(served, caplog):
 
 
 # --- 8. sleeps ---------------------------------------------------------------------------------------------
-def test_sleeps_are_refused_with_a_sentence(served):
+def test_sleeps_are_refused_with_a_sentence(served, monkeypatch):
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", 0.0)  # the refusal's own cost, not its pause
     server, settings, _ = served()
     with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
         for sql in ("SELECT pg_sleep(5)", "SELECT sleep_ms(5000)", "SELECT pg_catalog.pg_sleep(1)"):
@@ -382,3 +400,58 @@ def test_a_second_bind_to_a_named_portal_is_refused_as_postgres_does(served):
         sock.close()
     assert error.get("C") == "42P03", error
     assert error["M"] == 'portal "kept" already exists'
+
+
+def test_a_refusal_is_answered_after_a_pause_that_holds_no_thread_and_an_ordinary_error_at_once(
+    served, monkeypatch
+):
+    """As the HTTP API answers its refusals: a client that sends its next statement the moment it
+    is refused sends a few a second, not hundreds. Unknown tables and functions, which drivers
+    meet while they look around, are answered at once."""
+    server, settings, _ = served()
+    # A longer pause than the real one, so that a loaded machine's own delays cannot blur a
+    # paused answer with one at once, nor overlapping pauses with one after another.
+    pause = 1.0
+    monkeypatch.setattr(pgwire_session, "REFUSAL_PAUSE_S", pause)
+    with psycopg.connect(conninfo(server, settings), autocommit=True) as conn:
+        for sql, refusal in (
+            ("SELECT getenv('HOME')", psycopg.errors.InsufficientPrivilege),
+            ("SELECT 1 -- " + "x" * 20_000, psycopg.errors.ProgramLimitExceeded),
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(refusal):
+                conn.execute(sql)
+            assert time.monotonic() - t0 >= pause
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM no_such_table")
+        assert time.monotonic() - t0 < pause
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
+    # Three times as many refused clients at once as the endpoint has threads: their pauses
+    # overlap (a pause that held a thread would make it three pauses in all).
+    clients = [
+        psycopg.connect(conninfo(server, settings), autocommit=True) for _ in range(3 * settings.pg_workers)
+    ]
+    try:
+        go = threading.Barrier(len(clients) + 1)
+        took: list[float] = []
+
+        def refused(conn: psycopg.Connection) -> None:
+            go.wait()
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT pg_sleep(1)")
+            took.append(time.monotonic() - t0)
+
+        threads = [threading.Thread(target=refused, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        go.wait()
+        for t in threads:
+            t.join(10)
+        assert len(took) == len(clients) and min(took) >= pause
+        assert time.monotonic() - started < 2.5 * pause, took
+    finally:
+        for c in clients:
+            c.close()

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,15 @@ MAX_SETTING_VALUE = 256
 MAX_MESSAGE = 1 << 20
 # Messages buffered before they are written out: a large answer leaves in pages of about this many rows.
 PAGE_MESSAGES = 256
+# A refusal (a file, a setting, a sleep: 42501; a statement or message over a limit: 54000) is
+# answered no sooner than this after it was found, as the HTTP API answers its refusals: a hostile
+# client that sends its next statement the moment it has the answer then sends a few a second,
+# not hundreds, each costing a parse here and its own work over there, and the wait costs no
+# thread and no CPU (the loop sleeps). A person correcting a statement does not notice. Ordinary
+# errors (an unknown table or function, a syntax error) are answered at once: drivers and tools
+# meet those while they find out what the server has.
+REFUSAL_PAUSE_S = 0.2
+PAUSED_SQLSTATES = frozenset({"42501", "54000"})
 
 
 class Session(Handshake, ExtendedQuery):
@@ -69,12 +79,16 @@ class Session(Handshake, ExtendedQuery):
         self.statements: dict[str, Prepared] = {}
         self.portals = cursors.Portals(backend.held_per_session, backend.held)
         self._out: list[bytes] = []
+        self._answer_after = 0.0  # monotonic time before which the next flush waits (a refusal)
 
     # --- plumbing --------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         self._out.append(data)
 
     async def flush(self) -> None:
+        if self._answer_after:
+            await asyncio.sleep(self._answer_after - time.monotonic())
+            self._answer_after = 0.0
         if self._out:
             self.writer.write(b"".join(self._out))
             self._out.clear()
@@ -214,6 +228,8 @@ class Session(Handshake, ExtendedQuery):
                 skipping = True
 
     def _error(self, exc: ReadError) -> None:
+        if exc.sqlstate in PAUSED_SQLSTATES and not self._answer_after:
+            self._answer_after = time.monotonic() + REFUSAL_PAUSE_S
         self.send(codec.error_response(exc.sqlstate, str(exc)))
         if self.tx == "T":
             self.tx = "E"

@@ -90,6 +90,15 @@ def split_statements(sql: str) -> list[str]:
     return pieces
 
 
+def _dotted(words: list[str]) -> list[str]:
+    """``words`` with a leading ``my . setting`` (three tokens) as one name, ``my.setting``: a
+    custom setting's name, which PostgreSQL keeps apart from ``my.other``."""
+    words = list(words)
+    while len(words) >= 3 and words[1] == ".":
+        words[:3] = [f"{words[0]}.{words[2]}"]
+    return words
+
+
 def _setting_text(words: list[str]) -> str:
     return " ".join(w.strip("'\"") for w in words)
 
@@ -129,6 +138,7 @@ def classify(sql: str) -> Command:
         rest = words[1:]
         if rest and rest[0].upper() in {"SESSION", "LOCAL"}:
             rest = rest[1:]
+        rest = _dotted(rest)
         if len(rest) >= 2 and rest[0].upper() == "TIME" and rest[1].upper() == "ZONE":
             return Command("set", sql, tag="SET", name="timezone", value=_setting_text(rest[2:]))
         if not rest:
@@ -136,6 +146,6 @@ def classify(sql: str) -> Command:
         values = rest[2:] if len(rest) > 1 and rest[1].upper() in {"TO", "="} else rest[1:]
         return Command("set", sql, tag="SET", name=rest[0].lower().strip('"'), value=_setting_text(values))
     if first == "SHOW":
-        name = " ".join(w.lower().strip('"') for w in words[1:])
+        name = " ".join(w.lower().strip('"') for w in _dotted(words[1:]))
         return Command("show", sql, tag="SHOW", name=name)
     return Command("query", sql, words=words)
