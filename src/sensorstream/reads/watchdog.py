@@ -108,8 +108,9 @@ class _Watcher(_OnePerProcess):
     another (a client's queries, ~70 a second under load) join it without waking it; only the
     first read after a quiet spell, or one whose deadline comes before the next tick, wakes it.
     It runs at the readers' lowered priority (``READ_NICE``; :func:`start_watchers` starts it from
-    a thread that is not idle, whose policy it inherits): low, as the readers are, but not idle, so the named queries' time limits (their threads are not
-    idle either) hold on a busy machine too. A tick holds the GIL for some microseconds.
+    a thread that is not idle, whose policy it inherits): low, as the readers are, but not idle, so
+    the named queries' time limits (their threads are not idle either) hold on a busy machine too.
+    A tick holds the GIL for some microseconds.
     """
 
     LINGER_S = 2.0

@@ -91,8 +91,7 @@ class KeptAnswers:
                 self._drop(key)
                 return None
             result = kept[2]
-        # Each caller its own rows: a session may page through them.
-        return ReadResult(result.columns, result.types, [list(r) for r in result.rows], result.truncated)
+        return _own_copy(result)  # each caller its own rows: a session may page through them
 
     def put(self, key: tuple[Any, ...], result: ReadResult, size: int) -> None:
         if size > CATALOG_ANSWER_BYTES or size > self.budget:
@@ -100,14 +99,17 @@ class KeptAnswers:
         with self._lock:
             if key in self._kept:
                 self._drop(key)
-            copy = ReadResult(result.columns, result.types, [list(r) for r in result.rows], result.truncated)
-            self._kept[key] = (time.monotonic() + self.keep_s, size, copy)
+            self._kept[key] = (time.monotonic() + self.keep_s, size, _own_copy(result))
             self._bytes += size
             while self._bytes > self.budget:
                 self._drop(next(iter(self._kept)))
 
     def _drop(self, key: tuple[Any, ...]) -> None:
         self._bytes -= self._kept.pop(key)[1]
+
+
+def _own_copy(result: ReadResult) -> ReadResult:
+    return ReadResult(result.columns, result.types, [list(r) for r in result.rows], result.truncated)
 
 
 def _rows(table: pa.Table, columns: list[str], types: list[str], truncated: bool) -> ReadResult:
