@@ -19,7 +19,6 @@ function stability, built-in types), so it follows the DuckDB version in use.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Literal
 
 import duckdb
 
-from sensorstream.reads.sqlguard import _nodes
+from sensorstream.reads.sqlguard import _nodes, syntax_tree
 
 Kind = Literal["none", "catalog", "store"]
 
@@ -114,8 +113,7 @@ class ReachJudge:
     def _judge(self, text: str) -> Reach:
         cur = self._con.cursor()
         try:
-            raw = cur.execute("SELECT json_serialize_sql($q)", {"q": text}).fetchone()
-            tree = json.loads(raw[0]) if raw else {"error": True}
+            tree = syntax_tree(cur, text)
         except (duckdb.Error, RecursionError, ValueError):
             return Reach("store", stable=False)
         finally:

@@ -215,6 +215,13 @@ def check(
     return text
 
 
+def syntax_tree(cur: duckdb.DuckDBPyConnection, text: str) -> dict[str, Any]:
+    """DuckDB's syntax tree of ``text`` (``json_serialize_sql``); it has ``"error"`` set where
+    DuckDB cannot serialize the statement. Raises what DuckDB or a too deep JSON raise."""
+    raw = cur.execute("SELECT json_serialize_sql($q)", {"q": text}).fetchone()
+    return json.loads(raw[0]) if raw else {"error": True}
+
+
 def _check(cur: duckdb.DuckDBPyConnection, sql: str, max_sql_bytes: int, max_columns: int) -> str:
     if not isinstance(sql, str) or not sql.strip():
         raise SqlRefused("the SQL text is empty")
@@ -237,8 +244,7 @@ def _check(cur: duckdb.DuckDBPyConnection, sql: str, max_sql_bytes: int, max_col
         raise SqlRefused(f"only SELECT (or WITH … SELECT) is allowed, not {name}")
     text = statement.query.strip().rstrip(";").strip()
     try:
-        raw = cur.execute("SELECT json_serialize_sql($q)", {"q": text}).fetchone()
-        tree = json.loads(raw[0]) if raw else {"error": True}
+        tree = syntax_tree(cur, text)
     except RecursionError:
         raise SqlRefused("the SQL is nested too deeply to be checked") from None
     except duckdb.Error as exc:
