@@ -1,7 +1,8 @@
 """Shared fixtures: one real Kafka broker and one SparkSession for the whole test run.
 
 Services are started here and stopped at the end, so `make test` needs nothing running first.
-Ports come from SENSORSTREAM_TEST_KAFKA_PORT (default 39092) so parallel runs can stay apart.
+The broker listens on SENSORSTREAM_TEST_KAFKA_PORT when it is set, else on free ports, so runs (and
+pytest-xdist's workers, each with a broker of its own) stay apart.
 
 A test is marked by what it starts (``broker``, ``spark``, ``browser``, ``jvm``, ``go``, ``process``):
 from the fixtures it uses (here, and a module's own in its ``STARTED_BY_FIXTURE``), and by hand
@@ -39,20 +40,36 @@ for _name in ("SPARK_SUBMIT_OPTS", "KAFKA_OPTS"):
 STARTED_BY_FIXTURE = {"kafka": "broker", "spark": "spark"}
 
 
+# `make test` runs the tests that start something on two pytest-xdist workers (--dist loadgroup): each
+# module is one unit of work, so its module fixtures start once, on one worker. A module whose tests
+# share no module fixture sets ONE_UNIT_PER_TEST = True and its tests are spread one by one (the
+# fault scenarios: ~30 s each, one unit would be the longest of the run).
+
+
+# First: xdist's worker reads the xdist_group marks in its own hook of this name.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        started = {**STARTED_BY_FIXTURE, **getattr(getattr(item, "module", None), "STARTED_BY_FIXTURE", {})}
+        module = getattr(item, "module", None)
+        started = {**STARTED_BY_FIXTURE, **getattr(module, "STARTED_BY_FIXTURE", {})}
         for fixture, marker in started.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+        if not getattr(module, "ONE_UNIT_PER_TEST", False):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # The long end-to-end modules first (xdist keeps this order with --no-loadscope-reorder): two
+    # workers then finish together, the short units filling in at the end, instead of one worker
+    # starting a 100 s module while the other has nothing left.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real single-node KRaft broker, shared by every test of the run."""
     from sensorstream.kafka.broker import LocalKafka
+    from sensorstream.tools.ports import free_block
 
-    port = int(os.environ.get("SENSORSTREAM_TEST_KAFKA_PORT", "39092"))
+    port = int(os.environ.get("SENSORSTREAM_TEST_KAFKA_PORT") or free_block(2))  # client + controller
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=port, cache_dir=ROOT / ".cache")
     broker.start()
     try:

@@ -41,6 +41,11 @@ def process(request) -> bool:
     return request.param
 
 
+# Short, so the slow query is interrupted soon; not shorter: the API's process reads at SCHED_IDLE and
+# `make test` runs another heavy test on the other core, so a plain count can wait a second for a core.
+QUERY_TIMEOUT = 3.0
+
+
 @pytest.fixture(scope="module")
 def served(module_settings, process) -> Iterator[tuple[ReadApi, Settings]]:
     """A store of 5 batches and its API, one per way of serving, shared by the tests that only read
@@ -48,7 +53,7 @@ def served(module_settings, process) -> Iterator[tuple[ReadApi, Settings]]:
     settings = store_settings(module_settings)
     with (
         writer_store(settings) as (con, _),
-        serving(con, settings, query_timeout=1.0, max_rows=100, process=process) as api,
+        serving(con, settings, query_timeout=QUERY_TIMEOUT, max_rows=100, process=process) as api,
     ):
         yield api, settings
 
@@ -152,7 +157,7 @@ def test_sql_binds_params_and_caps_rows(http):
     injected = http.post(
         "/sql", json={"sql": "SELECT * FROM readings WHERE sensor_id = ?", "params": ["x' OR '1'='1"]}
     ).json()
-    assert injected["rows"] == []
+    assert injected.get("rows") == [], injected
     named = http.post(
         "/sql",
         json={
@@ -160,7 +165,7 @@ def test_sql_binds_params_and_caps_rows(http):
             "params": {"s": "sensor-0001"},
         },
     ).json()
-    assert named["rows"] == [[25]]
+    assert named.get("rows") == [[25]], named
     capped = http.post("/sql", json={"sql": "SELECT * FROM range(1000) -- a trailing comment"}).json()
     assert len(capped["rows"]) == 100 and capped["truncated"] is True
 
@@ -169,9 +174,9 @@ def test_a_slow_query_is_interrupted(http):
     started = time.monotonic()
     response = http.post("/sql", json={"sql": "SELECT sum(hash(i)) FROM range(100000000000) t(i)"})
     assert response.status_code == 400
-    assert "interrupted after 1 s" in response.json()["error"]
+    assert f"interrupted after {QUERY_TIMEOUT:.0f} s" in response.json()["error"]
     assert response.json()["sqlstate"] == "57014"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < QUERY_TIMEOUT + 4
 
 
 def test_the_client_raises_query_errors_from_the_api(served):

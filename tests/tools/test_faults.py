@@ -14,6 +14,8 @@ from sensorstream.tools.faults.scenario import FaultOptions, ScenarioResult
 
 # Each scenario runs `sensorstream stream` in child processes.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
+# Each scenario brings its own store and stream job: `make test`'s workers take them one by one.
+ONE_UNIT_PER_TEST = True
 
 
 @pytest.fixture
