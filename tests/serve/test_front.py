@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from kit.store import store_settings, writer_store
-from sensorstream.reads.errors import QueryCanceled, QueryTimeout
+from sensorstream.reads.errors import QueryCanceled, QueryTimeout, TooLarge
 from sensorstream.reads.gate import ReadGate
+from sensorstream.reads.limits import ReadLimits
 from sensorstream.serve import front
 from sensorstream.serve.backend import ReadBackend
 
@@ -81,6 +82,16 @@ def test_a_read_run_here_keeps_the_limits_of_a_read(remote):
         time.sleep(0.02)
     reader.join(5)
     assert hit and isinstance(hit[0], QueryCanceled)
+
+
+def test_a_read_run_here_beyond_its_memory_is_refused_and_writes_no_file(tmp_path, monkeypatch):
+    # DuckDB in memory spills to ./.tmp by default: a client's big sort would fill the disk of
+    # whatever folder the endpoint was started from, beyond any read limit.
+    monkeypatch.chdir(tmp_path)
+    gate = front.RemoteGate(str(tmp_path / "no-writer.sock"), ReadLimits(memory=32 * 2**20))
+    with pytest.raises(TooLarge, match="memory"):
+        gate.run("SELECT i % 3000000 AS k, count(*) AS n FROM range(6000000) t(i) GROUP BY k ORDER BY n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_catalog_answers_are_kept_a_few_seconds_and_asked_again_after(remote, monkeypatch):

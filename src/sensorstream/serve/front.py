@@ -135,8 +135,12 @@ class RemoteGate:
 
     def __init__(self, backend: str, limits: ReadLimits, *, what: str = WHAT) -> None:
         self.backend, self.limits, self.what = backend, limits, what
-        # One DuckDB thread, its buffers within one read's memory: what runs here is small.
-        self._parser = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": f"{limits.memory}B"})
+        # One DuckDB thread, its buffers within one read's memory: what runs here is small. No temp
+        # directory: DuckDB in memory spills to ./.tmp otherwise, and a client's sort would fill the
+        # disk of whatever folder the endpoint was started from; beyond the memory it is TooLarge.
+        self._parser = duckdb.connect(
+            ":memory:", config={"threads": 1, "memory_limit": f"{limits.memory}B", "temp_directory": ""}
+        )
         lock_down(self._parser)
         self._here = ReadGate(self._parser, limits=limits)
         self._reach = ReachJudge(self._parser)
