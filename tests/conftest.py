@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Kafka broker and one SparkSession for the whole test run.
+"""Shared fixtures: one real Kafka broker and one SparkSession for the whole test run (one each per
+pytest-xdist worker).
 
 Services are started here and stopped at the end, so `make test` needs nothing running first.
 The broker listens on SENSORSTREAM_TEST_KAFKA_PORT when it is set, else on free ports, so runs (and
@@ -65,7 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A real single-node KRaft broker, shared by every test of the run."""
+    """A real single-node KRaft broker, shared by every test of the run (of the worker)."""
     from sensorstream.kafka.broker import LocalKafka
     from sensorstream.tools.ports import free_block
 
