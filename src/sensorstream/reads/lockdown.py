@@ -57,5 +57,12 @@ def lock_down(con: duckdb.DuckDBPyConnection, *, memory_limit: str | None = None
     log.debug("store engine locked down (memory_limit %s)", memory_limit or "default")
 
 
+def in_memory(config: dict[str, str | int] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB in memory for reads, with no temp directory: DuckDB's default for a database in
+    memory is ``./.tmp``, so a client's big sort spilled into whatever folder the process started
+    from, a disk outside the read's memory limit. Beyond its memory a read is TooLarge instead."""
+    return duckdb.connect(":memory:", config={**(config or {}), "temp_directory": ""})
+
+
 def _quoted(text: str) -> str:
     return text.replace("'", "''")

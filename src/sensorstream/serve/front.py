@@ -25,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import uvicorn
 
@@ -36,7 +35,7 @@ from sensorstream.reads.errors import QueryError
 from sensorstream.reads.execute import Result
 from sensorstream.reads.gate import ReadGate
 from sensorstream.reads.limits import Params, ReadLimits, check_params
-from sensorstream.reads.lockdown import lock_down
+from sensorstream.reads.lockdown import in_memory, lock_down
 from sensorstream.reads.reach import ReachJudge
 from sensorstream.serve import child
 from sensorstream.serve.backend import connect_backend, recv_frame, send_frame
@@ -135,12 +134,8 @@ class RemoteGate:
 
     def __init__(self, backend: str, limits: ReadLimits, *, what: str = WHAT) -> None:
         self.backend, self.limits, self.what = backend, limits, what
-        # One DuckDB thread, its buffers within one read's memory: what runs here is small. No temp
-        # directory: DuckDB in memory spills to ./.tmp otherwise, and a client's sort would fill the
-        # disk of whatever folder the endpoint was started from; beyond the memory it is TooLarge.
-        self._parser = duckdb.connect(
-            ":memory:", config={"threads": 1, "memory_limit": f"{limits.memory}B", "temp_directory": ""}
-        )
+        # One DuckDB thread, its buffers within one read's memory: what runs here is small.
+        self._parser = in_memory({"threads": 1, "memory_limit": f"{limits.memory}B"})
         lock_down(self._parser)
         self._here = ReadGate(self._parser, limits=limits)
         self._reach = ReachJudge(self._parser)
