@@ -44,10 +44,8 @@ STARTED_BY_FIXTURE = {"kafka": "broker", "spark": "spark"}
 # `make test` runs the tests that start something on two pytest-xdist workers (--dist loadgroup): each
 # module is one unit of work, so its module fixtures start once, on one worker. A module whose tests
 # share no module fixture sets ONE_UNIT_PER_TEST = True and its tests are spread one by one (the
-# fault scenarios: ~30 s each, one unit would be the longest of the run).
-
-
-# First: xdist's worker reads the xdist_group marks in its own hook of this name.
+# fault scenarios: ~30 s each, one unit would be the longest of the run). tryfirst: xdist's worker
+# reads the xdist_group marks in its own hook of this name.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
