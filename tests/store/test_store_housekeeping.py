@@ -61,6 +61,15 @@ def test_retention_deletes_only_rows_older_than_the_horizon(settings):
         assert open_windows and all(stored == counted for _, stored, counted in open_windows)
 
 
+def test_a_store_with_no_readings_has_no_event_cutoff(settings):
+    """Not "now - RETENTION": a pass that began before the first batch would delete by that cutoff
+    the older event times the batches committed while it ran (a replayed data set's)."""
+    with writer_store(settings, batches=0) as (con, _):
+        assert con.execute("SELECT count(*) FROM readings").fetchone()[0] == 0
+        assert event_cutoff(con, 600) is None
+        assert apply_retention(con, 600).event_cutoff is None
+
+
 def test_retention_leaves_a_store_younger_than_the_horizon_alone(settings):
     with writer_store(settings, batches=30) as (con, _):
         result = apply_retention(con, 600)

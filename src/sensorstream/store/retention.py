@@ -77,7 +77,12 @@ def event_cutoff(con: duckdb.DuckDBPyConnection, retention: float) -> datetime |
 def _newest_event_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
     cur = read_cursor(con)
     try:
-        row = cur.execute("SELECT least(max(event_time), now()) FROM readings").fetchone()
+        # Not least(max(event_time), now()): least skips NULLs, so with no readings yet it gave now,
+        # and a pass that started before the first batch deleted by now - RETENTION the batches
+        # committed while it ran (a replay of older data lost them, and then counted their copies).
+        row = cur.execute(
+            "SELECT CASE WHEN max(event_time) IS NOT NULL THEN least(max(event_time), now()) END FROM readings"
+        ).fetchone()
     finally:
         cur.close()
     return row[0] if row else None
